@@ -1,0 +1,392 @@
+//! Assignments on disk (API §4): finding one by name without leaving the
+//! root, rendering its templates with the spec, and packing the build context.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use globset::{GlobBuilder, GlobMatcher};
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+use crate::redact::Redactor;
+use crate::spec::AssignmentName;
+
+const DOCKERFILE_TEMPLATE: &str = "Dockerfile.tmpl";
+const CONTEXT_DIR: &str = "context";
+const TEMPLATE_SUFFIX: &str = ".tmpl";
+/// Name of the rendered Dockerfile inside the context; the daemon drops it
+/// (and `.dockerignore`) from the context because our `.dockerignore` lists it.
+pub const DOCKERFILE_IN_CONTEXT: &str = ".ua-Dockerfile";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssignmentError {
+    #[error("there is no assignment named `{0}` on this server")]
+    NotFound(String),
+    #[error("the assignment's template did not render: {0}")]
+    Render(String),
+    #[error("the assignment `{name}` could not be read: {source}")]
+    Io { name: String, source: io::Error },
+}
+
+/// A located assignment directory, known to lie inside the root.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub name: AssignmentName,
+    dir: PathBuf,
+    root: PathBuf,
+}
+
+impl Assignment {
+    /// Finds `name` under `root`; symlinks may not lead out of the root.
+    pub fn find(root: &Path, name: &AssignmentName) -> Result<Assignment, AssignmentError> {
+        let not_found = || AssignmentError::NotFound(name.to_string());
+        let root = root.canonicalize().map_err(|_| not_found())?;
+        let dir = root
+            .join(name.relative_dir())
+            .canonicalize()
+            .map_err(|_| not_found())?;
+        if !dir.starts_with(&root) || !dir.join(DOCKERFILE_TEMPLATE).is_file() {
+            return Err(not_found());
+        }
+        Ok(Assignment {
+            name: name.clone(),
+            dir,
+            root,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Renders the Dockerfile and `context/**.tmpl`, and packs the context as
+    /// a tar with the Dockerfile at [`DOCKERFILE_IN_CONTEXT`]. Blocking.
+    pub fn render_context(&self, vars: &TemplateVars) -> Result<Vec<u8>, AssignmentError> {
+        let env = template_env();
+        let context = vars.to_value();
+        let redactor = Redactor::new(vars.data);
+        let render = |name: &str, source: &str| {
+            env.render_named_str(name, source, &context)
+                .map_err(|e| AssignmentError::Render(redactor.redact(&describe(&e))))
+        };
+        let io_error = |source| AssignmentError::Io {
+            name: self.name.to_string(),
+            source,
+        };
+
+        let dockerfile =
+            fs::read_to_string(self.dir.join(DOCKERFILE_TEMPLATE)).map_err(io_error)?;
+        let dockerfile = render(DOCKERFILE_TEMPLATE, &dockerfile)?;
+
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.follow_symlinks(false);
+        append_bytes(
+            &mut tar,
+            DOCKERFILE_IN_CONTEXT,
+            dockerfile.as_bytes(),
+            0o644,
+        )
+        .map_err(io_error)?;
+        let ignore = format!("{DOCKERFILE_IN_CONTEXT}\n.dockerignore\n");
+        append_bytes(&mut tar, ".dockerignore", ignore.as_bytes(), 0o644).map_err(io_error)?;
+
+        let context_dir = self.dir.join(CONTEXT_DIR);
+        if context_dir.is_dir() {
+            let ignore = DockerIgnore::read(&context_dir).map_err(io_error)?;
+            for relative in walk(&context_dir).map_err(io_error)? {
+                let name = relative.to_string_lossy().into_owned();
+                if name == ".dockerignore" || ignore.excludes(&name) {
+                    continue;
+                }
+                let path = context_dir.join(&relative);
+                let meta = fs::symlink_metadata(&path).map_err(io_error)?;
+                match name.strip_suffix(TEMPLATE_SUFFIX) {
+                    Some(rendered_name) if meta.is_file() => {
+                        let source = fs::read_to_string(&path).map_err(io_error)?;
+                        let text = render(&name, &source)?;
+                        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+                        append_bytes(&mut tar, rendered_name, text.as_bytes(), mode)
+                            .map_err(io_error)?;
+                    }
+                    Some(_) if meta.is_symlink() => {
+                        // A symlinked template would be read through the link: only within the root.
+                        let target = path.canonicalize().map_err(io_error)?;
+                        if !target.starts_with(&self.root) {
+                            return Err(AssignmentError::Render(format!(
+                                "{name} links outside the assignments root"
+                            )));
+                        }
+                        let source = fs::read_to_string(&target).map_err(io_error)?;
+                        let text = render(&name, &source)?;
+                        append_bytes(
+                            &mut tar,
+                            &name[..name.len() - TEMPLATE_SUFFIX.len()],
+                            text.as_bytes(),
+                            0o644,
+                        )
+                        .map_err(io_error)?;
+                    }
+                    _ => tar
+                        .append_path_with_name(&path, &relative)
+                        .map_err(io_error)?,
+                }
+            }
+        }
+        tar.into_inner().map_err(io_error)
+    }
+}
+
+/// The variables templates see (API §4).
+pub struct TemplateVars<'a> {
+    pub data: &'a serde_json::Value,
+    pub spec_id: &'a str,
+    pub instance_id: &'a str,
+}
+
+impl TemplateVars<'_> {
+    fn to_value(&self) -> Value {
+        minijinja::context! {
+            data => Value::from(minijinja::value::Serde(self.data)),
+            spec_id => self.spec_id,
+            instance_id => self.instance_id,
+        }
+    }
+}
+
+fn template_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+        .expect("the default delimiters are valid");
+    env.set_syntax(syntax);
+    env.set_fuel(Some(1_000_000));
+    env.add_filter("json", |v: Value| {
+        serde_json::to_string(&v).map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+        })
+    });
+    env.add_filter("b64", |v: Value| BASE64.encode(text_of(&v)));
+    env.add_filter("shell", |v: Value| shell_quote(&text_of(&v)));
+    env
+}
+
+/// A value as text: strings as they are, anything else as it prints.
+fn text_of(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
+}
+
+/// One POSIX shell word that stands for exactly `text`.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A render error in one line, without the debug dump that would show values.
+fn describe(e: &minijinja::Error) -> String {
+    let place = match (e.name(), e.line()) {
+        (Some(name), Some(line)) => format!(" (in {name}, line {line})"),
+        (Some(name), None) => format!(" (in {name})"),
+        _ => String::new(),
+    };
+    match e.detail() {
+        Some(detail) => format!("{}: {detail}{place}", e.kind()),
+        None => format!("{}{place}", e.kind()),
+    }
+}
+
+fn append_bytes(
+    tar: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(mode & 0o7777);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, name, bytes)
+}
+
+/// Every entry under `dir`, relative to it, parents before children, sorted;
+/// symlinked directories are not entered.
+fn walk(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(relative) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(dir.join(&relative))?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries.into_iter().rev() {
+            let child = relative.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                stack.push(child.clone());
+            }
+            out.push(child);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `.dockerignore` rules as Docker applies them: the last matching rule
+/// wins, `!` re-includes, and a rule matching a directory covers its contents.
+struct DockerIgnore {
+    rules: Vec<(GlobMatcher, bool)>,
+}
+
+impl DockerIgnore {
+    fn read(context_dir: &Path) -> io::Result<DockerIgnore> {
+        let text = match fs::read_to_string(context_dir.join(".dockerignore")) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(DockerIgnore::parse(&text))
+    }
+
+    fn parse(text: &str) -> DockerIgnore {
+        let rules = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|line| {
+                let (pattern, include) = match line.strip_prefix('!') {
+                    Some(rest) => (rest.trim(), true),
+                    None => (line, false),
+                };
+                let pattern = pattern.trim_start_matches('/').trim_end_matches('/');
+                let glob = GlobBuilder::new(pattern)
+                    .literal_separator(true)
+                    .build()
+                    .ok()?;
+                Some((glob.compile_matcher(), include))
+            })
+            .collect();
+        DockerIgnore { rules }
+    }
+
+    fn excludes(&self, relative: &str) -> bool {
+        let mut excluded = false;
+        for (matcher, include) in &self.rules {
+            let mut candidates = Path::new(relative)
+                .ancestors()
+                .filter(|p| !p.as_os_str().is_empty());
+            if candidates.any(|p| matcher.is_match(p)) {
+                excluded = !include;
+            }
+        }
+        excluded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::io::Read;
+
+    fn write(path: &Path, text: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    fn unpack(tar: &[u8]) -> BTreeMap<String, String> {
+        let mut archive = tar::Archive::new(tar);
+        let mut files = BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.header().entry_type().is_file() {
+                let mut text = String::new();
+                entry.read_to_string(&mut text).unwrap();
+                files.insert(entry.path().unwrap().display().to_string(), text);
+            }
+        }
+        files
+    }
+
+    fn vars(data: &serde_json::Value) -> TemplateVars<'_> {
+        TemplateVars {
+            data,
+            spec_id: "spec-1",
+            instance_id: "inst-1",
+        }
+    }
+
+    #[test]
+    fn renders_dockerfile_and_context_templates_with_filters() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("archive/tar_extract");
+        write(
+            &dir.join("Dockerfile.tmpl"),
+            "FROM base\nRUN echo {{ data.secret | shell }} {{ spec_id }}\n",
+        );
+        write(
+            &dir.join("context/notes.txt.tmpl"),
+            "{{ data | json }} {{ data.secret | b64 }} {{ instance_id }}",
+        );
+        write(&dir.join("context/plain.sh"), "echo {{ not rendered }}");
+        write(&dir.join("context/skip/me.log"), "x");
+        write(&dir.join("context/.dockerignore"), "skip\n*.log\n");
+        let name = AssignmentName::parse("archive.tar_extract").unwrap();
+        let assignment = Assignment::find(root.path(), &name).unwrap();
+        let data = serde_json::json!({"secret": "it's"});
+        let files = unpack(&assignment.render_context(&vars(&data)).unwrap());
+        assert_eq!(
+            files[DOCKERFILE_IN_CONTEXT],
+            "FROM base\nRUN echo 'it'\\''s' spec-1\n"
+        );
+        assert_eq!(files["notes.txt"], r#"{"secret":"it's"} aXQncw== inst-1"#);
+        assert_eq!(files["plain.sh"], "echo {{ not rendered }}");
+        assert!(!files
+            .keys()
+            .any(|k| k.contains("skip") || k.ends_with(".tmpl")));
+    }
+
+    #[test]
+    fn undefined_variables_fail_without_echoing_data() {
+        let root = tempfile::tempdir().unwrap();
+        write(
+            &root.path().join("a/Dockerfile.tmpl"),
+            "FROM x\nRUN {{ data.missing }} {{ data.secret }}\n",
+        );
+        let assignment =
+            Assignment::find(root.path(), &AssignmentName::parse("a").unwrap()).unwrap();
+        let data = serde_json::json!({"secret": "hunter2"});
+        let err = assignment
+            .render_context(&vars(&data))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("undefined") && err.contains("line 2"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn nothing_outside_the_root_is_found() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        write(&outer.path().join("secret/Dockerfile.tmpl"), "FROM x");
+        write(&root.join("ok/Dockerfile.tmpl"), "FROM x");
+        std::os::unix::fs::symlink(outer.path().join("secret"), root.join("escape")).unwrap();
+        let find = |n: &str| Assignment::find(&root, &AssignmentName::parse(n).unwrap());
+        assert!(find("ok").is_ok());
+        assert!(matches!(find("escape"), Err(AssignmentError::NotFound(_))));
+        assert!(matches!(find("missing"), Err(AssignmentError::NotFound(_))));
+    }
+
+    #[test]
+    fn dockerignore_rules() {
+        let ignore = DockerIgnore::parse("# c\n*.md\n!README.md\nbuild/\n/tmp/**\n");
+        assert!(ignore.excludes("a.md"));
+        assert!(!ignore.excludes("README.md"));
+        assert!(!ignore.excludes("sub/a.md"));
+        assert!(ignore.excludes("build/x/y"));
+        assert!(ignore.excludes("tmp/a/b"));
+        assert!(!ignore.excludes("src/main.c"));
+    }
+}

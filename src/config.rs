@@ -1,0 +1,115 @@
+//! Flags of `ua serve`, each with its `UA_*` environment variable (API §6).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Parses durations written like `90s`, `5m`, `4h` (also `1h 30m`, `250ms`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e} (write durations like 90s, 5m or 4h)"))
+}
+
+fn default_max_builds() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Settings of the server, from flags or `UA_*` variables.
+#[derive(Args, Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on when not socket-activated.
+    #[arg(long, env = "UA_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Key file: one base64 key per line, the first seals, all open.
+    #[arg(long, env = "UA_KEY_FILE", default_value = "/etc/ua/key")]
+    pub key_file: PathBuf,
+
+    /// Root of the assignment templates.
+    #[arg(long, env = "UA_ASSIGNMENTS", default_value = "/etc/ua/assignments")]
+    pub assignments: PathBuf,
+
+    /// Directory of instance records and the server lock.
+    #[arg(long, env = "UA_STATE_DIR", default_value = "/var/lib/ua")]
+    pub state_dir: PathBuf,
+
+    /// How long an instance without sessions is kept.
+    #[arg(long, env = "UA_INSTANCE_EXPIRY", default_value = "4h", value_parser = parse_duration)]
+    pub instance_expiry: Duration,
+
+    /// A session with no client traffic and no output for this long is closed (4002).
+    #[arg(long, env = "UA_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long a terminal outlives its websocket, waiting for a reconnect.
+    #[arg(long, env = "UA_REATTACH_GRACE", default_value = "60s", value_parser = parse_duration)]
+    pub reattach_grace: Duration,
+
+    /// Builds run at once; the rest wait in arrival order.
+    #[arg(long, env = "UA_MAX_BUILDS", default_value_t = default_max_builds())]
+    pub max_builds: usize,
+
+    /// Live instances; past it `POST /spec` answers 503.
+    #[arg(long, env = "UA_MAX_INSTANCES", default_value_t = 500)]
+    pub max_instances: usize,
+
+    /// Origins allowed for CORS and the websocket: `*` or a comma-separated list.
+    #[arg(long, env = "UA_ALLOWED_ORIGINS", default_value = "*")]
+    pub allowed_origins: String,
+
+    /// Bytes of recent output replayed to a reconnecting client.
+    #[arg(long, env = "UA_REPLAY_BYTES", default_value_t = 64 * 1024)]
+    pub replay_bytes: usize,
+
+    /// Memory limit of each container in MiB (swap is limited to the same).
+    #[arg(long, env = "UA_MEMORY_MB", default_value_t = 512)]
+    pub memory_mb: i64,
+
+    /// Process limit of each container.
+    #[arg(long, env = "UA_PIDS_LIMIT", default_value_t = 256)]
+    pub pids_limit: i64,
+
+    /// CPU limit of each container, in CPUs.
+    #[arg(long, env = "UA_CPUS", default_value_t = 1.0)]
+    pub cpus: f64,
+
+    /// Let image builds reach the network (off by default).
+    #[arg(long, env = "UA_BUILD_NETWORK", default_value_t = false)]
+    pub build_network: bool,
+
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "UA_LOG_LEVEL", default_value = "info")]
+    pub log_level: log::LevelFilter,
+}
+
+impl ServeConfig {
+    /// The allowed origins, or `None` when any origin is allowed.
+    pub fn origin_allowlist(&self) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .allowed_origins
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if list.is_empty() || list.iter().any(|s| s == "*") {
+            None
+        } else {
+            Some(list)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_the_docs() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("4h").unwrap(), Duration::from_secs(4 * 3600));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,178 @@
+//! The plaintext spec (API §1): parsing and validation. Error messages name
+//! the field at fault but never echo its value: specs carry answers.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// Longest `specID` accepted, in characters.
+pub const MAX_SPEC_ID_CHARS: usize = 200;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("the opened spec is not a UTF-8 JSON object")]
+    NotJsonObject,
+    #[error("the spec has no `{0}` field")]
+    Missing(&'static str),
+    #[error("the spec's `{0}` field has the wrong type")]
+    WrongType(&'static str),
+    #[error("the spec's `specID` must be 1 to 200 characters")]
+    SpecIdLength,
+    #[error("the spec's `assignmentName` must be segments of letters, digits, `_` or `-`, joined by `.` or `/`")]
+    BadAssignmentName,
+}
+
+/// An assignment's name, reduced to its segments: `a.b` and `a/b` are equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AssignmentName(Vec<String>);
+
+impl AssignmentName {
+    pub fn parse(text: &str) -> Result<AssignmentName, SpecError> {
+        let segments: Vec<String> = text.split(['.', '/']).map(str::to_owned).collect();
+        let valid_segment = |s: &String| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if segments.iter().all(valid_segment) {
+            Ok(AssignmentName(segments))
+        } else {
+            Err(SpecError::BadAssignmentName)
+        }
+    }
+
+    /// The directory of the assignment relative to the assignments root.
+    pub fn relative_dir(&self) -> PathBuf {
+        self.0.iter().collect()
+    }
+}
+
+impl std::fmt::Display for AssignmentName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("/"))
+    }
+}
+
+/// An opened and validated spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub spec_id: String,
+    pub assignment: AssignmentName,
+    pub data: Value,
+    pub not_after: Option<i64>,
+}
+
+impl Spec {
+    pub fn parse(plaintext: &[u8]) -> Result<Spec, SpecError> {
+        let value: Value =
+            serde_json::from_slice(plaintext).map_err(|_| SpecError::NotJsonObject)?;
+        let Value::Object(mut fields) = value else {
+            return Err(SpecError::NotJsonObject);
+        };
+        let spec_id = match fields.remove("specID") {
+            None | Some(Value::Null) => return Err(SpecError::Missing("specID")),
+            Some(Value::String(s)) => s,
+            Some(_) => return Err(SpecError::WrongType("specID")),
+        };
+        let chars = spec_id.chars().count();
+        if chars == 0 || chars > MAX_SPEC_ID_CHARS {
+            return Err(SpecError::SpecIdLength);
+        }
+        let assignment = match fields.remove("assignmentName") {
+            None | Some(Value::Null) => return Err(SpecError::Missing("assignmentName")),
+            Some(Value::String(s)) => AssignmentName::parse(&s)?,
+            Some(_) => return Err(SpecError::WrongType("assignmentName")),
+        };
+        let data = match fields.remove("data") {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(v) => v,
+        };
+        let not_after = match fields.remove("notAfter") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(
+                n.as_i64()
+                    .or_else(|| n.as_f64().map(|f| f as i64))
+                    .ok_or(SpecError::WrongType("notAfter"))?,
+            ),
+            Some(_) => return Err(SpecError::WrongType("notAfter")),
+        };
+        Ok(Spec {
+            spec_id,
+            assignment,
+            data,
+            not_after,
+        })
+    }
+
+    /// True when the spec is presented after its `notAfter`.
+    pub fn expired_at(&self, unix_now: i64) -> bool {
+        self.not_after.is_some_and(|limit| unix_now > limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let spec = Spec::parse(
+            br#"{"specID":"course1/q42/variant-7f3a","assignmentName":"archive.tar_extract",
+                "data":{"filename":"notes.txt"},"notAfter":1893456000,"extra":true}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.spec_id, "course1/q42/variant-7f3a");
+        assert_eq!(spec.assignment.to_string(), "archive/tar_extract");
+        assert_eq!(spec.data["filename"], "notes.txt");
+        assert!(!spec.expired_at(1893456000));
+        assert!(spec.expired_at(1893456001));
+    }
+
+    #[test]
+    fn data_defaults_to_an_empty_object() {
+        let spec = Spec::parse(br#"{"specID":"s","assignmentName":"a"}"#).unwrap();
+        assert_eq!(spec.data, serde_json::json!({}));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: &[(&[u8], SpecError)] = &[
+            (b"[1]", SpecError::NotJsonObject),
+            (b"\xff", SpecError::NotJsonObject),
+            (br#"{"assignmentName":"a"}"#, SpecError::Missing("specID")),
+            (
+                br#"{"specID":"","assignmentName":"a"}"#,
+                SpecError::SpecIdLength,
+            ),
+            (
+                br#"{"specID":5,"assignmentName":"a"}"#,
+                SpecError::WrongType("specID"),
+            ),
+            (br#"{"specID":"s"}"#, SpecError::Missing("assignmentName")),
+            (
+                br#"{"specID":"s","assignmentName":"a","notAfter":"x"}"#,
+                SpecError::WrongType("notAfter"),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Spec::parse(text).unwrap_err(), *want);
+        }
+        let long = format!(r#"{{"specID":"{}","assignmentName":"a"}}"#, "é".repeat(201));
+        assert_eq!(
+            Spec::parse(long.as_bytes()).unwrap_err(),
+            SpecError::SpecIdLength
+        );
+    }
+
+    #[test]
+    fn assignment_names_cannot_escape() {
+        for bad in [
+            "", "..", "a..b", "/a", "a/", "a/../b", "a b", "a\\b", "./a", "~a", "a/.b",
+        ] {
+            assert!(AssignmentName::parse(bad).is_err(), "{bad:?}");
+        }
+        let name = AssignmentName::parse("archive/tar_extract").unwrap();
+        assert_eq!(name, AssignmentName::parse("archive.tar_extract").unwrap());
+        assert_eq!(name.relative_dir(), PathBuf::from("archive/tar_extract"));
+    }
+}

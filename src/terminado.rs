@@ -1,0 +1,181 @@
+//! The terminado websocket codec (API §3) and the incremental UTF-8 decoder
+//! that keeps characters whole across reads. Knows nothing of sockets.
+
+use serde_json::Value;
+
+/// Terminal sizes outside this range are ignored as absurd.
+const MAX_DIMENSION: u64 = 4096;
+
+/// A frame from the client, decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientMessage {
+    Stdin(String),
+    SetSize {
+        rows: u16,
+        cols: u16,
+    },
+    /// Anything else; the reason is for debug logs and never holds frame text.
+    Ignored(&'static str),
+}
+
+pub fn decode(frame: &str) -> ClientMessage {
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(frame) else {
+        return ClientMessage::Ignored("not a JSON array");
+    };
+    match items.first().and_then(Value::as_str) {
+        Some("stdin") => match items.get(1) {
+            Some(Value::String(text)) => ClientMessage::Stdin(text.clone()),
+            _ => ClientMessage::Ignored("stdin without text"),
+        },
+        Some("set_size") => {
+            let dimension = |i: usize| {
+                items
+                    .get(i)
+                    .and_then(Value::as_u64)
+                    .filter(|n| (1..=MAX_DIMENSION).contains(n))
+            };
+            match (dimension(1), dimension(2)) {
+                (Some(rows), Some(cols)) => ClientMessage::SetSize {
+                    rows: rows as u16,
+                    cols: cols as u16,
+                },
+                _ => ClientMessage::Ignored("set_size without a sane size"),
+            }
+        }
+        Some(_) => ClientMessage::Ignored("unknown message"),
+        None => ClientMessage::Ignored("no message name"),
+    }
+}
+
+pub fn setup() -> String {
+    r#"["setup",{}]"#.to_string()
+}
+
+pub fn stdout(text: &str) -> String {
+    serde_json::to_string(&("stdout", text)).expect("a string always serialises")
+}
+
+pub fn disconnect() -> String {
+    r#"["disconnect",1]"#.to_string()
+}
+
+/// Turns a byte stream into text without ever splitting a character: an
+/// incomplete sequence at the end of one read waits for the next; invalid
+/// bytes become U+FFFD.
+#[derive(Debug, Default)]
+pub struct Utf8Decoder {
+    pending: Vec<u8>,
+}
+
+impl Utf8Decoder {
+    /// Appends the text decoded so far from `bytes` to `out`.
+    pub fn decode(&mut self, bytes: &[u8], out: &mut String) {
+        let joined;
+        let mut rest: &[u8] = if self.pending.is_empty() {
+            bytes
+        } else {
+            self.pending.extend_from_slice(bytes);
+            joined = std::mem::take(&mut self.pending);
+            &joined
+        };
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(text) => {
+                    out.push_str(text);
+                    return;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    out.push_str(std::str::from_utf8(valid).expect("checked valid"));
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[bad..];
+                        }
+                        None => {
+                            self.pending.extend_from_slice(after);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the stream: a dangling partial character becomes U+FFFD.
+    pub fn finish(&mut self, out: &mut String) {
+        if !self.pending.is_empty() {
+            self.pending.clear();
+            out.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_client_messages() {
+        assert_eq!(
+            decode(r#"["stdin","ls\r"]"#),
+            ClientMessage::Stdin("ls\r".into())
+        );
+        assert_eq!(
+            decode(r#"["set_size",24,80,480,640]"#),
+            ClientMessage::SetSize { rows: 24, cols: 80 }
+        );
+        for junk in [
+            "",
+            "{}",
+            "[]",
+            "[1]",
+            r#"["stdin"]"#,
+            r#"["stdin",1]"#,
+            r#"["set_size",0,80]"#,
+            r#"["set_size",24,100000]"#,
+            r#"["set_size",-1,80]"#,
+            r#"["set_size","24","80"]"#,
+            r#"["hello"]"#,
+            "not json",
+        ] {
+            assert!(
+                matches!(decode(junk), ClientMessage::Ignored(_)),
+                "{junk:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn encodes_server_messages() {
+        assert_eq!(setup(), r#"["setup",{}]"#);
+        assert_eq!(stdout("a\"\u{1b}é"), r#"["stdout","a\"\u001bé"]"#);
+        assert_eq!(disconnect(), r#"["disconnect",1]"#);
+    }
+
+    #[test]
+    fn never_splits_a_character() {
+        let text = "héllo → 世界 🎉!";
+        let bytes = text.as_bytes();
+        for split in 0..=bytes.len() {
+            let mut decoder = Utf8Decoder::default();
+            let (mut first, mut second) = (String::new(), String::new());
+            decoder.decode(&bytes[..split], &mut first);
+            decoder.decode(&bytes[split..], &mut second);
+            assert_eq!(first.clone() + &second, text);
+            assert!(text.starts_with(&first));
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time_and_invalid_bytes() {
+        let mut decoder = Utf8Decoder::default();
+        let mut out = String::new();
+        for b in "🎉a".bytes() {
+            decoder.decode(&[b], &mut out);
+        }
+        decoder.decode(b"\xffb\xe4\xb8", &mut out);
+        decoder.finish(&mut out);
+        assert_eq!(out, "🎉a\u{fffd}b\u{fffd}");
+    }
+}
