@@ -57,10 +57,6 @@ impl Assignment {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Renders the Dockerfile and `context/**.tmpl`, and packs the context as
     /// a tar with the Dockerfile at [`DOCKERFILE_IN_CONTEXT`]. Blocking.
     pub fn render_context(&self, vars: &TemplateVars) -> Result<Vec<u8>, AssignmentError> {

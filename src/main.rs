@@ -1,8 +1,121 @@
+//! ua (uAssign): a sealed spec becomes a Docker container and a terminal in
+//! the browser. The module map:
+//!
+//! - `config`: flags and `UA_*` variables of `ua serve`
+//! - `seal`: the key file, sealing and opening specs
+//! - `spec`: the plaintext spec and assignment names
+//! - `assignment`: finding and rendering an assignment, the build context
+//! - `redact`: keeping spec data out of messages
+//! - `docker`: every call to the Docker daemon
+//! - `store`: instance records on disk and the state-directory lock
+//! - `instances`: the live registry: create, attach, clean, expire, reconcile
+//! - `terminal`: one running terminal, its flow control and replay buffer
+//! - `terminado`: the websocket codec and the UTF-8 decoder
+//! - `session`: one websocket attached to a terminal
+//! - `http`: routes, CORS, limits, the connection loop
+//! - `server`: `ua serve` put together
+//! - `systemd`: socket activation, notifications, journal logging
+#![forbid(unsafe_code)]
+
 mod assignment;
 mod config;
+mod docker;
+mod http;
+mod instances;
 mod redact;
 mod seal;
+mod server;
+mod session;
 mod spec;
 mod store;
+mod systemd;
 mod terminado;
-fn main() {}
+mod terminal;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ua", version, about = "uAssign: a terminal in a purpose-built container, from a browser")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(config::ServeConfig),
+    /// Print a new key line for a key file.
+    Keygen,
+    /// Seal a plaintext spec (JSON) into the one-line form clients send.
+    Seal(SealArgs),
+    /// Open a sealed spec and print its plaintext (for debugging).
+    Open(SealArgs),
+}
+
+#[derive(clap::Args)]
+struct SealArgs {
+    /// Key file: one base64 key per line.
+    #[arg(long, env = "UA_KEY_FILE", default_value = "/etc/ua/key")]
+    key_file: PathBuf,
+    /// Input file; standard input when absent or `-`.
+    file: Option<PathBuf>,
+}
+
+fn read_input(file: &Option<PathBuf>) -> std::io::Result<Vec<u8>> {
+    match file {
+        Some(path) if path.as_os_str() != "-" => std::fs::read(path),
+        _ => {
+            let mut buffer = Vec::new();
+            std::io::stdin().read_to_end(&mut buffer)?;
+            Ok(buffer)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(config) => server::main(config),
+        Command::Keygen => {
+            println!("{}", seal::keygen());
+            Ok(())
+        }
+        Command::Seal(args) => seal_command(&args),
+        Command::Open(args) => open_command(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ua: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn seal_command(args: &SealArgs) -> anyhow::Result<()> {
+    let keys = seal::Keyring::load(&args.key_file)?;
+    let plaintext = read_input(&args.file)?;
+    // Refuse what the server would refuse, before it travels.
+    spec::Spec::parse(&plaintext).map_err(|e| anyhow::anyhow!("not a valid spec: {e}"))?;
+    println!("{}", keys.seal(&plaintext));
+    Ok(())
+}
+
+fn open_command(args: &SealArgs) -> anyhow::Result<()> {
+    let keys = seal::Keyring::load(&args.key_file)?;
+    let sealed = read_input(&args.file)?;
+    let sealed = std::str::from_utf8(&sealed).map_err(|_| anyhow::anyhow!("the sealed spec is not text"))?;
+    let plaintext = keys.open(sealed)?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&plaintext)?;
+    if !plaintext.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! Every call ua makes to the Docker daemon, through bollard. Knows nothing
+//! of specs or HTTP: it builds, creates, starts, stops, removes and execs.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::exec::StartExecResults;
+use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    ResizeExecOptions, StartContainerOptions, StopContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWrite;
+use tokio::sync::Mutex;
+
+pub const LABEL_OWNED: &str = "ua.owned";
+pub const LABEL_INSTANCE: &str = "ua.instance";
+/// Lines of build output kept for the error a failed build reports.
+const BUILD_TAIL_LINES: usize = 20;
+/// Seconds `docker stop` waits before it kills.
+const STOP_GRACE_SECS: i32 = 2;
+/// The container's own process: an idle loop under Docker's init, so that
+/// terminals run as execs beside it and a stop ends promptly.
+const KEEP_ALIVE: [&str; 3] = [
+    "/bin/sh",
+    "-c",
+    "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("the Docker daemon is unreachable: {0}")]
+    Unreachable(String),
+    #[error("Docker answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("not found")]
+    NotFound,
+}
+
+impl From<BollardError> for DockerError {
+    fn from(e: BollardError) -> DockerError {
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            } => DockerError::NotFound,
+            BollardError::DockerResponseServerError {
+                status_code,
+                message,
+            } => DockerError::Api {
+                status: status_code,
+                message,
+            },
+            other => DockerError::Unreachable(other.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the image did not build")]
+    Failed { tail: Vec<String> },
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
+/// Resource limits of one container (API §4).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub memory_bytes: i64,
+    pub pids: i64,
+    pub nano_cpus: i64,
+}
+
+/// Capabilities a shell session may need: file ownership and permissions,
+/// signals, and switching user; everything else is dropped.
+const CAPABILITIES: [&str; 7] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+];
+
+/// What ua owns in Docker, found by label.
+#[derive(Debug, Clone)]
+pub struct Owned {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub running: bool,
+}
+
+/// A running TTY exec: its output stream and its input.
+pub struct Exec {
+    pub id: String,
+    pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>,
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+/// A lazily connected Docker client: the daemon may come and go.
+#[derive(Default)]
+pub struct Docker {
+    client: Mutex<Option<bollard::Docker>>,
+}
+
+fn owned_filter() -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![format!("{LABEL_OWNED}=true")])])
+}
+
+impl Docker {
+    async fn client(&self) -> Result<bollard::Docker, DockerError> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = bollard::Docker::connect_with_defaults()
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        let client = match tokio::time::timeout(Duration::from_secs(5), client.negotiate_version()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(DockerError::Unreachable(e.to_string())),
+            Err(_) => return Err(DockerError::Unreachable("no answer in 5 s".into())),
+        };
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        let client = self.client().await?;
+        match tokio::time::timeout(Duration::from_secs(3), client.ping()).await {
+            Ok(result) => result.map(drop).map_err(DockerError::from),
+            Err(_) => Err(DockerError::Unreachable("no answer in 3 s".into())),
+        }
+    }
+
+    /// Builds `context` (a tar) into `tag`, never pulling, with the labels.
+    pub async fn build(
+        &self,
+        context: Vec<u8>,
+        dockerfile: &str,
+        tag: &str,
+        labels: &HashMap<String, String>,
+        network: bool,
+    ) -> Result<(), BuildError> {
+        let client = self.client().await?;
+        let options = BuildImageOptionsBuilder::new()
+            .dockerfile(dockerfile)
+            .t(tag)
+            .labels(labels)
+            .networkmode(if network { "default" } else { "none" })
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let mut stream = client.build_image(options, None, Some(bollard::body_full(context.into())));
+        let mut tail = std::collections::VecDeque::with_capacity(BUILD_TAIL_LINES);
+        let mut keep = |text: &str| {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                if tail.len() == BUILD_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.to_string());
+            }
+        };
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.as_deref() {
+                        keep(text);
+                    }
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        keep(&detail);
+                        return Err(BuildError::Failed { tail: tail.into() });
+                    }
+                }
+                Err(BollardError::DockerStreamError { error }) => {
+                    keep(&error);
+                    return Err(BuildError::Failed { tail: tail.into() });
+                }
+                Err(BollardError::DockerResponseServerError { message, .. }) => {
+                    keep(&message);
+                    return Err(BuildError::Failed { tail: tail.into() });
+                }
+                Err(e) => return Err(BuildError::Docker(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// The image's own command: ENTRYPOINT followed by CMD.
+    pub async fn image_command(&self, image: &str) -> Result<Vec<String>, DockerError> {
+        let config = self.client().await?.inspect_image(image).await?.config;
+        let config = config.unwrap_or_default();
+        let mut command = config.entrypoint.unwrap_or_default();
+        command.extend(config.cmd.unwrap_or_default());
+        Ok(command)
+    }
+
+    /// Creates a stopped container of `image` that runs the keep-alive.
+    pub async fn create_container(
+        &self,
+        name: &str,
+        image: &str,
+        labels: &HashMap<String, String>,
+        limits: &Limits,
+    ) -> Result<String, DockerError> {
+        let host_config = HostConfig {
+            network_mode: Some("none".into()),
+            memory: Some(limits.memory_bytes),
+            memory_swap: Some(limits.memory_bytes),
+            pids_limit: Some(limits.pids),
+            nano_cpus: Some(limits.nano_cpus),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.into()),
+            entrypoint: Some(KEEP_ALIVE.iter().map(|s| s.to_string()).collect()),
+            cmd: Some(vec![]),
+            labels: Some(labels.clone()),
+            network_disabled: Some(true),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        let created = self
+            .client()
+            .await?
+            .create_container(Some(options), body)
+            .await?;
+        Ok(created.id)
+    }
+
+    pub async fn start(&self, container: &str) -> Result<(), DockerError> {
+        let result = self
+            .client()
+            .await?
+            .start_container(container, None::<StartContainerOptions>)
+            .await;
+        ignore_not_modified(result)
+    }
+
+    pub async fn stop(&self, container: &str) -> Result<(), DockerError> {
+        let options = StopContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build();
+        let result = self.client().await?.stop_container(container, Some(options)).await;
+        ignore_not_modified(result)
+    }
+
+    /// Removes a container, running or not; a missing one is fine.
+    pub async fn remove_container(&self, container: &str) -> Result<(), DockerError> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.client().await?.remove_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Removes an image; a missing one is fine.
+    pub async fn remove_image(&self, image: &str) -> Result<(), DockerError> {
+        let options = RemoveImageOptionsBuilder::new().force(true).build();
+        match self.client().await?.remove_image(image, Some(options), None).await {
+            Ok(_) => Ok(()),
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub async fn owned_containers(&self) -> Result<Vec<Owned>, DockerError> {
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&owned_filter())
+            .build();
+        let list = self.client().await?.list_containers(Some(options)).await?;
+        Ok(list
+            .into_iter()
+            .map(|c| Owned {
+                id: c.id.unwrap_or_default(),
+                instance_id: c.labels.and_then(|mut l| l.remove(LABEL_INSTANCE)),
+                running: c.state.is_some_and(|s| s.to_string() == "running"),
+            })
+            .collect())
+    }
+
+    pub async fn owned_images(&self) -> Result<Vec<Owned>, DockerError> {
+        let options = ListImagesOptionsBuilder::new().filters(&owned_filter()).build();
+        let list = self.client().await?.list_images(Some(options)).await?;
+        Ok(list
+            .into_iter()
+            .map(|i| Owned {
+                id: i.id,
+                instance_id: i.labels.get(LABEL_INSTANCE).cloned(),
+                running: false,
+            })
+            .collect())
+    }
+
+    /// Starts `command` in a TTY inside the running container, as the image's
+    /// USER, in its WORKDIR, with its ENV.
+    pub async fn exec(&self, container: &str, command: Vec<String>) -> Result<Exec, DockerError> {
+        let client = self.client().await?;
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(true),
+            env: Some(vec!["TERM=xterm-256color".into()]),
+            cmd: Some(command),
+            ..Default::default()
+        };
+        let created = client.create_exec(container, config).await?;
+        match client.start_exec(&created.id, None).await? {
+            StartExecResults::Attached { output, input } => Ok(Exec {
+                id: created.id,
+                output,
+                input,
+            }),
+            StartExecResults::Detached => Err(DockerError::Api {
+                status: 500,
+                message: "the exec started detached".into(),
+            }),
+        }
+    }
+
+    pub async fn resize(&self, exec: &str, rows: u16, cols: u16) -> Result<(), DockerError> {
+        let options = ResizeExecOptions {
+            h: rows.into(),
+            w: cols.into(),
+        };
+        Ok(self.client().await?.resize_exec(exec, options).await?)
+    }
+}
+
+/// Docker answers 304 when a container already is in the asked state.
+fn ignore_not_modified(result: Result<(), BollardError>) -> Result<(), DockerError> {
+    match result {
+        Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bytes of one output item, whatever stream it came on.
+pub fn output_bytes(item: LogOutput) -> Bytes {
+    item.into_bytes()
+}

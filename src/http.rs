@@ -1,0 +1,361 @@
+//! HTTP: routes, CORS and the origin check, body limits, JSON error bodies,
+//! and the connection loop with graceful shutdown. Knows nothing of bollard.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServeConfig;
+use crate::instances::{unix_now, CreateError, Registry};
+use crate::seal::Keyring;
+use crate::session::{self, SessionSettings};
+use crate::spec::Spec;
+use crate::store::is_instance_id;
+
+/// Largest request body accepted (a sealed spec is far smaller).
+pub const MAX_BODY: usize = 1 << 20;
+/// Largest websocket message or frame accepted; bigger ones close with 1009.
+pub const MAX_FRAME: usize = 1 << 20;
+/// A client must send its request headers within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Seconds a client told "503" should wait.
+const RETRY_AFTER_SECS: u32 = 5;
+
+type Body = Full<Bytes>;
+
+/// Everything a request handler needs.
+pub struct App {
+    pub config: Arc<ServeConfig>,
+    pub registry: Arc<Registry>,
+    pub keys: Keyring,
+    pub origins: Option<Vec<String>>,
+    pub sessions: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+/// A listening socket: TCP, or a unix socket handed over by systemd.
+pub enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// Serves connections until `shutdown`, then lets open requests finish.
+pub async fn serve(listener: Listener, app: Arc<App>) {
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = app.shutdown.cancelled() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        match accepted {
+            Ok(Some(stream)) => {
+                connections.spawn(serve_connection(stream, app.clone()));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Usually EMFILE: back off instead of spinning.
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
+
+async fn accept(listener: &Listener) -> std::io::Result<Option<Box<dyn Connection>>> {
+    Ok(Some(match listener {
+        Listener::Tcp(l) => {
+            let (stream, _) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Box::new(stream)
+        }
+        Listener::Unix(l) => Box::new(l.accept().await?.0),
+    }))
+}
+
+async fn serve_connection(stream: Box<dyn Connection>, app: Arc<App>) {
+    let service = hyper::service::service_fn({
+        let app = app.clone();
+        move |request| handle(app.clone(), request)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                log::debug!("connection ended: {e}");
+            }
+        }
+        () = app.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        }
+    }
+}
+
+async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let mut response = match (&method, path.as_str()) {
+        (&Method::POST, "/spec") => post_spec(&app, request).await,
+        (&Method::POST, "/spec/clean") => clean_spec(&app, request).await,
+        (&Method::OPTIONS, "/spec" | "/spec/clean") => preflight(),
+        (&Method::GET, "/health") => health(&app).await,
+        (&Method::GET, p) if p.starts_with("/instance/") && p.ends_with("/ws") => {
+            let id = &p["/instance/".len()..p.len() - "/ws".len()];
+            websocket(&app, request, id.to_string())
+        }
+        (_, "/spec" | "/spec/clean" | "/health") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "this path does not take that method")
+        }
+        _ => error(StatusCode::NOT_FOUND, "there is no such path on this server"),
+    };
+    if path.starts_with("/spec") {
+        add_cors(&app, origin.as_ref(), &mut response);
+    }
+    Ok(response)
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = json_response(status, json!({ "error": message }));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    response
+}
+
+/// Reads, opens and validates the sealed spec of a request.
+async fn read_spec(app: &App, request: Request<Incoming>) -> Result<Spec, Response<Body>> {
+    let too_big = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is over the 1 MiB limit; send only the sealed spec",
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_big());
+    }
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_big()),
+        Err(_) => return Err(error(StatusCode::BAD_REQUEST, "the request body could not be read")),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return Err(error(StatusCode::BAD_REQUEST, "the sealed spec is not base64 text"));
+    };
+    let plaintext = app
+        .keys
+        .open(text)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &capitalise(&e.to_string())))?;
+    let spec = Spec::parse(&plaintext)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &capitalise(&e.to_string())))?;
+    if spec.expired_at(unix_now()) {
+        return Err(error(
+            StatusCode::GONE,
+            "this spec is past its notAfter time; ask for a fresh one",
+        ));
+    }
+    Ok(spec)
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
+}
+
+async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
+    let spec = match read_spec(app, request).await {
+        Ok(spec) => spec,
+        Err(response) => return response,
+    };
+    let spec_id = spec.spec_id.clone();
+    match app.registry.get_or_create(spec).await {
+        Ok(instance_id) => json_response(StatusCode::OK, json!({ "instanceID": instance_id })),
+        Err(e) => {
+            let status = match &e {
+                CreateError::NoAssignment(_) => StatusCode::NOT_FOUND,
+                CreateError::Render(_) | CreateError::Build { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                CreateError::AtCapacity(_) | CreateError::DockerDown => StatusCode::SERVICE_UNAVAILABLE,
+                CreateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if status.is_server_error() {
+                log::error!("spec {spec_id:?}: {e}");
+            }
+            let mut body = json!({ "error": capitalise(&e.to_string()) });
+            if let CreateError::Build { tail } = &e {
+                body["error"] = json!(format!(
+                    "The assignment's image did not build; its last output:\n{}",
+                    tail.join("\n")
+                ));
+                body["buildOutput"] = json!(tail);
+            }
+            let mut response = json_response(status, body);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            response
+        }
+    }
+}
+
+async fn clean_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
+    let wait = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "async=false" || kv == "async=0"));
+    let spec = match read_spec(app, request).await {
+        Ok(spec) => spec,
+        Err(response) => return response,
+    };
+    if wait {
+        let cleaned = app.registry.clean(&spec.spec_id).await;
+        json_response(StatusCode::OK, json!({ "cleaned": cleaned }))
+    } else {
+        let registry = app.registry.clone();
+        tokio::spawn(async move { registry.clean(&spec.spec_id).await });
+        json_response(StatusCode::ACCEPTED, json!({ "cleaned": null }))
+    }
+}
+
+async fn health(app: &App) -> Response<Body> {
+    let docker = app.registry.docker.ping().await;
+    let state = state_dir_writable(&app.config.state_dir).await;
+    let (instances, building) = app.registry.counts();
+    let ok = docker.is_ok() && state.is_ok();
+    let describe = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    json_response(
+        if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+        json!({
+            "status": if ok { "ok" } else { "unhealthy" },
+            "docker": describe(&docker.map_err(|e| e.to_string())),
+            "stateDir": describe(&state),
+            "instances": instances,
+            "building": building,
+            "sessions": app.sessions.len(),
+        }),
+    )
+}
+
+async fn state_dir_writable(dir: &std::path::Path) -> Result<(), String> {
+    let probe = dir.join(".health-probe");
+    tokio::fs::write(&probe, b"ok")
+        .await
+        .map_err(|e| format!("state directory {} is not writable: {e}", dir.display()))?;
+    let _ = tokio::fs::remove_file(&probe).await;
+    Ok(())
+}
+
+fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
+    match (&app.origins, origin) {
+        (None, _) | (_, None) => true,
+        (Some(list), Some(origin)) => origin
+            .to_str()
+            .is_ok_and(|o| list.iter().any(|allowed| allowed == o.trim_end_matches('/'))),
+    }
+}
+
+fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> Response<Body> {
+    if !origin_allowed(app, request.headers().get(header::ORIGIN)) {
+        return error(StatusCode::FORBIDDEN, "this page's origin may not open terminals here");
+    }
+    let instance = is_instance_id(&instance_id)
+        .then(|| app.registry.lookup(&instance_id))
+        .flatten();
+    let Some(instance) = instance else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "there is no such instance (it may have expired or been cleaned); send the spec again",
+        );
+    };
+    if !hyper_tungstenite::is_upgrade_request(&request) {
+        return error(StatusCode::BAD_REQUEST, "this path takes a websocket upgrade");
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME));
+    let (response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(config)) {
+        Ok(upgrade) => upgrade,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "the websocket upgrade request is malformed"),
+    };
+    let settings = SessionSettings {
+        idle_timeout: app.config.idle_timeout,
+    };
+    app.sessions.spawn(session::run(
+        websocket,
+        app.registry.clone(),
+        instance,
+        settings,
+        app.shutdown.clone(),
+    ));
+    response
+}
+
+fn preflight() -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response
+}
+
+fn add_cors(app: &App, origin: Option<&HeaderValue>, response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    match (&app.origins, origin) {
+        (None, _) => {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        }
+        (Some(_), Some(origin)) if origin_allowed(app, Some(origin)) => {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        _ => {
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}

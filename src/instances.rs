@@ -1,0 +1,509 @@
+//! The live registry of instances: get-or-create (one build per spec at a
+//! time), lookup, attach, clean, expiry and reconcile-on-start. It keeps the
+//! store and Docker in step; it knows nothing of websocket frames.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{watch, Semaphore};
+
+use crate::assignment::{Assignment, AssignmentError, TemplateVars, DOCKERFILE_IN_CONTEXT};
+use crate::config::ServeConfig;
+use crate::docker::{BuildError, Docker, DockerError, Limits, LABEL_INSTANCE, LABEL_OWNED};
+use crate::redact::Redactor;
+use crate::spec::Spec;
+use crate::store::{new_instance_id, InstanceRecord, Store};
+use crate::terminal::{Attachment, CloseReason, Ended, Terminal};
+
+/// Why an instance could not be made. Messages never hold spec data.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CreateError {
+    #[error("there is no assignment named `{0}` on this server")]
+    NoAssignment(String),
+    #[error("the assignment's template did not render: {0}")]
+    Render(String),
+    #[error("the assignment's image did not build")]
+    Build { tail: Vec<String> },
+    #[error("the server is at its limit of {0} instances; try again shortly")]
+    AtCapacity(usize),
+    #[error("Docker is unreachable; try again shortly")]
+    DockerDown,
+    #[error("the instance could not be created: {0}")]
+    Internal(String),
+}
+
+impl From<DockerError> for CreateError {
+    fn from(e: DockerError) -> CreateError {
+        match e {
+            DockerError::Unreachable(_) => CreateError::DockerDown,
+            other => CreateError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("the instance is gone")]
+    Gone,
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// One spec's image and container, and the terminal running in it.
+pub struct Instance {
+    pub id: String,
+    pub spec_id: String,
+    record: Mutex<InstanceRecord>,
+    /// The running terminal, if any. The lock also serialises starting and
+    /// stopping the container.
+    terminal: tokio::sync::Mutex<Option<Terminal>>,
+}
+
+impl Instance {
+    fn new(record: InstanceRecord) -> Arc<Instance> {
+        Arc::new(Instance {
+            id: record.instance_id.clone(),
+            spec_id: record.spec_id.clone(),
+            record: Mutex::new(record),
+            terminal: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn record(&self) -> InstanceRecord {
+        self.record.lock().unwrap().clone()
+    }
+
+    /// True while a terminal runs (a session is attached or in its grace).
+    fn is_busy(&self) -> bool {
+        match self.terminal.try_lock() {
+            Ok(slot) => slot.as_ref().is_some_and(|t| !t.is_over()),
+            Err(_) => true,
+        }
+    }
+}
+
+type BuildResult = Option<Result<Arc<Instance>, CreateError>>;
+
+#[derive(Default)]
+struct Tables {
+    by_id: HashMap<String, Arc<Instance>>,
+    by_spec: HashMap<String, String>,
+    /// Builds in flight, by spec ID: later requests wait on the first.
+    building: HashMap<String, watch::Receiver<BuildResult>>,
+}
+
+pub struct Registry {
+    config: Arc<ServeConfig>,
+    pub docker: Arc<Docker>,
+    store: Arc<Store>,
+    builds: Semaphore,
+    tables: Mutex<Tables>,
+    next_generation: AtomicU64,
+}
+
+impl Registry {
+    pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
+        Arc::new(Registry {
+            builds: Semaphore::new(config.max_builds.max(1)),
+            config,
+            docker,
+            store: Arc::new(store),
+            tables: Mutex::new(Tables::default()),
+            next_generation: AtomicU64::new(1),
+        })
+    }
+
+    pub fn lookup(&self, instance_id: &str) -> Option<Arc<Instance>> {
+        self.tables.lock().unwrap().by_id.get(instance_id).cloned()
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        let tables = self.tables.lock().unwrap();
+        (tables.by_id.len(), tables.building.len())
+    }
+
+    /// The instance of `spec`, made if needed. A session attached to an
+    /// existing instance is closed: the newer client takes over.
+    pub async fn get_or_create(self: &Arc<Self>, spec: Spec) -> Result<String, CreateError> {
+        let mut waiting = {
+            let mut tables = self.tables.lock().unwrap();
+            if let Some(id) = tables.by_spec.get(&spec.spec_id) {
+                let instance = tables.by_id[id].clone();
+                drop(tables);
+                return Ok(self.take_over(instance));
+            }
+            match tables.building.get(&spec.spec_id) {
+                Some(waiting) => waiting.clone(),
+                None => {
+                    let live = tables.by_id.len() + tables.building.len();
+                    if live >= self.config.max_instances {
+                        return Err(CreateError::AtCapacity(self.config.max_instances));
+                    }
+                    let (done, waiting) = watch::channel(None);
+                    tables.building.insert(spec.spec_id.clone(), waiting.clone());
+                    // Its own task: a client hanging up does not stop a build halfway.
+                    let registry = self.clone();
+                    tokio::spawn(async move { registry.create(spec, done).await });
+                    waiting
+                }
+            }
+        };
+        let result = waiting
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| CreateError::Internal("the build was abandoned".into()))?
+            .clone()
+            .expect("waited for a result");
+        result.map(|instance| instance.id.clone())
+    }
+
+    fn take_over(&self, instance: Arc<Instance>) -> String {
+        let id = instance.id.clone();
+        tokio::spawn(async move {
+            if let Some(terminal) = instance.terminal.lock().await.as_ref() {
+                terminal.kick(CloseReason::TakenOver).await;
+            }
+        });
+        id
+    }
+
+    async fn create(self: Arc<Self>, spec: Spec, done: watch::Sender<BuildResult>) {
+        let result = self.build_instance(&spec).await;
+        let mut tables = self.tables.lock().unwrap();
+        tables.building.remove(&spec.spec_id);
+        if let Ok(instance) = &result {
+            tables.by_spec.insert(spec.spec_id.clone(), instance.id.clone());
+            tables.by_id.insert(instance.id.clone(), instance.clone());
+        }
+        drop(tables);
+        done.send_replace(Some(result));
+    }
+
+    async fn build_instance(&self, spec: &Spec) -> Result<Arc<Instance>, CreateError> {
+        let assignment = Assignment::find(&self.config.assignments, &spec.assignment)
+            .map_err(|_| CreateError::NoAssignment(spec.assignment.to_string()))?;
+        let _permit = self.builds.acquire().await.expect("the build semaphore is never closed");
+        let instance_id = new_instance_id();
+        let started = std::time::Instant::now();
+
+        let context = {
+            let (assignment, spec, id) = (assignment.clone(), spec.clone(), instance_id.clone());
+            tokio::task::spawn_blocking(move || {
+                assignment.render_context(&TemplateVars {
+                    data: &spec.data,
+                    spec_id: &spec.spec_id,
+                    instance_id: &id,
+                })
+            })
+            .await
+            .map_err(|e| CreateError::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                AssignmentError::NotFound(name) => CreateError::NoAssignment(name),
+                AssignmentError::Render(message) => CreateError::Render(message),
+                io @ AssignmentError::Io { .. } => CreateError::Internal(io.to_string()),
+            })?
+        };
+
+        let image = format!("ua/{instance_id}");
+        let labels = HashMap::from([
+            (LABEL_OWNED.to_string(), "true".to_string()),
+            (LABEL_INSTANCE.to_string(), instance_id.clone()),
+        ]);
+        let built = self
+            .docker
+            .build(context, DOCKERFILE_IN_CONTEXT, &image, &labels, self.config.build_network)
+            .await;
+        match built {
+            Ok(()) => {}
+            Err(BuildError::Failed { tail }) => {
+                let redactor = Redactor::new(&spec.data);
+                let tail = tail.iter().map(|line| redactor.redact(line)).collect();
+                log::warn!(
+                    "build failed for spec {:?} (assignment {})",
+                    spec.spec_id,
+                    spec.assignment
+                );
+                return Err(CreateError::Build { tail });
+            }
+            Err(BuildError::Docker(e)) => return Err(e.into()),
+        }
+
+        let container = format!("ua-{instance_id}");
+        let created = self
+            .docker
+            .create_container(&container, &image, &labels, &self.limits())
+            .await;
+        let container_id = match created {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = self.docker.remove_image(&image).await;
+                return Err(e.into());
+            }
+        };
+        let now = unix_now();
+        let record = InstanceRecord {
+            instance_id: instance_id.clone(),
+            spec_id: spec.spec_id.clone(),
+            assignment: spec.assignment.to_string(),
+            image: image.clone(),
+            container_id,
+            created_at: now,
+            last_active_at: now,
+        };
+        if let Err(e) = self.save(&record).await {
+            let _ = self.docker.remove_container(&container).await;
+            let _ = self.docker.remove_image(&image).await;
+            return Err(CreateError::Internal(format!("the instance record was not saved: {e}")));
+        }
+        log::info!(
+            "instance {instance_id} created for spec {:?} (assignment {}) in {} ms",
+            spec.spec_id,
+            spec.assignment,
+            started.elapsed().as_millis()
+        );
+        Ok(Instance::new(record))
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.config.memory_mb * 1024 * 1024,
+            pids: self.config.pids_limit,
+            nano_cpus: (self.config.cpus * 1e9) as i64,
+        }
+    }
+
+    async fn save(&self, record: &InstanceRecord) -> std::io::Result<()> {
+        let (store, record) = (self.store.clone(), record.clone());
+        tokio::task::spawn_blocking(move || store.save(&record))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    async fn delete_record(&self, instance_id: &str) {
+        let (store, id) = (self.store.clone(), instance_id.to_string());
+        match tokio::task::spawn_blocking(move || store.delete(&id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("instance {instance_id}: record not deleted: {e}"),
+            Err(e) => log::error!("instance {instance_id}: record not deleted: {e}"),
+        }
+    }
+
+    /// Attaches a new client to the instance's terminal, starting the
+    /// container and the terminal's command when none runs.
+    pub async fn attach(self: &Arc<Self>, instance: &Arc<Instance>, client_id: u64) -> Result<Attachment, AttachError> {
+        let mut slot = instance.terminal.lock().await;
+        if self.lookup(&instance.id).is_none() {
+            return Err(AttachError::Gone);
+        }
+        if let Some(terminal) = slot.as_ref().filter(|t| !t.is_over()) {
+            if let Some(attachment) = terminal.attach(client_id).await {
+                return Ok(attachment);
+            }
+        }
+        let record = instance.record();
+        self.docker.start(&record.container_id).await?;
+        let mut command = self.docker.image_command(&record.image).await?;
+        if command.is_empty() {
+            command = vec!["/bin/sh".into()];
+        }
+        let exec = self.docker.exec(&record.container_id, command).await?;
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let (registry, owner) = (self.clone(), instance.clone());
+        let terminal = Terminal::spawn(
+            exec,
+            generation,
+            self.config.reattach_grace,
+            self.config.replay_bytes,
+            move |ended| async move { registry.terminal_ended(&owner, generation, ended).await },
+        );
+        log::info!("instance {}: terminal started", instance.id);
+        let attachment = terminal.attach(client_id).await.ok_or(AttachError::Gone)?;
+        *slot = Some(terminal);
+        Ok(attachment)
+    }
+
+    /// A terminal is over: stop the container (files kept) and start the
+    /// expiry clock, unless a newer terminal has taken its place.
+    async fn terminal_ended(&self, instance: &Arc<Instance>, generation: u64, ended: Ended) {
+        let mut slot = instance.terminal.lock().await;
+        if slot.as_ref().map(|t| t.generation) != Some(generation) {
+            return;
+        }
+        *slot = None;
+        log::info!("instance {}: terminal ended ({ended:?}); stopping its container", instance.id);
+        if ended != Ended::Ended {
+            self.stop_and_touch(instance).await;
+        }
+    }
+
+    async fn stop_and_touch(&self, instance: &Arc<Instance>) {
+        let record = instance.record();
+        if let Err(e) = self.docker.stop(&record.container_id).await {
+            if !matches!(e, DockerError::NotFound) {
+                log::warn!("instance {}: container not stopped: {e}", instance.id);
+            }
+        }
+        let record = {
+            let mut record = instance.record.lock().unwrap();
+            record.last_active_at = unix_now();
+            record.clone()
+        };
+        if self.lookup(&instance.id).is_some() {
+            if let Err(e) = self.save(&record).await {
+                log::error!("instance {}: record not saved: {e}", instance.id);
+            }
+        }
+    }
+
+    /// Removes the instance of `spec_id` (after any build of it in flight):
+    /// session closed with 4003, container, image and record gone.
+    pub async fn clean(&self, spec_id: &str) -> usize {
+        let building = self.tables.lock().unwrap().building.get(spec_id).cloned();
+        if let Some(mut waiting) = building {
+            let _ = waiting.wait_for(Option::is_some).await;
+        }
+        let instance = {
+            let mut tables = self.tables.lock().unwrap();
+            tables
+                .by_spec
+                .remove(spec_id)
+                .and_then(|id| tables.by_id.remove(&id))
+        };
+        match instance {
+            Some(instance) => {
+                self.remove(&instance, "cleaned").await;
+                1
+            }
+            None => 0,
+        }
+    }
+
+    /// Tears down an instance already taken out of the tables.
+    async fn remove(&self, instance: &Arc<Instance>, why: &str) {
+        if let Some(terminal) = instance.terminal.lock().await.take() {
+            terminal.end(CloseReason::Gone).await;
+        }
+        let record = instance.record();
+        let mut complete = true;
+        if let Err(e) = self.docker.remove_container(&record.container_id).await {
+            log::error!("instance {}: container not removed: {e}", instance.id);
+            complete = false;
+        }
+        if let Err(e) = self.docker.remove_image(&record.image).await {
+            log::error!("instance {}: image not removed: {e}", instance.id);
+            complete = false;
+        }
+        // Without its container the record is dropped on the next start anyway.
+        self.delete_record(&instance.id).await;
+        log::info!(
+            "instance {} {why} (spec {:?}){}",
+            instance.id,
+            instance.spec_id,
+            if complete { "" } else { "; Docker leftovers go at the next start" }
+        );
+    }
+
+    /// Removes instances whose last session ended more than the expiry ago.
+    pub async fn expire(&self) {
+        let limit = unix_now() - self.config.instance_expiry.as_secs() as i64;
+        let expired: Vec<Arc<Instance>> = {
+            let mut tables = self.tables.lock().unwrap();
+            let ids: Vec<String> = tables
+                .by_id
+                .values()
+                .filter(|i| !i.is_busy() && i.record().last_active_at <= limit)
+                .map(|i| i.id.clone())
+                .collect();
+            ids.iter()
+                .filter_map(|id| {
+                    let instance = tables.by_id.remove(id)?;
+                    tables.by_spec.remove(&instance.spec_id);
+                    Some(instance)
+                })
+                .collect()
+        };
+        for instance in expired {
+            self.remove(&instance, "expired").await;
+        }
+    }
+
+    /// How often to look for expired instances: often enough for short test
+    /// expiries, rarely enough to cost nothing in production.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.config.instance_expiry / 4).clamp(Duration::from_millis(500), Duration::from_secs(60))
+    }
+
+    /// Brings records and Docker into agreement at start (API §5).
+    pub async fn reconcile(&self) -> Result<(), DockerError> {
+        let store = self.store.clone();
+        let records = tokio::task::spawn_blocking(move || store.load_all())
+            .await
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?
+            .unwrap_or_else(|e| {
+                log::error!("instance records unreadable: {e}");
+                Vec::new()
+            });
+        let containers = self.docker.owned_containers().await?;
+        let images = self.docker.owned_images().await?;
+        let mut kept = HashMap::new();
+        for record in records {
+            let container = containers.iter().find(|c| c.id == record.container_id);
+            match container {
+                None => {
+                    log::warn!(
+                        "instance {}: its container is gone; dropping the instance",
+                        record.instance_id
+                    );
+                    let _ = self.docker.remove_image(&record.image).await;
+                    self.delete_record(&record.instance_id).await;
+                }
+                Some(container) => {
+                    if container.running {
+                        log::info!("instance {}: stopping its container (no session)", record.instance_id);
+                        self.docker.stop(&record.container_id).await?;
+                    }
+                    kept.insert(record.instance_id.clone(), record);
+                }
+            }
+        }
+        let is_kept = |id: &Option<String>| id.as_ref().is_some_and(|id| kept.contains_key(id));
+        for container in containers.iter().filter(|c| !is_kept(&c.instance_id)) {
+            log::warn!("removing container {} that no record owns", container.id);
+            self.docker.remove_container(&container.id).await?;
+        }
+        for image in images.iter().filter(|i| !is_kept(&i.instance_id)) {
+            log::warn!("removing image {} that no record owns", image.id);
+            if let Err(e) = self.docker.remove_image(&image.id).await {
+                log::warn!("image {} not removed: {e}", image.id);
+            }
+        }
+        let mut tables = self.tables.lock().unwrap();
+        for (id, record) in kept {
+            tables.by_spec.insert(record.spec_id.clone(), id.clone());
+            tables.by_id.insert(id, Instance::new(record));
+        }
+        log::info!("reconciled: {} instances", tables.by_id.len());
+        Ok(())
+    }
+
+    /// On shutdown: close every session with 1001 and stop every container.
+    pub async fn shutdown(&self) {
+        let instances: Vec<Arc<Instance>> = self.tables.lock().unwrap().by_id.values().cloned().collect();
+        let stops = instances.into_iter().map(|instance| async move {
+            let terminal = instance.terminal.lock().await.take();
+            if let Some(terminal) = terminal {
+                terminal.end(CloseReason::Shutdown).await;
+                self.stop_and_touch(&instance).await;
+            }
+        });
+        futures_util::future::join_all(stops).await;
+    }
+}

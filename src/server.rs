@@ -1,0 +1,107 @@
+//! `ua serve`: start-up (lock, key, reconcile, listen), background sweeps,
+//! and the orderly shutdown on SIGTERM or SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServeConfig;
+use crate::docker::Docker;
+use crate::http::{self, App};
+use crate::instances::Registry;
+use crate::seal::Keyring;
+use crate::store::Store;
+use crate::systemd;
+
+/// How long sessions get to close before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+pub fn main(config: ServeConfig) -> anyhow::Result<()> {
+    systemd::init_logging(config.log_level);
+    let inherited = systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
+    let keys = Keyring::load(&config.key_file)?;
+    let store = Store::open(&config.state_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(config, keys, store, inherited))
+}
+
+async fn run(config: ServeConfig, keys: Keyring, store: Store, inherited: systemd::Inherited) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let docker = Arc::new(Docker::default());
+    let registry = Registry::new(config.clone(), docker.clone(), store);
+    match registry.reconcile().await {
+        Ok(()) => {}
+        Err(e) => log::error!("could not reconcile with Docker at start ({e}); instances are kept as recorded"),
+    }
+    let listener = inherited
+        .into_listener(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    match &listener {
+        http::Listener::Tcp(l) => log::info!("listening on http://{}", l.local_addr()?),
+        http::Listener::Unix(_) => log::info!("listening on the unix socket systemd passed"),
+    }
+    let shutdown = CancellationToken::new();
+    let app = Arc::new(App {
+        origins: config.origin_allowlist(),
+        config: config.clone(),
+        registry: registry.clone(),
+        keys,
+        sessions: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+    });
+    let background = tokio::spawn(background_work(app.clone()));
+    tokio::spawn(watch_signals(shutdown.clone()));
+    systemd::notify_ready();
+    http::serve(listener, app.clone()).await;
+
+    log::info!("shutting down: closing sessions and stopping containers");
+    systemd::notify_stopping();
+    background.abort();
+    registry.shutdown().await;
+    app.sessions.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, app.sessions.wait()).await.is_err() {
+        log::warn!("some sessions did not close in time");
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        log::error!("cannot watch for signals");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}
+
+/// Expiry sweeps, status lines and the watchdog.
+async fn background_work(app: Arc<App>) {
+    let mut sweep = tokio::time::interval(app.registry.sweep_interval());
+    let mut watchdog = tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+    let feeds_watchdog = systemd::watchdog_interval().is_some();
+    loop {
+        tokio::select! {
+            _ = sweep.tick() => {
+                app.registry.expire().await;
+                let (instances, building) = app.registry.counts();
+                systemd::notify_status(&format!(
+                    "{instances} instances, {} sessions, {building} building",
+                    app.sessions.len()
+                ));
+            }
+            _ = watchdog.tick(), if feeds_watchdog => systemd::notify_watchdog(),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! One websocket session: terminado frames in and out of an attached
+//! terminal, pings, the idle timeout and the close codes (API §3).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use hyper_tungstenite::tungstenite::{Error as WsError, Message};
+use hyper_tungstenite::HyperWebsocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::instances::{Instance, Registry};
+use crate::terminado::{self, ClientMessage, Utf8Decoder};
+use crate::terminal::{Attachment, CloseReason, MAX_CHUNK};
+
+pub const CLOSE_EXITED: u16 = 1000;
+pub const CLOSE_SHUTDOWN: u16 = 1001;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_INTERNAL: u16 = 1011;
+pub const CLOSE_TAKEN_OVER: u16 = 4001;
+pub const CLOSE_IDLE: u16 = 4002;
+pub const CLOSE_GONE: u16 = 4003;
+
+/// Longest pause between pings.
+const MAX_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// A peer silent this long (not even a pong) is taken for dead.
+const MIN_DEAD_AFTER: Duration = Duration::from_secs(60);
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+pub struct SessionSettings {
+    pub idle_timeout: Duration,
+}
+
+/// Runs one websocket until it closes.
+pub async fn run(
+    websocket: HyperWebsocket,
+    registry: Arc<Registry>,
+    instance: Arc<Instance>,
+    settings: SessionSettings,
+    shutdown: CancellationToken,
+) {
+    let mut socket = match websocket.await {
+        Ok(socket) => socket,
+        Err(e) => {
+            log::debug!("instance {}: websocket handshake failed: {e}", instance.id);
+            return;
+        }
+    };
+    let client_id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+    let attachment = match registry.attach(&instance, client_id).await {
+        Ok(attachment) => attachment,
+        Err(e) => {
+            log::error!("instance {}: terminal not started: {e}", instance.id);
+            let code = match e {
+                crate::instances::AttachError::Gone => CLOSE_GONE,
+                _ => CLOSE_INTERNAL,
+            };
+            let _ = socket.send(close(code, "the terminal could not be started")).await;
+            return;
+        }
+    };
+    log::info!("instance {}: session {client_id} attached", instance.id);
+    let Attachment {
+        output,
+        closed,
+        input,
+        exec_id,
+        detacher,
+    } = attachment;
+    let (sink, stream) = socket.split();
+    let clock = Clock::new();
+    let reader = read_frames(stream, &registry, &exec_id, input, &clock);
+    let mut session = Writer {
+        sink,
+        clock: &clock,
+        idle_timeout: settings.idle_timeout,
+    };
+    let outcome = tokio::select! {
+        end = reader => match end {
+            ReadEnd::Gone(why) => why,
+            ReadEnd::TooBig => {
+                let _ = session.sink.send(close(CLOSE_TOO_BIG, "frame over 1 MiB")).await;
+                "frame too big".to_string()
+            }
+        },
+        why = session.write_output(output, closed, &shutdown) => why,
+    };
+    detacher.detach().await;
+    log::info!("instance {}: session {client_id} closed ({outcome})", instance.id);
+    let _ = session.sink.close().await;
+}
+
+/// Milliseconds since the session began of the last client activity and the
+/// last sign of life (which includes pongs).
+struct Clock {
+    start: Instant,
+    last_activity: AtomicU64,
+    last_heard: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+            last_activity: AtomicU64::new(0),
+            last_heard: AtomicU64::new(0),
+        }
+    }
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+    fn heard(&self, active: bool) {
+        let now = self.now();
+        self.last_heard.store(now, Ordering::Relaxed);
+        if active {
+            self.last_activity.store(now, Ordering::Relaxed);
+        }
+    }
+    fn since(&self, mark: &AtomicU64) -> Duration {
+        Duration::from_millis(self.now().saturating_sub(mark.load(Ordering::Relaxed)))
+    }
+}
+
+type Stream = futures_util::stream::SplitStream<hyper_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>;
+type Sink = futures_util::stream::SplitSink<
+    hyper_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
+    Message,
+>;
+
+/// Reads client frames until the client goes; returns why.
+async fn read_frames(
+    mut stream: Stream,
+    registry: &Registry,
+    exec_id: &str,
+    input: mpsc::Sender<Bytes>,
+    clock: &Clock,
+) -> ReadEnd {
+    while let Some(frame) = stream.next().await {
+        let text = match frame {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Close(_)) => return ReadEnd::Gone("client closed".into()),
+            Ok(_) => {
+                clock.heard(false);
+                continue;
+            }
+            Err(WsError::Capacity(_)) => return ReadEnd::TooBig,
+            Err(e) => return ReadEnd::Gone(format!("read error: {e}")),
+        };
+        clock.heard(true);
+        match terminado::decode(&text) {
+            ClientMessage::Stdin(keys) => {
+                if input.send(Bytes::from(keys)).await.is_err() {
+                    return ReadEnd::Gone("terminal input closed".into());
+                }
+            }
+            ClientMessage::SetSize { rows, cols } => {
+                if let Err(e) = registry.docker.resize(exec_id, rows, cols).await {
+                    log::debug!("resize failed: {e}");
+                }
+            }
+            ClientMessage::Ignored(why) => log::debug!("ignored a client frame: {why}"),
+        }
+    }
+    ReadEnd::Gone("connection lost".into())
+}
+
+/// Why the reading side stopped.
+enum ReadEnd {
+    Gone(String),
+    /// A frame over the limit: close with 1009.
+    TooBig,
+}
+
+struct Writer<'a> {
+    sink: Sink,
+    clock: &'a Clock,
+    idle_timeout: Duration,
+}
+
+impl Writer<'_> {
+    /// Sends `setup`, then output as it comes, pings, and the close frame.
+    async fn write_output(
+        &mut self,
+        mut output: mpsc::Receiver<Bytes>,
+        mut closed: oneshot::Receiver<CloseReason>,
+        shutdown: &CancellationToken,
+    ) -> String {
+        if self.sink.send(Message::text(terminado::setup())).await.is_err() {
+            return "connection lost".into();
+        }
+        let ping_every = (self.idle_timeout / 4).min(MAX_PING_INTERVAL);
+        let dead_after = (ping_every * 3).max(MIN_DEAD_AFTER);
+        let mut ping = tokio::time::interval(ping_every);
+        ping.tick().await;
+        let mut decoder = Utf8Decoder::default();
+        let reason = loop {
+            tokio::select! {
+                chunk = output.recv() => {
+                    let Some(chunk) = chunk else {
+                        break closed.await.unwrap_or(CloseReason::Gone);
+                    };
+                    let mut text = String::with_capacity(chunk.len());
+                    decoder.decode(&chunk, &mut text);
+                    let mut size = chunk.len();
+                    while size < MAX_CHUNK {
+                        let Ok(more) = output.try_recv() else { break };
+                        size += more.len();
+                        decoder.decode(&more, &mut text);
+                    }
+                    if !text.is_empty() {
+                        self.clock.heard(true);
+                        if self.sink.send(Message::text(terminado::stdout(&text))).await.is_err() {
+                            return "connection lost".into();
+                        }
+                    }
+                }
+                reason = &mut closed => break reason.unwrap_or(CloseReason::Gone),
+                _ = ping.tick() => {
+                    if self.clock.since(&self.clock.last_activity) >= self.idle_timeout {
+                        let _ = self.sink.send(close(CLOSE_IDLE, "idle for too long")).await;
+                        return "idle timeout".into();
+                    }
+                    if self.clock.since(&self.clock.last_heard) >= dead_after {
+                        return "no answer to pings".into();
+                    }
+                    if self.sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                        return "connection lost".into();
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    let _ = self.sink.send(close(CLOSE_SHUTDOWN, "the server is shutting down")).await;
+                    return "server shutdown".into();
+                }
+            }
+        };
+        if reason == CloseReason::Exited {
+            let mut text = String::new();
+            while let Ok(chunk) = output.try_recv() {
+                decoder.decode(&chunk, &mut text);
+            }
+            decoder.finish(&mut text);
+            if !text.is_empty() {
+                let _ = self.sink.send(Message::text(terminado::stdout(&text))).await;
+            }
+            let _ = self.sink.send(Message::text(terminado::disconnect())).await;
+        }
+        let (code, words) = match reason {
+            CloseReason::Exited => (CLOSE_EXITED, "the command exited"),
+            CloseReason::TakenOver => (CLOSE_TAKEN_OVER, "taken over by a newer connection"),
+            CloseReason::Gone => (CLOSE_GONE, "the instance was cleaned or expired"),
+            CloseReason::Shutdown => (CLOSE_SHUTDOWN, "the server is shutting down"),
+        };
+        let _ = self.sink.send(close(code, words)).await;
+        words.into()
+    }
+}
+
+pub fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
+}

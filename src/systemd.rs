@@ -1,0 +1,117 @@
+//! Living under systemd: the socket it hands over (listenfd), readiness,
+//! status and watchdog notifications (sd-notify), and log lines that carry
+//! their syslog priority when stderr goes to the journal.
+
+use std::io::Write;
+use std::time::Duration;
+
+use listenfd::ListenFd;
+use sd_notify::NotifyState;
+
+use crate::http::Listener;
+
+/// A socket taken from systemd before the runtime starts (`ListenFd::from_env`
+/// edits the environment, which is only safe while single-threaded).
+pub enum Inherited {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+    None,
+}
+
+pub fn take_inherited_socket() -> std::io::Result<Inherited> {
+    let mut fds = ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(Inherited::None);
+    }
+    if let Ok(Some(listener)) = fds.take_tcp_listener(0) {
+        return Ok(Inherited::Tcp(listener));
+    }
+    match fds.take_unix_listener(0)? {
+        Some(listener) => Ok(Inherited::Unix(listener)),
+        None => Ok(Inherited::None),
+    }
+}
+
+impl Inherited {
+    /// The listener to serve on: the inherited one, else `fallback` bound now.
+    pub async fn into_listener(self, fallback: std::net::SocketAddr) -> std::io::Result<Listener> {
+        Ok(match self {
+            Inherited::Tcp(listener) => {
+                listener.set_nonblocking(true)?;
+                Listener::Tcp(tokio::net::TcpListener::from_std(listener)?)
+            }
+            Inherited::Unix(listener) => {
+                listener.set_nonblocking(true)?;
+                Listener::Unix(tokio::net::UnixListener::from_std(listener)?)
+            }
+            Inherited::None => Listener::Tcp(tokio::net::TcpListener::bind(fallback).await?),
+        })
+    }
+}
+
+pub fn notify_ready() {
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+}
+
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+}
+
+pub fn notify_status(status: &str) {
+    let _ = sd_notify::notify(&[NotifyState::Status(status)]);
+}
+
+/// How often to feed the watchdog, when systemd asked for one.
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|timeout| timeout / 2)
+}
+
+pub fn notify_watchdog() {
+    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+}
+
+/// Writes log records to stderr: `<N>` priority prefixes for the journal,
+/// timestamps otherwise.
+struct StderrLogger {
+    level: log::LevelFilter,
+    journal: bool,
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= self.level && metadata.target().starts_with("ua")
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = if self.journal {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            format!("<{priority}>{}\n", record.args())
+        } else {
+            format!(
+                "{} {:5} {}\n",
+                humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+                record.level(),
+                record.args()
+            )
+        };
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+pub fn init_logging(level: log::LevelFilter) {
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let logger = StderrLogger { level, journal };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(level);
+    }
+}

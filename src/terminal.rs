@@ -1,0 +1,351 @@
+//! One running terminal: a TTY exec in an instance's container, outliving
+//! the websockets attached to it. A single task (the pump) owns the exec's
+//! output, the replay buffer and the attached client; input has its own
+//! writer task so that a paste never blocks output.
+//!
+//! Flow control: the pump reads the next chunk only once the client's queue
+//! has taken the previous one, so a slow client blocks the program on its own
+//! output instead of growing our memory. With no client attached (the grace
+//! period) output goes only to the bounded replay buffer.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::docker::{self, Exec};
+
+/// Largest output chunk handed to a client at once (one `stdout` message).
+pub const MAX_CHUNK: usize = 64 * 1024;
+/// Output chunks queued per client; with [`MAX_CHUNK`] this bounds memory.
+const CLIENT_QUEUE: usize = 4;
+/// Input messages queued before the websocket reader waits.
+const INPUT_QUEUE: usize = 16;
+/// How long a finished terminal waits for its client to take the last output.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// Why a client's connection is being closed by the terminal side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The command exited: `["disconnect", 1]`, then 1000.
+    Exited,
+    /// A newer connection took over: 4001.
+    TakenOver,
+    /// The instance was cleaned or expired: 4003.
+    Gone,
+    /// The server is shutting down: 1001.
+    Shutdown,
+}
+
+/// How a terminal ended, for whoever stops its container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The command exited by itself.
+    Exited,
+    /// Nobody reattached within the grace period.
+    GraceOver,
+    /// Ended on request (clean, expiry, shutdown): the requester handles the container.
+    Ended,
+}
+
+enum Command {
+    Attach(Client),
+    Detach(u64),
+    Kick(CloseReason),
+    End(CloseReason),
+}
+
+struct Client {
+    id: u64,
+    output: mpsc::Sender<Bytes>,
+    close: oneshot::Sender<CloseReason>,
+}
+
+/// What a websocket gets when it attaches.
+pub struct Attachment {
+    /// Output in order: the replay first, then live output.
+    pub output: mpsc::Receiver<Bytes>,
+    /// Fires once when the terminal side closes this client.
+    pub closed: oneshot::Receiver<CloseReason>,
+    pub input: mpsc::Sender<Bytes>,
+    pub exec_id: String,
+    pub detacher: Detacher,
+}
+
+/// Tells the terminal when its client goes.
+pub struct Detacher {
+    client_id: u64,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Detacher {
+    /// The client is gone: the grace period starts (unless another took over).
+    pub async fn detach(self) {
+        let _ = self.commands.send(Command::Detach(self.client_id)).await;
+    }
+}
+
+/// A handle on a running terminal, kept by its instance.
+#[derive(Clone)]
+pub struct Terminal {
+    pub generation: u64,
+    exec_id: String,
+    commands: mpsc::Sender<Command>,
+    input: mpsc::Sender<Bytes>,
+}
+
+impl Terminal {
+    /// Starts the pump and the input writer of a freshly started exec.
+    /// `on_end` runs once the terminal is over, with how it ended.
+    pub fn spawn<F, Fut>(exec: Exec, generation: u64, grace: Duration, replay_bytes: usize, on_end: F) -> Terminal
+    where
+        F: FnOnce(Ended) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let (commands, command_rx) = mpsc::channel(8);
+        let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
+        tokio::spawn(write_input(exec.input, input_rx));
+        let pump = Pump {
+            output: exec.output,
+            commands: command_rx,
+            replay: Replay::new(replay_bytes),
+            grace,
+        };
+        tokio::spawn(async move { on_end(pump.run().await).await });
+        Terminal {
+            generation,
+            exec_id: exec.id,
+            commands,
+            input,
+        }
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.commands.is_closed()
+    }
+
+    /// Attaches a new client, closing the current one with 4001.
+    pub async fn attach(&self, client_id: u64) -> Option<Attachment> {
+        let (output_tx, output) = mpsc::channel(CLIENT_QUEUE);
+        let (close, closed) = oneshot::channel();
+        let client = Client {
+            id: client_id,
+            output: output_tx,
+            close,
+        };
+        self.commands.send(Command::Attach(client)).await.ok()?;
+        Some(Attachment {
+            output,
+            closed,
+            input: self.input.clone(),
+            exec_id: self.exec_id.clone(),
+            detacher: Detacher {
+                client_id,
+                commands: self.commands.clone(),
+            },
+        })
+    }
+
+    /// Closes the attached client, if any, keeping the program running.
+    pub async fn kick(&self, reason: CloseReason) {
+        let _ = self.commands.send(Command::Kick(reason)).await;
+    }
+
+    /// Closes the attached client and ends the terminal.
+    pub async fn end(&self, reason: CloseReason) {
+        let _ = self.commands.send(Command::End(reason)).await;
+    }
+}
+
+type Output = Pin<Box<dyn Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + Send>>;
+
+struct Pump {
+    output: Output,
+    commands: mpsc::Receiver<Command>,
+    replay: Replay,
+    grace: Duration,
+}
+
+impl Pump {
+    async fn run(mut self) -> Ended {
+        let mut client: Option<Client> = None;
+        // A chunk read but not yet taken by the client: while it waits, no more is read.
+        let mut pending: Option<Bytes> = None;
+        let mut grace_ends = Some(Instant::now() + self.grace);
+        loop {
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(Command::Attach(new)) => {
+                        if let Some(old) = client.take() {
+                            let _ = old.close.send(CloseReason::TakenOver);
+                        }
+                        pending = self.replay.snapshot();
+                        client = Some(new);
+                        grace_ends = None;
+                    }
+                    Some(Command::Detach(id)) => {
+                        if client.as_ref().is_some_and(|c| c.id == id) {
+                            client = None;
+                            pending = None;
+                            grace_ends = Some(Instant::now() + self.grace);
+                        }
+                    }
+                    Some(Command::Kick(reason)) => {
+                        if let Some(old) = client.take() {
+                            let _ = old.close.send(reason);
+                            pending = None;
+                            grace_ends = Some(Instant::now() + self.grace);
+                        }
+                    }
+                    Some(Command::End(reason)) => {
+                        if let Some(old) = client.take() {
+                            let _ = old.close.send(reason);
+                        }
+                        return Ended::Ended;
+                    }
+                    None => return Ended::Ended,
+                },
+                permit = reserve(client.as_ref().filter(|_| pending.is_some()).map(|c| c.output.clone())) => match permit {
+                    Some(permit) => {
+                        permit.send(pending.take().expect("reserve waits for a pending chunk"));
+                    }
+                    // The client's receiver is gone; its detach is on the way.
+                    None => pending = None,
+                },
+                item = self.output.next(), if pending.is_none() => match item {
+                    Some(Ok(first)) => {
+                        let chunk = self.coalesce(docker::output_bytes(first));
+                        self.replay.push(&chunk);
+                        if client.is_some() {
+                            pending = Some(chunk);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        log::debug!("terminal output ended with an error: {e}");
+                        finish(client, pending).await;
+                        return Ended::Exited;
+                    }
+                    None => {
+                        finish(client, pending).await;
+                        return Ended::Exited;
+                    }
+                },
+                () = sleep_until(grace_ends) => return Ended::GraceOver,
+            }
+        }
+    }
+
+    /// Joins output that is already waiting to `first`, up to [`MAX_CHUNK`],
+    /// without waiting for more: a flood goes out in big messages, a single
+    /// echo at once.
+    fn coalesce(&mut self, first: Bytes) -> Bytes {
+        if first.len() >= MAX_CHUNK {
+            return first;
+        }
+        let mut joined: Option<BytesMut> = None;
+        while joined.as_ref().map_or(first.len(), BytesMut::len) < MAX_CHUNK {
+            match self.output.next().now_or_never() {
+                Some(Some(Ok(more))) => {
+                    let buffer = joined.get_or_insert_with(|| BytesMut::from(&first[..]));
+                    buffer.extend_from_slice(&docker::output_bytes(more));
+                }
+                // The end (or an error) shows again on the next poll of a fused stream.
+                _ => break,
+            }
+        }
+        joined.map_or(first, BytesMut::freeze)
+    }
+}
+
+/// Waits for room in the client's queue, when there is a client and a chunk.
+async fn reserve(queue: Option<mpsc::Sender<Bytes>>) -> Option<mpsc::OwnedPermit<Bytes>> {
+    match queue {
+        Some(queue) => queue.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands the last output to the client, then tells it the command exited.
+async fn finish(client: Option<Client>, pending: Option<Bytes>) {
+    let Some(client) = client else { return };
+    if let Some(chunk) = pending {
+        let _ = tokio::time::timeout(FINAL_FLUSH, client.output.send(chunk)).await;
+    }
+    let _ = client.close.send(CloseReason::Exited);
+}
+
+async fn write_input(mut input: Pin<Box<dyn AsyncWrite + Send>>, mut queue: mpsc::Receiver<Bytes>) {
+    while let Some(bytes) = queue.recv().await {
+        if input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = input.shutdown().await;
+}
+
+/// The most recent output, at most `capacity` bytes, starting on a UTF-8
+/// character boundary.
+struct Replay {
+    bytes: VecDeque<u8>,
+    capacity: usize,
+}
+
+impl Replay {
+    fn new(capacity: usize) -> Replay {
+        Replay {
+            bytes: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        if self.capacity == 0 {
+            return;
+        }
+        let chunk = &chunk[chunk.len().saturating_sub(self.capacity)..];
+        self.bytes.extend(chunk);
+        let excess = self.bytes.len().saturating_sub(self.capacity);
+        self.bytes.drain(..excess);
+        while self.bytes.front().is_some_and(|b| b & 0xC0 == 0x80) {
+            self.bytes.pop_front();
+        }
+    }
+
+    fn snapshot(&self) -> Option<Bytes> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        let (a, b) = self.bytes.as_slices();
+        Some(Bytes::from([a, b].concat()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_keeps_the_tail_on_a_character_boundary() {
+        let mut replay = Replay::new(4);
+        assert_eq!(replay.snapshot(), None);
+        replay.push(b"abc");
+        replay.push("dé€".as_bytes()); // é is 2 bytes, € is 3
+        // The last 4 bytes start inside é: its tail byte is dropped.
+        assert_eq!(replay.snapshot().unwrap(), "€".as_bytes());
+        replay.push(b"0123456789");
+        assert_eq!(replay.snapshot().unwrap(), &b"6789"[..]);
+    }
+}
