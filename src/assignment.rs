@@ -162,13 +162,22 @@ fn template_env() -> Environment<'static> {
     env.set_syntax(syntax);
     env.set_fuel(Some(1_000_000));
     env.add_filter("json", |v: Value| {
-        serde_json::to_string(&v).map_err(|e| {
+        serde_json::to_string(&defined(v)?).map_err(|e| {
             minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
         })
     });
-    env.add_filter("b64", |v: Value| BASE64.encode(text_of(&v)));
-    env.add_filter("shell", |v: Value| shell_quote(&text_of(&v)));
+    env.add_filter("b64", |v: Value| Ok(BASE64.encode(text_of(&defined(v)?))));
+    env.add_filter("shell", |v: Value| Ok(shell_quote(&text_of(&defined(v)?))));
     env
+}
+
+/// Strict mode lets undefined values reach filters: ours refuse them too.
+fn defined(value: Value) -> Result<Value, minijinja::Error> {
+    if value.is_undefined() {
+        Err(minijinja::Error::from(minijinja::ErrorKind::UndefinedError))
+    } else {
+        Ok(value)
+    }
 }
 
 /// A value as text: strings as they are, anything else as it prints.
@@ -347,19 +356,30 @@ mod tests {
     #[test]
     fn undefined_variables_fail_without_echoing_data() {
         let root = tempfile::tempdir().unwrap();
-        write(
-            &root.path().join("a/Dockerfile.tmpl"),
-            "FROM x\nRUN {{ data.missing }} {{ data.secret }}\n",
-        );
-        let assignment =
-            Assignment::find(root.path(), &AssignmentName::parse("a").unwrap()).unwrap();
+        let template = root.path().join("a/Dockerfile.tmpl");
+        let assignment = || Assignment::find(root.path(), &AssignmentName::parse("a").unwrap());
         let data = serde_json::json!({"secret": "hunter2"});
-        let err = assignment
-            .render_context(&vars(&data))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("undefined") && err.contains("line 2"), "{err}");
-        assert!(!err.contains("hunter2"), "{err}");
+        for missing in [
+            "data.missing",
+            "data.missing | json",
+            "data.missing | b64",
+            "data.missing | shell",
+        ] {
+            write(
+                &template,
+                &format!("FROM x\nRUN {{{{ {missing} }}}} {{{{ data.secret }}}}\n"),
+            );
+            let err = assignment()
+                .unwrap()
+                .render_context(&vars(&data))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("undefined") && err.contains("line 2"),
+                "{missing}: {err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

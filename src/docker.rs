@@ -21,6 +21,9 @@ use tokio::sync::Mutex;
 
 pub const LABEL_OWNED: &str = "ua.owned";
 pub const LABEL_INSTANCE: &str = "ua.instance";
+/// Which server (by state directory) made an object: two servers sharing a
+/// daemon never reconcile away each other's instances.
+pub const LABEL_STATE_DIR: &str = "ua.state-dir";
 /// Lines of build output kept for the error a failed build reports.
 const BUILD_TAIL_LINES: usize = 20;
 /// Seconds `docker stop` waits before it kills.
@@ -105,16 +108,37 @@ pub struct Exec {
 }
 
 /// A lazily connected Docker client: the daemon may come and go.
-#[derive(Default)]
 pub struct Docker {
     client: Mutex<Option<bollard::Docker>>,
-}
-
-fn owned_filter() -> HashMap<String, Vec<String>> {
-    HashMap::from([("label".to_string(), vec![format!("{LABEL_OWNED}=true")])])
+    state_dir: String,
 }
 
 impl Docker {
+    /// A client for the server whose state lives in `state_dir`.
+    pub fn new(state_dir: &std::path::Path) -> Docker {
+        Docker {
+            client: Mutex::new(None),
+            state_dir: state_dir.display().to_string(),
+        }
+    }
+
+    /// The labels of everything made for `instance_id`.
+    pub fn labels(&self, instance_id: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_OWNED.to_string(), "true".to_string()),
+            (LABEL_INSTANCE.to_string(), instance_id.to_string()),
+            (LABEL_STATE_DIR.to_string(), self.state_dir.clone()),
+        ])
+    }
+
+    fn owned_filter(&self) -> HashMap<String, Vec<String>> {
+        let labels = vec![
+            format!("{LABEL_OWNED}=true"),
+            format!("{LABEL_STATE_DIR}={}", self.state_dir),
+        ];
+        HashMap::from([("label".to_string(), labels)])
+    }
+
     async fn client(&self) -> Result<bollard::Docker, DockerError> {
         let mut slot = self.client.lock().await;
         if let Some(client) = slot.as_ref() {
@@ -122,11 +146,12 @@ impl Docker {
         }
         let client = bollard::Docker::connect_with_defaults()
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        let client = match tokio::time::timeout(Duration::from_secs(5), client.negotiate_version()).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(DockerError::Unreachable(e.to_string())),
-            Err(_) => return Err(DockerError::Unreachable("no answer in 5 s".into())),
-        };
+        let client =
+            match tokio::time::timeout(Duration::from_secs(5), client.negotiate_version()).await {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => return Err(DockerError::Unreachable(e.to_string())),
+                Err(_) => return Err(DockerError::Unreachable("no answer in 5 s".into())),
+            };
         *slot = Some(client.clone());
         Ok(client)
     }
@@ -157,7 +182,8 @@ impl Docker {
             .rm(true)
             .forcerm(true)
             .build();
-        let mut stream = client.build_image(options, None, Some(bollard::body_full(context.into())));
+        let mut stream =
+            client.build_image(options, None, Some(bollard::body_full(context.into())));
         let mut tail = std::collections::VecDeque::with_capacity(BUILD_TAIL_LINES);
         let mut keep = |text: &str| {
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -249,15 +275,29 @@ impl Docker {
     }
 
     pub async fn stop(&self, container: &str) -> Result<(), DockerError> {
-        let options = StopContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build();
-        let result = self.client().await?.stop_container(container, Some(options)).await;
+        let options = StopContainerOptionsBuilder::new()
+            .t(STOP_GRACE_SECS)
+            .build();
+        let result = self
+            .client()
+            .await?
+            .stop_container(container, Some(options))
+            .await;
         ignore_not_modified(result)
     }
 
     /// Removes a container, running or not; a missing one is fine.
     pub async fn remove_container(&self, container: &str) -> Result<(), DockerError> {
-        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-        match self.client().await?.remove_container(container, Some(options)).await {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self
+            .client()
+            .await?
+            .remove_container(container, Some(options))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) => match DockerError::from(e) {
                 DockerError::NotFound => Ok(()),
@@ -269,7 +309,12 @@ impl Docker {
     /// Removes an image; a missing one is fine.
     pub async fn remove_image(&self, image: &str) -> Result<(), DockerError> {
         let options = RemoveImageOptionsBuilder::new().force(true).build();
-        match self.client().await?.remove_image(image, Some(options), None).await {
+        match self
+            .client()
+            .await?
+            .remove_image(image, Some(options), None)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => match DockerError::from(e) {
                 DockerError::NotFound => Ok(()),
@@ -281,7 +326,7 @@ impl Docker {
     pub async fn owned_containers(&self) -> Result<Vec<Owned>, DockerError> {
         let options = ListContainersOptionsBuilder::new()
             .all(true)
-            .filters(&owned_filter())
+            .filters(&self.owned_filter())
             .build();
         let list = self.client().await?.list_containers(Some(options)).await?;
         Ok(list
@@ -295,7 +340,9 @@ impl Docker {
     }
 
     pub async fn owned_images(&self) -> Result<Vec<Owned>, DockerError> {
-        let options = ListImagesOptionsBuilder::new().filters(&owned_filter()).build();
+        let options = ListImagesOptionsBuilder::new()
+            .filters(&self.owned_filter())
+            .build();
         let list = self.client().await?.list_images(Some(options)).await?;
         Ok(list
             .into_iter()
@@ -346,7 +393,10 @@ impl Docker {
 /// Docker answers 304 when a container already is in the asked state.
 fn ignore_not_modified(result: Result<(), BollardError>) -> Result<(), DockerError> {
     match result {
-        Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+        Ok(())
+        | Err(BollardError::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -126,10 +126,14 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
             let id = &p["/instance/".len()..p.len() - "/ws".len()];
             websocket(&app, request, id.to_string())
         }
-        (_, "/spec" | "/spec/clean" | "/health") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "this path does not take that method")
-        }
-        _ => error(StatusCode::NOT_FOUND, "there is no such path on this server"),
+        (_, "/spec" | "/spec/clean" | "/health") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this path does not take that method",
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "there is no such path on this server",
+        ),
     };
     if path.starts_with("/spec") {
         add_cors(&app, origin.as_ref(), &mut response);
@@ -175,10 +179,18 @@ async fn read_spec(app: &App, request: Request<Incoming>) -> Result<Spec, Respon
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_big()),
-        Err(_) => return Err(error(StatusCode::BAD_REQUEST, "the request body could not be read")),
+        Err(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            ))
+        }
     };
     let Ok(text) = std::str::from_utf8(&body) else {
-        return Err(error(StatusCode::BAD_REQUEST, "the sealed spec is not base64 text"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the sealed spec is not base64 text",
+        ));
     };
     let plaintext = app
         .keys
@@ -213,8 +225,12 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
         Err(e) => {
             let status = match &e {
                 CreateError::NoAssignment(_) => StatusCode::NOT_FOUND,
-                CreateError::Render(_) | CreateError::Build { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                CreateError::AtCapacity(_) | CreateError::DockerDown => StatusCode::SERVICE_UNAVAILABLE,
+                CreateError::Render(_) | CreateError::Build { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                CreateError::AtCapacity(_) | CreateError::DockerDown => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 CreateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             if status.is_server_error() {
@@ -240,10 +256,10 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
 }
 
 async fn clean_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
-    let wait = request
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "async=false" || kv == "async=0"));
+    let wait = request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "async=false" || kv == "async=0")
+    });
     let spec = match read_spec(app, request).await {
         Ok(spec) => spec,
         Err(response) => return response,
@@ -268,7 +284,11 @@ async fn health(app: &App) -> Response<Body> {
         Err(e) => e.clone(),
     };
     json_response(
-        if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
         json!({
             "status": if ok { "ok" } else { "unhealthy" },
             "docker": describe(&docker.map_err(|e| e.to_string())),
@@ -292,15 +312,19 @@ async fn state_dir_writable(dir: &std::path::Path) -> Result<(), String> {
 fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
     match (&app.origins, origin) {
         (None, _) | (_, None) => true,
-        (Some(list), Some(origin)) => origin
-            .to_str()
-            .is_ok_and(|o| list.iter().any(|allowed| allowed == o.trim_end_matches('/'))),
+        (Some(list), Some(origin)) => origin.to_str().is_ok_and(|o| {
+            list.iter()
+                .any(|allowed| allowed == o.trim_end_matches('/'))
+        }),
     }
 }
 
 fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> Response<Body> {
     if !origin_allowed(app, request.headers().get(header::ORIGIN)) {
-        return error(StatusCode::FORBIDDEN, "this page's origin may not open terminals here");
+        return error(
+            StatusCode::FORBIDDEN,
+            "this page's origin may not open terminals here",
+        );
     }
     let instance = is_instance_id(&instance_id)
         .then(|| app.registry.lookup(&instance_id))
@@ -312,14 +336,22 @@ fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> 
         );
     };
     if !hyper_tungstenite::is_upgrade_request(&request) {
-        return error(StatusCode::BAD_REQUEST, "this path takes a websocket upgrade");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "this path takes a websocket upgrade",
+        );
     }
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
     let (response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(config)) {
         Ok(upgrade) => upgrade,
-        Err(_) => return error(StatusCode::BAD_REQUEST, "the websocket upgrade request is malformed"),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the websocket upgrade request is malformed",
+            )
+        }
     };
     let settings = SessionSettings {
         idle_timeout: app.config.idle_timeout,
@@ -338,9 +370,18 @@ fn preflight() -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
-    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
-    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
     response
 }
 
@@ -348,7 +389,10 @@ fn add_cors(app: &App, origin: Option<&HeaderValue>, response: &mut Response<Bod
     let headers = response.headers_mut();
     match (&app.origins, origin) {
         (None, _) => {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
         }
         (Some(_), Some(origin)) if origin_allowed(app, Some(origin)) => {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());

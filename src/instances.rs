@@ -11,7 +11,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::assignment::{Assignment, AssignmentError, TemplateVars, DOCKERFILE_IN_CONTEXT};
 use crate::config::ServeConfig;
-use crate::docker::{BuildError, Docker, DockerError, Limits, LABEL_INSTANCE, LABEL_OWNED};
+use crate::docker::{BuildError, Docker, DockerError, Limits};
 use crate::redact::Redactor;
 use crate::spec::Spec;
 use crate::store::{new_instance_id, InstanceRecord, Store};
@@ -148,7 +148,9 @@ impl Registry {
                         return Err(CreateError::AtCapacity(self.config.max_instances));
                     }
                     let (done, waiting) = watch::channel(None);
-                    tables.building.insert(spec.spec_id.clone(), waiting.clone());
+                    tables
+                        .building
+                        .insert(spec.spec_id.clone(), waiting.clone());
                     // Its own task: a client hanging up does not stop a build halfway.
                     let registry = self.clone();
                     tokio::spawn(async move { registry.create(spec, done).await });
@@ -180,7 +182,9 @@ impl Registry {
         let mut tables = self.tables.lock().unwrap();
         tables.building.remove(&spec.spec_id);
         if let Ok(instance) = &result {
-            tables.by_spec.insert(spec.spec_id.clone(), instance.id.clone());
+            tables
+                .by_spec
+                .insert(spec.spec_id.clone(), instance.id.clone());
             tables.by_id.insert(instance.id.clone(), instance.clone());
         }
         drop(tables);
@@ -190,7 +194,11 @@ impl Registry {
     async fn build_instance(&self, spec: &Spec) -> Result<Arc<Instance>, CreateError> {
         let assignment = Assignment::find(&self.config.assignments, &spec.assignment)
             .map_err(|_| CreateError::NoAssignment(spec.assignment.to_string()))?;
-        let _permit = self.builds.acquire().await.expect("the build semaphore is never closed");
+        let _permit = self
+            .builds
+            .acquire()
+            .await
+            .expect("the build semaphore is never closed");
         let instance_id = new_instance_id();
         let started = std::time::Instant::now();
 
@@ -213,13 +221,16 @@ impl Registry {
         };
 
         let image = format!("ua/{instance_id}");
-        let labels = HashMap::from([
-            (LABEL_OWNED.to_string(), "true".to_string()),
-            (LABEL_INSTANCE.to_string(), instance_id.clone()),
-        ]);
+        let labels = self.docker.labels(&instance_id);
         let built = self
             .docker
-            .build(context, DOCKERFILE_IN_CONTEXT, &image, &labels, self.config.build_network)
+            .build(
+                context,
+                DOCKERFILE_IN_CONTEXT,
+                &image,
+                &labels,
+                self.config.build_network,
+            )
             .await;
         match built {
             Ok(()) => {}
@@ -261,7 +272,9 @@ impl Registry {
         if let Err(e) = self.save(&record).await {
             let _ = self.docker.remove_container(&container).await;
             let _ = self.docker.remove_image(&image).await;
-            return Err(CreateError::Internal(format!("the instance record was not saved: {e}")));
+            return Err(CreateError::Internal(format!(
+                "the instance record was not saved: {e}"
+            )));
         }
         log::info!(
             "instance {instance_id} created for spec {:?} (assignment {}) in {} ms",
@@ -298,7 +311,11 @@ impl Registry {
 
     /// Attaches a new client to the instance's terminal, starting the
     /// container and the terminal's command when none runs.
-    pub async fn attach(self: &Arc<Self>, instance: &Arc<Instance>, client_id: u64) -> Result<Attachment, AttachError> {
+    pub async fn attach(
+        self: &Arc<Self>,
+        instance: &Arc<Instance>,
+        client_id: u64,
+    ) -> Result<Attachment, AttachError> {
         let mut slot = instance.terminal.lock().await;
         if self.lookup(&instance.id).is_none() {
             return Err(AttachError::Gone);
@@ -338,7 +355,10 @@ impl Registry {
             return;
         }
         *slot = None;
-        log::info!("instance {}: terminal ended ({ended:?}); stopping its container", instance.id);
+        log::info!(
+            "instance {}: terminal ended ({ended:?}); stopping its container",
+            instance.id
+        );
         if ended != Ended::Ended {
             self.stop_and_touch(instance).await;
         }
@@ -407,7 +427,11 @@ impl Registry {
             "instance {} {why} (spec {:?}){}",
             instance.id,
             instance.spec_id,
-            if complete { "" } else { "; Docker leftovers go at the next start" }
+            if complete {
+                ""
+            } else {
+                "; Docker leftovers go at the next start"
+            }
         );
     }
 
@@ -467,7 +491,10 @@ impl Registry {
                 }
                 Some(container) => {
                     if container.running {
-                        log::info!("instance {}: stopping its container (no session)", record.instance_id);
+                        log::info!(
+                            "instance {}: stopping its container (no session)",
+                            record.instance_id
+                        );
                         self.docker.stop(&record.container_id).await?;
                     }
                     kept.insert(record.instance_id.clone(), record);
@@ -496,7 +523,14 @@ impl Registry {
 
     /// On shutdown: close every session with 1001 and stop every container.
     pub async fn shutdown(&self) {
-        let instances: Vec<Arc<Instance>> = self.tables.lock().unwrap().by_id.values().cloned().collect();
+        let instances: Vec<Arc<Instance>> = self
+            .tables
+            .lock()
+            .unwrap()
+            .by_id
+            .values()
+            .cloned()
+            .collect();
         let stops = instances.into_iter().map(|instance| async move {
             let terminal = instance.terminal.lock().await.take();
             if let Some(terminal) = terminal {

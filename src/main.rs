@@ -39,7 +39,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ua", version, about = "uAssign: a terminal in a purpose-built container, from a browser")]
+#[command(
+    name = "ua",
+    version,
+    about = "uAssign: a terminal in a purpose-built container, from a browser"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,7 +113,8 @@ fn seal_command(args: &SealArgs) -> anyhow::Result<()> {
 fn open_command(args: &SealArgs) -> anyhow::Result<()> {
     let keys = seal::Keyring::load(&args.key_file)?;
     let sealed = read_input(&args.file)?;
-    let sealed = std::str::from_utf8(&sealed).map_err(|_| anyhow::anyhow!("the sealed spec is not text"))?;
+    let sealed =
+        std::str::from_utf8(&sealed).map_err(|_| anyhow::anyhow!("the sealed spec is not text"))?;
     let plaintext = keys.open(sealed)?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();

@@ -22,7 +22,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 pub fn main(config: ServeConfig) -> anyhow::Result<()> {
     systemd::init_logging(config.log_level);
-    let inherited = systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
+    let inherited =
+        systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
     let keys = Keyring::load(&config.key_file)?;
     let store = Store::open(&config.state_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -32,13 +33,24 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
     runtime.block_on(run(config, keys, store, inherited))
 }
 
-async fn run(config: ServeConfig, keys: Keyring, store: Store, inherited: systemd::Inherited) -> anyhow::Result<()> {
+async fn run(
+    config: ServeConfig,
+    keys: Keyring,
+    store: Store,
+    inherited: systemd::Inherited,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let docker = Arc::new(Docker::default());
+    let state_dir = config
+        .state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| config.state_dir.clone());
+    let docker = Arc::new(Docker::new(&state_dir));
     let registry = Registry::new(config.clone(), docker.clone(), store);
     match registry.reconcile().await {
         Ok(()) => {}
-        Err(e) => log::error!("could not reconcile with Docker at start ({e}); instances are kept as recorded"),
+        Err(e) => log::error!(
+            "could not reconcile with Docker at start ({e}); instances are kept as recorded"
+        ),
     }
     let listener = inherited
         .into_listener(config.listen)
@@ -67,7 +79,10 @@ async fn run(config: ServeConfig, keys: Keyring, store: Store, inherited: system
     background.abort();
     registry.shutdown().await;
     app.sessions.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, app.sessions.wait()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, app.sessions.wait())
+        .await
+        .is_err()
+    {
         log::warn!("some sessions did not close in time");
     }
     log::info!("stopped");
@@ -75,7 +90,10 @@ async fn run(config: ServeConfig, keys: Keyring, store: Store, inherited: system
 }
 
 async fn watch_signals(shutdown: CancellationToken) {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         log::error!("cannot watch for signals");
         return;
     };
@@ -89,7 +107,8 @@ async fn watch_signals(shutdown: CancellationToken) {
 /// Expiry sweeps, status lines and the watchdog.
 async fn background_work(app: Arc<App>) {
     let mut sweep = tokio::time::interval(app.registry.sweep_interval());
-    let mut watchdog = tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+    let mut watchdog =
+        tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
     let feeds_watchdog = systemd::watchdog_interval().is_some();
     loop {
         tokio::select! {

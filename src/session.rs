@@ -62,7 +62,9 @@ pub async fn run(
                 crate::instances::AttachError::Gone => CLOSE_GONE,
                 _ => CLOSE_INTERNAL,
             };
-            let _ = socket.send(close(code, "the terminal could not be started")).await;
+            let _ = socket
+                .send(close(code, "the terminal could not be started"))
+                .await;
             return;
         }
     };
@@ -93,7 +95,10 @@ pub async fn run(
         why = session.write_output(output, closed, &shutdown) => why,
     };
     detacher.detach().await;
-    log::info!("instance {}: session {client_id} closed ({outcome})", instance.id);
+    log::info!(
+        "instance {}: session {client_id} closed ({outcome})",
+        instance.id
+    );
     let _ = session.sink.close().await;
 }
 
@@ -128,7 +133,9 @@ impl Clock {
     }
 }
 
-type Stream = futures_util::stream::SplitStream<hyper_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>;
+type Stream = futures_util::stream::SplitStream<
+    hyper_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
+>;
 type Sink = futures_util::stream::SplitSink<
     hyper_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
     Message,
@@ -192,7 +199,12 @@ impl Writer<'_> {
         mut closed: oneshot::Receiver<CloseReason>,
         shutdown: &CancellationToken,
     ) -> String {
-        if self.sink.send(Message::text(terminado::setup())).await.is_err() {
+        if self
+            .sink
+            .send(Message::text(terminado::setup()))
+            .await
+            .is_err()
+        {
             return "connection lost".into();
         }
         let ping_every = (self.idle_timeout / 4).min(MAX_PING_INTERVAL);
@@ -247,7 +259,10 @@ impl Writer<'_> {
             }
             decoder.finish(&mut text);
             if !text.is_empty() {
-                let _ = self.sink.send(Message::text(terminado::stdout(&text))).await;
+                let _ = self
+                    .sink
+                    .send(Message::text(terminado::stdout(&text)))
+                    .await;
             }
             let _ = self.sink.send(Message::text(terminado::disconnect())).await;
         }

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceRecord {
+    #[serde(rename = "instanceID")]
     pub instance_id: String,
+    #[serde(rename = "specID")]
     pub spec_id: String,
     pub assignment: String,
     pub image: String,

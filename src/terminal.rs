@@ -102,7 +102,13 @@ pub struct Terminal {
 impl Terminal {
     /// Starts the pump and the input writer of a freshly started exec.
     /// `on_end` runs once the terminal is over, with how it ended.
-    pub fn spawn<F, Fut>(exec: Exec, generation: u64, grace: Duration, replay_bytes: usize, on_end: F) -> Terminal
+    pub fn spawn<F, Fut>(
+        exec: Exec,
+        generation: u64,
+        grace: Duration,
+        replay_bytes: usize,
+        on_end: F,
+    ) -> Terminal
     where
         F: FnOnce(Ended) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
@@ -162,7 +168,9 @@ impl Terminal {
     }
 }
 
-type Output = Pin<Box<dyn Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + Send>>;
+type Output = Pin<
+    Box<dyn Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + Send>,
+>;
 
 struct Pump {
     output: Output,
@@ -343,7 +351,7 @@ mod tests {
         assert_eq!(replay.snapshot(), None);
         replay.push(b"abc");
         replay.push("dé€".as_bytes()); // é is 2 bytes, € is 3
-        // The last 4 bytes start inside é: its tail byte is dropped.
+                                       // The last 4 bytes start inside é: its tail byte is dropped.
         assert_eq!(replay.snapshot().unwrap(), "€".as_bytes());
         replay.push(b"0123456789");
         assert_eq!(replay.snapshot().unwrap(), &b"6789"[..]);
