@@ -359,7 +359,7 @@ impl Registry {
             "instance {}: terminal ended ({ended:?}); stopping its container",
             instance.id
         );
-        if ended != Ended::Ended {
+        if ended != Ended::OnRequest {
             self.stop_and_touch(instance).await;
         }
     }

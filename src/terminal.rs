@@ -50,7 +50,7 @@ pub enum Ended {
     /// Nobody reattached within the grace period.
     GraceOver,
     /// Ended on request (clean, expiry, shutdown): the requester handles the container.
-    Ended,
+    OnRequest,
 }
 
 enum Command {
@@ -215,9 +215,9 @@ impl Pump {
                         if let Some(old) = client.take() {
                             let _ = old.close.send(reason);
                         }
-                        return Ended::Ended;
+                        return Ended::OnRequest;
                     }
-                    None => return Ended::Ended,
+                    None => return Ended::OnRequest,
                 },
                 permit = reserve(client.as_ref().filter(|_| pending.is_some()).map(|c| c.output.clone())) => match permit {
                     Some(permit) => {
