@@ -14,11 +14,13 @@
 //! - `session`: one websocket attached to a terminal
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together
+//! - `connect`: `ua connect`, a terminal client
 //! - `systemd`: socket activation, notifications, journal logging
 #![forbid(unsafe_code)]
 
 mod assignment;
 mod config;
+mod connect;
 mod docker;
 mod http;
 mod instances;
@@ -59,6 +61,8 @@ enum Command {
     Seal(SealArgs),
     /// Open a sealed spec and print its plaintext (for debugging).
     Open(SealArgs),
+    /// Try an assignment from this terminal: seal a spec, get an instance, attach.
+    Connect(connect::ConnectArgs),
 }
 
 #[derive(clap::Args)]
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         }
         Command::Seal(args) => seal_command(&args),
         Command::Open(args) => open_command(&args),
+        Command::Connect(args) => connect::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,206 @@
+//! `ua connect`: seal a spec from flags, ask the server for an instance and
+//! attach this terminal to it, as a student's browser would.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::seal::Keyring;
+use crate::session;
+
+#[derive(clap::Args, Debug)]
+pub struct ConnectArgs {
+    /// The assignment to try, e.g. `demo.busybox`.
+    #[arg(long, required_unless_present = "instance")]
+    assignment: Option<String>,
+    /// The spec's data: JSON text, or `@FILE` to read it from a file.
+    #[arg(long, default_value = "{}")]
+    data: String,
+    /// The spec's ID; the same ID reaches the same instance.
+    #[arg(long)]
+    spec_id: Option<String>,
+    /// Attach to an existing instance instead of sending a spec.
+    #[arg(long, conflicts_with = "assignment")]
+    instance: Option<String>,
+    /// Key file: one base64 key per line.
+    #[arg(long, env = "UA_KEY_FILE", default_value = "/etc/ua/key")]
+    key_file: PathBuf,
+    /// Base URL of the ua server.
+    #[arg(long, env = "UA_SERVER", default_value = "http://127.0.0.1:8000")]
+    server: String,
+}
+
+pub fn main(args: ConnectArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let reason = runtime.block_on(run(args))?;
+    // Stdin is read on a blocking thread that never ends by itself.
+    runtime.shutdown_background();
+    eprintln!("\r\n[ua: {reason}]");
+    Ok(())
+}
+
+struct Server {
+    authority: String,
+    base_path: String,
+}
+
+fn parse_server(url: &str) -> anyhow::Result<Server> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!("--server must be an http:// URL (for https, put ua behind a TLS proxy and connect there from a browser)");
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    Ok(Server {
+        authority: authority.to_string(),
+        base_path: format!("/{}", path.trim_end_matches('/')).trim_end_matches('/').to_string(),
+    })
+}
+
+async fn run(args: ConnectArgs) -> anyhow::Result<String> {
+    let server = parse_server(&args.server)?;
+    let instance = match &args.instance {
+        Some(id) => id.clone(),
+        None => {
+            let keys = Keyring::load(&args.key_file)?;
+            let data: serde_json::Value = match args.data.strip_prefix('@') {
+                Some(path) => serde_json::from_slice(&std::fs::read(path).with_context(|| format!("cannot read {path}"))?),
+                None => serde_json::from_str(&args.data),
+            }
+            .context("--data is not JSON")?;
+            let assignment = args.assignment.clone().expect("clap requires it");
+            let spec_id = args.spec_id.clone().unwrap_or_else(|| format!("connect/{assignment}"));
+            let spec = serde_json::json!({ "specID": spec_id, "assignmentName": assignment, "data": data });
+            let sealed = keys.seal(spec.to_string().as_bytes());
+            post_spec(&server, &sealed).await?
+        }
+    };
+    let url = format!("ws://{}{}/instance/{instance}/ws", server.authority, server.base_path);
+    let (socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .with_context(|| format!("cannot open the terminal at {url}"))?;
+    eprintln!("[ua: attached to instance {instance}; the session ends when its shell exits]\r");
+    let _raw = RawMode::enable()?;
+    attach(socket).await
+}
+
+async fn post_spec(server: &Server, sealed: &str) -> anyhow::Result<String> {
+    let stream = tokio::net::TcpStream::connect(&server.authority)
+        .await
+        .with_context(|| format!("cannot reach the ua server at {}", server.authority))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::post(format!("{}/spec", server.base_path))
+        .header(hyper::header::HOST, &server.authority)
+        .header(hyper::header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(Bytes::from(sealed.to_string())))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if !status.is_success() {
+        let error = json["error"].as_str().unwrap_or("no explanation given");
+        bail!("the server refused the spec ({status}): {error}");
+    }
+    json["instanceID"]
+        .as_str()
+        .map(str::to_string)
+        .context("the server's answer has no instanceID")
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Pipes this terminal to the websocket until it closes; returns why, in words.
+async fn attach(socket: Socket) -> anyhow::Result<String> {
+    let (mut sink, mut stream) = socket.split();
+    let mut resized = signal(SignalKind::window_change())?;
+    let mut stdin = tokio::io::stdin();
+    let mut buffer = vec![0u8; 16 * 1024];
+    send_size(&mut sink).await;
+    let mut stdout = std::io::stdout();
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    if value[0] == "stdout" {
+                        if let Some(output) = value[1].as_str() {
+                            stdout.write_all(output.as_bytes())?;
+                            stdout.flush()?;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Ok(close_words(frame.map(|f| u16::from(f.code))));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Ok(format!("connection lost: {e}")),
+                None => return Ok("connection lost".into()),
+            },
+            read = stdin.read(&mut buffer) => {
+                let n = read?;
+                if n == 0 {
+                    return Ok("input ended".into());
+                }
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                let frame = serde_json::to_string(&("stdin", text))?;
+                if sink.send(Message::text(frame)).await.is_err() {
+                    return Ok("connection lost".into());
+                }
+            }
+            _ = resized.recv() => send_size(&mut sink).await,
+        }
+    }
+}
+
+async fn send_size<S>(sink: &mut S)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    if let Ok((cols, rows)) = crossterm::terminal::size() {
+        let frame = serde_json::json!(["set_size", rows, cols]).to_string();
+        let _ = sink.send(Message::text(frame)).await;
+    }
+}
+
+fn close_words(code: Option<u16>) -> String {
+    match code {
+        Some(session::CLOSE_EXITED) => "the shell exited".into(),
+        Some(session::CLOSE_SHUTDOWN) => "the server is shutting down".into(),
+        Some(session::CLOSE_TAKEN_OVER) => "taken over by a newer connection".into(),
+        Some(session::CLOSE_IDLE) => "closed after being idle too long".into(),
+        Some(session::CLOSE_GONE) => "the instance was cleaned or expired".into(),
+        Some(session::CLOSE_TOO_BIG) => "a message was too big".into(),
+        Some(code) => format!("closed by the server (code {code})"),
+        None => "closed by the server".into(),
+    }
+}
+
+/// Raw mode for as long as it lives; restored on drop, and by the panic hook.
+struct RawMode;
+
+impl RawMode {
+    fn enable() -> anyhow::Result<RawMode> {
+        crossterm::terminal::enable_raw_mode().context("standard input is not a terminal")?;
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = crossterm::terminal::disable_raw_mode();
+            previous(info);
+        }));
+        Ok(RawMode)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+}

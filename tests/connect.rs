@@ -1,0 +1,117 @@
+//! `ua connect` driven under a real pseudo-terminal (tmux): raw mode, typed
+//! commands, Ctrl-C passed through, resize, the close reason, and the local
+//! terminal restored afterwards.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        let session = format!("ua-test-{}", rand_tag());
+        let status = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", command])
+            .status()
+            .expect("tmux is installed (apt-get install tmux)");
+        assert!(status.success());
+        Tmux { session }
+    }
+    fn keys(&self, keys: &[&str]) {
+        let status = Command::new("tmux").args(["send-keys", "-t", &self.session]).args(keys).status().unwrap();
+        assert!(status.success());
+    }
+    fn screen(&self) -> String {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.session]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(std::time::Instant::now() < deadline, "{text:?} did not appear; the screen:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
+    }
+}
+
+#[test]
+fn connect_attaches_this_terminal_to_an_instance() {
+    let server = TestServer::start();
+    let command = format!(
+        "{BINARY} connect --key-file {} --server http://127.0.0.1:{} --assignment demo.busybox \
+         --data '{{\"greeting\": \"hello from tmux\"}}' --spec-id connect-test; \
+         echo exit=$?; stty -a | grep -o -- '-icanon\\|icanon' | head -1; sleep 60",
+        server.key_file().display(),
+        server.port
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("hello from tmux");
+    tmux.wait_for("~ $");
+    tmux.keys(&["echo typed-$((40+2))", "Enter"]);
+    tmux.wait_for("typed-42");
+    // Ctrl-C reaches the remote shell, not this process.
+    tmux.keys(&["sleep 100", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo still-$((1+1))", "Enter"]);
+    tmux.wait_for("still-2");
+    // A resize reaches the remote terminal.
+    let status = Command::new("tmux")
+        .args(["resize-window", "-t", &tmux.session, "-x", "90", "-y", "20"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["stty size", "Enter"]);
+    tmux.wait_for("20 90");
+    tmux.keys(&["exit", "Enter"]);
+    let screen = tmux.wait_for("exit=0");
+    assert!(screen.contains("[ua: the shell exited]"), "{screen}");
+    // The local terminal is back in canonical (cooked) mode.
+    let screen = tmux.wait_for("icanon");
+    assert!(!screen.contains("-icanon"), "raw mode was not restored:\n{screen}");
+}
+
+#[test]
+fn connect_reports_a_refused_spec_and_a_takeover() {
+    let server = TestServer::start();
+    let refused = Command::new(BINARY)
+        .args(["connect", "--key-file"])
+        .arg(server.key_file())
+        .args(["--server", &format!("http://127.0.0.1:{}", server.port), "--assignment", "no.such"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("404") && message.contains("no/such"), "{message}");
+
+    let id = server.instance(&server.demo_spec("connect-takeover"));
+    let command = format!(
+        "{BINARY} connect --server http://127.0.0.1:{} --instance {id}; echo exit=$?; sleep 60",
+        server.port
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("~ $");
+    // A browser takes over: the terminal says so in words.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let _newer = Term::connect(&server.ws_url(&id)).await;
+        let screen = tmux.wait_for("exit=0");
+        assert!(screen.contains("taken over by a newer connection"), "{screen}");
+    });
+}
