@@ -61,7 +61,9 @@ fn parse_server(url: &str) -> anyhow::Result<Server> {
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     Ok(Server {
         authority: authority.to_string(),
-        base_path: format!("/{}", path.trim_end_matches('/')).trim_end_matches('/').to_string(),
+        base_path: format!("/{}", path.trim_end_matches('/'))
+            .trim_end_matches('/')
+            .to_string(),
     })
 }
 
@@ -72,18 +74,26 @@ async fn run(args: ConnectArgs) -> anyhow::Result<String> {
         None => {
             let keys = Keyring::load(&args.key_file)?;
             let data: serde_json::Value = match args.data.strip_prefix('@') {
-                Some(path) => serde_json::from_slice(&std::fs::read(path).with_context(|| format!("cannot read {path}"))?),
+                Some(path) => serde_json::from_slice(
+                    &std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
+                ),
                 None => serde_json::from_str(&args.data),
             }
             .context("--data is not JSON")?;
             let assignment = args.assignment.clone().expect("clap requires it");
-            let spec_id = args.spec_id.clone().unwrap_or_else(|| format!("connect/{assignment}"));
+            let spec_id = args
+                .spec_id
+                .clone()
+                .unwrap_or_else(|| format!("connect/{assignment}"));
             let spec = serde_json::json!({ "specID": spec_id, "assignmentName": assignment, "data": data });
             let sealed = keys.seal(spec.to_string().as_bytes());
             post_spec(&server, &sealed).await?
         }
     };
-    let url = format!("ws://{}{}/instance/{instance}/ws", server.authority, server.base_path);
+    let url = format!(
+        "ws://{}{}/instance/{instance}/ws",
+        server.authority, server.base_path
+    );
     let (socket, _) = tokio_tungstenite::connect_async(&url)
         .await
         .with_context(|| format!("cannot open the terminal at {url}"))?;
@@ -96,7 +106,8 @@ async fn post_spec(server: &Server, sealed: &str) -> anyhow::Result<String> {
     let stream = tokio::net::TcpStream::connect(&server.authority)
         .await
         .with_context(|| format!("cannot reach the ua server at {}", server.authority))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let request = hyper::Request::post(format!("{}/spec", server.base_path))
         .header(hyper::header::HOST, &server.authority)
@@ -116,7 +127,8 @@ async fn post_spec(server: &Server, sealed: &str) -> anyhow::Result<String> {
         .context("the server's answer has no instanceID")
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Pipes this terminal to the websocket until it closes; returns why, in words.
 async fn attach(socket: Socket) -> anyhow::Result<String> {

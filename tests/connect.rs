@@ -17,18 +17,35 @@ impl Tmux {
     fn start(command: &str) -> Tmux {
         let session = format!("ua-test-{}", rand_tag());
         let status = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", command])
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "100",
+                "-y",
+                "30",
+                command,
+            ])
             .status()
             .expect("tmux is installed (apt-get install tmux)");
         assert!(status.success());
         Tmux { session }
     }
     fn keys(&self, keys: &[&str]) {
-        let status = Command::new("tmux").args(["send-keys", "-t", &self.session]).args(keys).status().unwrap();
+        let status = Command::new("tmux")
+            .args(["send-keys", "-t", &self.session])
+            .args(keys)
+            .status()
+            .unwrap();
         assert!(status.success());
     }
     fn screen(&self) -> String {
-        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.session]).output().unwrap();
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     fn wait_for(&self, text: &str) -> String {
@@ -38,7 +55,10 @@ impl Tmux {
             if screen.contains(text) {
                 return screen;
             }
-            assert!(std::time::Instant::now() < deadline, "{text:?} did not appear; the screen:\n{screen}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{text:?} did not appear; the screen:\n{screen}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -46,7 +66,9 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
     }
 }
 
@@ -85,7 +107,10 @@ fn connect_attaches_this_terminal_to_an_instance() {
     assert!(screen.contains("[ua: the shell exited]"), "{screen}");
     // The local terminal is back in canonical (cooked) mode.
     let screen = tmux.wait_for("icanon");
-    assert!(!screen.contains("-icanon"), "raw mode was not restored:\n{screen}");
+    assert!(
+        !screen.contains("-icanon"),
+        "raw mode was not restored:\n{screen}"
+    );
 }
 
 #[test]
@@ -94,12 +119,20 @@ fn connect_reports_a_refused_spec_and_a_takeover() {
     let refused = Command::new(BINARY)
         .args(["connect", "--key-file"])
         .arg(server.key_file())
-        .args(["--server", &format!("http://127.0.0.1:{}", server.port), "--assignment", "no.such"])
+        .args([
+            "--server",
+            &format!("http://127.0.0.1:{}", server.port),
+            "--assignment",
+            "no.such",
+        ])
         .output()
         .unwrap();
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
-    assert!(message.contains("404") && message.contains("no/such"), "{message}");
+    assert!(
+        message.contains("404") && message.contains("no/such"),
+        "{message}"
+    );
 
     let id = server.instance(&server.demo_spec("connect-takeover"));
     let command = format!(
@@ -112,6 +145,9 @@ fn connect_reports_a_refused_spec_and_a_takeover() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let _newer = Term::connect(&server.ws_url(&id)).await;
         let screen = tmux.wait_for("exit=0");
-        assert!(screen.contains("taken over by a newer connection"), "{screen}");
+        assert!(
+            screen.contains("taken over by a newer connection"),
+            "{screen}"
+        );
     });
 }
