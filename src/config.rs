@@ -12,6 +12,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e} (write durations like 90s, 5m or 4h)"))
 }
 
+fn default_max_instances() -> usize {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total_kib: usize = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(4 << 20);
+    (total_kib / (32 << 10)).max(16)
+}
+
 fn default_max_builds() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
@@ -51,9 +61,14 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_MAX_BUILDS", default_value_t = default_max_builds())]
     pub max_builds: usize,
 
-    /// Live instances; past it `POST /spec` answers 503.
-    #[arg(long, env = "UA_MAX_INSTANCES", default_value_t = 500)]
+    /// Live instances; past it `POST /spec` answers 503. Default: one per
+    /// 32 MiB of the machine's memory.
+    #[arg(long, env = "UA_MAX_INSTANCES", default_value_t = default_max_instances())]
     pub max_instances: usize,
+
+    /// Builds that may wait for a build slot; past it `POST /spec` answers 503.
+    #[arg(long, env = "UA_MAX_BUILD_QUEUE", default_value_t = 256)]
+    pub max_build_queue: usize,
 
     /// Origins allowed for CORS and the websocket: `*` or a comma-separated list.
     #[arg(long, env = "UA_ALLOWED_ORIGINS", default_value = "*")]

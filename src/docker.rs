@@ -381,6 +381,12 @@ impl Docker {
         }
     }
 
+    /// Whether an exec's process still runs.
+    pub async fn exec_running(&self, exec: &str) -> Result<bool, DockerError> {
+        let inspect = self.client().await?.inspect_exec(exec).await?;
+        Ok(inspect.running.unwrap_or(false))
+    }
+
     pub async fn resize(&self, exec: &str, rows: u16, cols: u16) -> Result<(), DockerError> {
         let options = ResizeExecOptions {
             h: rows.into(),

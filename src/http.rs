@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServeConfig;
 use crate::instances::{unix_now, CreateError, Registry};
+use crate::metrics;
 use crate::seal::Keyring;
 use crate::session::{self, SessionSettings};
 use crate::spec::Spec;
@@ -30,6 +31,8 @@ pub const MAX_BODY: usize = 1 << 20;
 pub const MAX_FRAME: usize = 1 << 20;
 /// A client must send its request headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send its request body within this time.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Seconds a client told "503" should wait.
 const RETRY_AFTER_SECS: u32 = 5;
 
@@ -122,11 +125,12 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, "/spec/clean") => clean_spec(&app, request).await,
         (&Method::OPTIONS, "/spec" | "/spec/clean") => preflight(),
         (&Method::GET, "/health") => health(&app).await,
+        (&Method::GET, "/metrics") => metrics_page(&app),
         (&Method::GET, p) if p.starts_with("/instance/") && p.ends_with("/ws") => {
             let id = &p["/instance/".len()..p.len() - "/ws".len()];
             websocket(&app, request, id.to_string())
         }
-        (_, "/spec" | "/spec/clean" | "/health") => error(
+        (_, "/spec" | "/spec/clean" | "/health" | "/metrics") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "this path does not take that method",
         ),
@@ -152,7 +156,7 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body>
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response = json_response(status, json!({ "error": message }));
+    let mut response = json_response(status, json!({ "error": capitalise(message) }));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
@@ -176,7 +180,14 @@ async fn read_spec(app: &App, request: Request<Incoming>) -> Result<Spec, Respon
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(too_big());
     }
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+    let reading = Limited::new(request.into_body(), MAX_BODY).collect();
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, reading).await else {
+        return Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        ));
+    };
+    let body = match read {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_big()),
         Err(_) => {
@@ -195,9 +206,9 @@ async fn read_spec(app: &App, request: Request<Incoming>) -> Result<Spec, Respon
     let plaintext = app
         .keys
         .open(text)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &capitalise(&e.to_string())))?;
-    let spec = Spec::parse(&plaintext)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &capitalise(&e.to_string())))?;
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let spec =
+        Spec::parse(&plaintext).map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
     if spec.expired_at(unix_now()) {
         return Err(error(
             StatusCode::GONE,
@@ -217,7 +228,14 @@ fn capitalise(text: &str) -> String {
 async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     let spec = match read_spec(app, request).await {
         Ok(spec) => spec,
-        Err(response) => return response,
+        Err(response) => {
+            let kind = match response.status() {
+                StatusCode::GONE => "expired_spec",
+                _ => "bad_request",
+            };
+            metrics::ERRORS.add(kind, 1);
+            return response;
+        }
     };
     let spec_id = spec.spec_id.clone();
     match app.registry.get_or_create(spec).await {
@@ -228,13 +246,24 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 CreateError::Render(_) | CreateError::Build { .. } => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
-                CreateError::AtCapacity(_) | CreateError::DockerDown => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                CreateError::AtCapacity(_)
+                | CreateError::QueueFull(_)
+                | CreateError::DockerDown => StatusCode::SERVICE_UNAVAILABLE,
                 CreateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
+            metrics::ERRORS.add(
+                match &e {
+                    CreateError::NoAssignment(_) => "no_assignment",
+                    CreateError::Render(_) => "render",
+                    CreateError::Build { .. } => "build",
+                    CreateError::AtCapacity(_) | CreateError::QueueFull(_) => "capacity",
+                    CreateError::DockerDown => "docker",
+                    CreateError::Internal(_) => "internal",
+                },
+                1,
+            );
             if status.is_server_error() {
-                log::error!("spec {spec_id:?}: {e}");
+                log::warn!("spec {spec_id:?}: {e}");
             }
             let mut body = json!({ "error": capitalise(&e.to_string()) });
             if let CreateError::Build { tail } = &e {
@@ -262,7 +291,14 @@ async fn clean_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     });
     let spec = match read_spec(app, request).await {
         Ok(spec) => spec,
-        Err(response) => return response,
+        Err(response) => {
+            let kind = match response.status() {
+                StatusCode::GONE => "expired_spec",
+                _ => "bad_request",
+            };
+            metrics::ERRORS.add(kind, 1);
+            return response;
+        }
     };
     if wait {
         let cleaned = app.registry.clean(&spec.spec_id).await;
@@ -272,6 +308,17 @@ async fn clean_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
         tokio::spawn(async move { registry.clean(&spec.spec_id).await });
         json_response(StatusCode::ACCEPTED, json!({ "cleaned": null }))
     }
+}
+
+fn metrics_page(app: &App) -> Response<Body> {
+    let mut snapshot = app.registry.snapshot();
+    snapshot.sessions = app.sessions.len();
+    let mut response = Response::new(Full::new(Bytes::from(metrics::render(&snapshot))));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }
 
 async fn health(app: &App) -> Response<Body> {

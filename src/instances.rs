@@ -2,8 +2,8 @@
 //! time), lookup, attach, clean, expiry and reconcile-on-start. It keeps the
 //! store and Docker in step; it knows nothing of websocket frames.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,10 +12,11 @@ use tokio::sync::{watch, Semaphore};
 use crate::assignment::{Assignment, AssignmentError, TemplateVars, DOCKERFILE_IN_CONTEXT};
 use crate::config::ServeConfig;
 use crate::docker::{BuildError, Docker, DockerError, Limits};
+use crate::metrics;
 use crate::redact::Redactor;
 use crate::spec::Spec;
 use crate::store::{new_instance_id, InstanceRecord, Store};
-use crate::terminal::{Attachment, CloseReason, Ended, Terminal};
+use crate::terminal::{Attachment, CloseReason, Ended, Terminal, TerminalSettings};
 
 /// Why an instance could not be made. Messages never hold spec data.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum CreateError {
     Build { tail: Vec<String> },
     #[error("the server is at its limit of {0} instances; try again shortly")]
     AtCapacity(usize),
+    #[error("the server's build queue is full ({0} waiting); try again shortly")]
+    QueueFull(usize),
     #[error("Docker is unreachable; try again shortly")]
     DockerDown,
     #[error("the instance could not be created: {0}")]
@@ -98,6 +101,8 @@ struct Tables {
     by_spec: HashMap<String, String>,
     /// Builds in flight, by spec ID: later requests wait on the first.
     building: HashMap<String, watch::Receiver<BuildResult>>,
+    /// Instance IDs of builds in flight: Docker objects that have no record yet.
+    building_ids: HashSet<String>,
 }
 
 pub struct Registry {
@@ -105,6 +110,8 @@ pub struct Registry {
     pub docker: Arc<Docker>,
     store: Arc<Store>,
     builds: Semaphore,
+    /// Builds waiting for a slot of `builds`.
+    queued: AtomicUsize,
     tables: Mutex<Tables>,
     next_generation: AtomicU64,
 }
@@ -113,6 +120,7 @@ impl Registry {
     pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
         Arc::new(Registry {
             builds: Semaphore::new(config.max_builds.max(1)),
+            queued: AtomicUsize::new(0),
             config,
             docker,
             store: Arc::new(store),
@@ -128,6 +136,19 @@ impl Registry {
     pub fn counts(&self) -> (usize, usize) {
         let tables = self.tables.lock().unwrap();
         (tables.by_id.len(), tables.building.len())
+    }
+
+    /// Instance gauges for `/metrics`; `sessions` is filled in by the caller.
+    pub fn snapshot(&self) -> metrics::Snapshot {
+        let tables = self.tables.lock().unwrap();
+        let running = tables.by_id.values().filter(|i| i.is_busy()).count();
+        metrics::Snapshot {
+            running,
+            stopped: tables.by_id.len() - running,
+            building: tables.building.len(),
+            queued: self.queued.load(Ordering::Relaxed),
+            sessions: 0,
+        }
     }
 
     /// The instance of `spec`, made if needed. A session attached to an
@@ -146,6 +167,10 @@ impl Registry {
                     let live = tables.by_id.len() + tables.building.len();
                     if live >= self.config.max_instances {
                         return Err(CreateError::AtCapacity(self.config.max_instances));
+                    }
+                    let waiting = tables.building.len().saturating_sub(self.config.max_builds);
+                    if waiting >= self.config.max_build_queue {
+                        return Err(CreateError::QueueFull(waiting));
                     }
                     let (done, waiting) = watch::channel(None);
                     tables
@@ -178,9 +203,20 @@ impl Registry {
     }
 
     async fn create(self: Arc<Self>, spec: Spec, done: watch::Sender<BuildResult>) {
-        let result = self.build_instance(&spec).await;
+        let started = std::time::Instant::now();
+        let instance_id = new_instance_id();
+        self.tables
+            .lock()
+            .unwrap()
+            .building_ids
+            .insert(instance_id.clone());
+        let result = self.build_instance(&spec, &instance_id).await;
+        if result.is_ok() {
+            metrics::SPEC_READY_SECONDS.observe(started.elapsed().as_secs_f64());
+        }
         let mut tables = self.tables.lock().unwrap();
         tables.building.remove(&spec.spec_id);
+        tables.building_ids.remove(&instance_id);
         if let Ok(instance) = &result {
             tables
                 .by_spec
@@ -191,15 +227,18 @@ impl Registry {
         done.send_replace(Some(result));
     }
 
-    async fn build_instance(&self, spec: &Spec) -> Result<Arc<Instance>, CreateError> {
+    async fn build_instance(
+        &self,
+        spec: &Spec,
+        instance_id: &str,
+    ) -> Result<Arc<Instance>, CreateError> {
         let assignment = Assignment::find(&self.config.assignments, &spec.assignment)
             .map_err(|_| CreateError::NoAssignment(spec.assignment.to_string()))?;
-        let _permit = self
-            .builds
-            .acquire()
-            .await
-            .expect("the build semaphore is never closed");
-        let instance_id = new_instance_id();
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let permit = self.builds.acquire().await;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        let _permit = permit.expect("the build semaphore is never closed");
+        let instance_id = instance_id.to_string();
         let started = std::time::Instant::now();
 
         let context = {
@@ -232,6 +271,7 @@ impl Registry {
                 self.config.build_network,
             )
             .await;
+        metrics::BUILD_SECONDS.observe(started.elapsed().as_secs_f64());
         match built {
             Ok(()) => {}
             Err(BuildError::Failed { tail }) => {
@@ -334,11 +374,15 @@ impl Registry {
         let exec = self.docker.exec(&record.container_id, command).await?;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let (registry, owner) = (self.clone(), instance.clone());
+        let settings = TerminalSettings {
+            grace: self.config.reattach_grace,
+            replay_bytes: self.config.replay_bytes,
+        };
         let terminal = Terminal::spawn(
             exec,
+            self.docker.clone(),
+            &settings,
             generation,
-            self.config.reattach_grace,
-            self.config.replay_bytes,
             move |ended| async move { registry.terminal_ended(&owner, generation, ended).await },
         );
         log::info!("instance {}: terminal started", instance.id);
@@ -459,10 +503,34 @@ impl Registry {
         }
     }
 
-    /// How often to look for expired instances: often enough for short test
-    /// expiries, rarely enough to cost nothing in production.
+    /// How often to sweep: often enough for short test expiries, rarely
+    /// enough to cost nothing in production (one Docker list call).
     pub fn sweep_interval(&self) -> Duration {
-        (self.config.instance_expiry / 4).clamp(Duration::from_millis(500), Duration::from_secs(60))
+        (self.config.instance_expiry / 4).clamp(Duration::from_millis(500), Duration::from_secs(10))
+    }
+
+    /// Puts right what a crash left in flight at the daemon: a container
+    /// started after reconcile ran, or one created for a build whose record
+    /// was never written.
+    pub async fn tidy(&self) -> Result<(), DockerError> {
+        for container in self.docker.owned_containers().await? {
+            let Some(id) = container.instance_id.as_deref() else {
+                continue;
+            };
+            let building = self.tables.lock().unwrap().building_ids.contains(id);
+            match self.lookup(id) {
+                Some(instance) if container.running && !instance.is_busy() => {
+                    log::info!("instance {id}: stopping its container (no session)");
+                    self.docker.stop(&container.id).await?;
+                }
+                None if !building => {
+                    log::warn!("removing container {} that no record owns", container.id);
+                    self.docker.remove_container(&container.id).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Brings records and Docker into agreement at start (API §5).

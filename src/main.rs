@@ -12,6 +12,7 @@
 //! - `terminal`: one running terminal, its flow control and replay buffer
 //! - `terminado`: the websocket codec and the UTF-8 decoder
 //! - `session`: one websocket attached to a terminal
+//! - `metrics`: counters for `/metrics`
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together
 //! - `connect`: `ua connect`, a terminal client
@@ -24,6 +25,7 @@ mod connect;
 mod docker;
 mod http;
 mod instances;
+mod metrics;
 mod redact;
 mod seal;
 mod server;

@@ -17,6 +17,8 @@ use crate::seal::Keyring;
 use crate::store::Store;
 use crate::systemd;
 
+/// How often the systemd status line is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// How long sessions get to close before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -107,20 +109,29 @@ async fn watch_signals(shutdown: CancellationToken) {
 /// Expiry sweeps, status lines and the watchdog.
 async fn background_work(app: Arc<App>) {
     let mut sweep = tokio::time::interval(app.registry.sweep_interval());
-    let mut watchdog =
-        tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
-    let feeds_watchdog = systemd::watchdog_interval().is_some();
+    let mut status = tokio::time::interval(STATUS_INTERVAL);
+    let watchdog_every = systemd::watchdog_interval();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
             _ = sweep.tick() => {
                 app.registry.expire().await;
-                let (instances, building) = app.registry.counts();
+                if let Err(e) = app.registry.tidy().await {
+                    log::debug!("tidy skipped: {e}");
+                }
+            }
+            _ = status.tick() => {
+                let now = app.registry.snapshot();
                 systemd::notify_status(&format!(
-                    "{instances} instances, {} sessions, {building} building",
-                    app.sessions.len()
+                    "{} instances ({} running), {} sessions, {} building ({} queued)",
+                    now.running + now.stopped,
+                    now.running,
+                    app.sessions.len(),
+                    now.building,
+                    now.queued,
                 ));
             }
-            _ = watchdog.tick(), if feeds_watchdog => systemd::notify_watchdog(),
+            _ = watchdog.tick(), if watchdog_every.is_some() => systemd::notify_watchdog(),
         }
     }
 }

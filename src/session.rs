@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::instances::{Instance, Registry};
+use crate::metrics;
 use crate::terminado::{self, ClientMessage, Utf8Decoder};
 use crate::terminal::{Attachment, CloseReason, MAX_CHUNK};
 
@@ -58,12 +59,13 @@ pub async fn run(
         Ok(attachment) => attachment,
         Err(e) => {
             log::error!("instance {}: terminal not started: {e}", instance.id);
+            metrics::ERRORS.add("attach", 1);
             let code = match e {
                 crate::instances::AttachError::Gone => CLOSE_GONE,
                 _ => CLOSE_INTERNAL,
             };
             let _ = socket
-                .send(close(code, "the terminal could not be started"))
+                .send(closing(code, "the terminal could not be started"))
                 .await;
             return;
         }
@@ -88,7 +90,7 @@ pub async fn run(
         end = reader => match end {
             ReadEnd::Gone(why) => why,
             ReadEnd::TooBig => {
-                let _ = session.sink.send(close(CLOSE_TOO_BIG, "frame over 1 MiB")).await;
+                let _ = session.sink.send(closing(CLOSE_TOO_BIG, "frame over 1 MiB")).await;
                 "frame too big".to_string()
             }
         },
@@ -152,7 +154,10 @@ async fn read_frames(
     while let Some(frame) = stream.next().await {
         let text = match frame {
             Ok(Message::Text(text)) => text,
-            Ok(Message::Close(_)) => return ReadEnd::Gone("client closed".into()),
+            Ok(Message::Close(_)) => {
+                metrics::CLOSES.add("client", 1);
+                return ReadEnd::Gone("client closed".into());
+            }
             Ok(_) => {
                 clock.heard(false);
                 continue;
@@ -163,6 +168,7 @@ async fn read_frames(
         clock.heard(true);
         match terminado::decode(&text) {
             ClientMessage::Stdin(keys) => {
+                metrics::BYTES.add("in", keys.len() as u64);
                 if input.send(Bytes::from(keys)).await.is_err() {
                     return ReadEnd::Gone("terminal input closed".into());
                 }
@@ -228,6 +234,7 @@ impl Writer<'_> {
                     }
                     if !text.is_empty() {
                         self.clock.heard(true);
+                        metrics::BYTES.add("out", text.len() as u64);
                         if self.sink.send(Message::text(terminado::stdout(&text))).await.is_err() {
                             return "connection lost".into();
                         }
@@ -236,7 +243,7 @@ impl Writer<'_> {
                 reason = &mut closed => break reason.unwrap_or(CloseReason::Gone),
                 _ = ping.tick() => {
                     if self.clock.since(&self.clock.last_activity) >= self.idle_timeout {
-                        let _ = self.sink.send(close(CLOSE_IDLE, "idle for too long")).await;
+                        let _ = self.sink.send(closing(CLOSE_IDLE, "idle for too long")).await;
                         return "idle timeout".into();
                     }
                     if self.clock.since(&self.clock.last_heard) >= dead_after {
@@ -247,7 +254,7 @@ impl Writer<'_> {
                     }
                 }
                 () = shutdown.cancelled() => {
-                    let _ = self.sink.send(close(CLOSE_SHUTDOWN, "the server is shutting down")).await;
+                    let _ = self.sink.send(closing(CLOSE_SHUTDOWN, "the server is shutting down")).await;
                     return "server shutdown".into();
                 }
             }
@@ -271,13 +278,16 @@ impl Writer<'_> {
             CloseReason::TakenOver => (CLOSE_TAKEN_OVER, "taken over by a newer connection"),
             CloseReason::Gone => (CLOSE_GONE, "the instance was cleaned or expired"),
             CloseReason::Shutdown => (CLOSE_SHUTDOWN, "the server is shutting down"),
+            CloseReason::Failed => (CLOSE_INTERNAL, "the terminal's connection to Docker broke"),
         };
-        let _ = self.sink.send(close(code, words)).await;
+        let _ = self.sink.send(closing(code, words)).await;
         words.into()
     }
 }
 
-pub fn close(code: u16, reason: &str) -> Message {
+/// The close frame for `code`, counted in the metrics as it goes out.
+pub fn closing(code: u16, reason: &str) -> Message {
+    metrics::CLOSES.add(&code.to_string(), 1);
     Message::Close(Some(CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -18,7 +19,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::docker::{self, Exec};
+use crate::docker::{self, Docker, Exec};
 
 /// Largest output chunk handed to a client at once (one `stdout` message).
 pub const MAX_CHUNK: usize = 64 * 1024;
@@ -40,6 +41,8 @@ pub enum CloseReason {
     Gone,
     /// The server is shutting down: 1001.
     Shutdown,
+    /// The terminal's stream broke (Docker trouble): 1011.
+    Failed,
 }
 
 /// How a terminal ended, for whoever stops its container.
@@ -90,6 +93,14 @@ impl Detacher {
     }
 }
 
+/// How terminals behave, from the server's settings.
+pub struct TerminalSettings {
+    /// How long a terminal outlives its websocket.
+    pub grace: Duration,
+    /// Bytes of recent output replayed on reattach.
+    pub replay_bytes: usize,
+}
+
 /// A handle on a running terminal, kept by its instance.
 #[derive(Clone)]
 pub struct Terminal {
@@ -104,9 +115,9 @@ impl Terminal {
     /// `on_end` runs once the terminal is over, with how it ended.
     pub fn spawn<F, Fut>(
         exec: Exec,
+        docker: Arc<Docker>,
+        settings: &TerminalSettings,
         generation: u64,
-        grace: Duration,
-        replay_bytes: usize,
         on_end: F,
     ) -> Terminal
     where
@@ -119,8 +130,10 @@ impl Terminal {
         let pump = Pump {
             output: exec.output,
             commands: command_rx,
-            replay: Replay::new(replay_bytes),
-            grace,
+            replay: Replay::new(settings.replay_bytes),
+            grace: settings.grace,
+            docker,
+            exec_id: exec.id.clone(),
         };
         tokio::spawn(async move { on_end(pump.run().await).await });
         Terminal {
@@ -177,6 +190,8 @@ struct Pump {
     commands: mpsc::Receiver<Command>,
     replay: Replay,
     grace: Duration,
+    docker: Arc<Docker>,
+    exec_id: String,
 }
 
 impl Pump {
@@ -235,12 +250,17 @@ impl Pump {
                         }
                     }
                     Some(Err(e)) => {
-                        log::debug!("terminal output ended with an error: {e}");
-                        finish(client, pending).await;
+                        log::warn!("terminal output broke off: {e}");
+                        finish(client, pending, CloseReason::Failed).await;
                         return Ended::Exited;
                     }
                     None => {
-                        finish(client, pending).await;
+                        // A cut connection to Docker also ends the stream: ask.
+                        let reason = match self.docker.exec_running(&self.exec_id).await {
+                            Ok(false) => CloseReason::Exited,
+                            Ok(true) | Err(_) => CloseReason::Failed,
+                        };
+                        finish(client, pending, reason).await;
                         return Ended::Exited;
                     }
                 },
@@ -286,13 +306,13 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Hands the last output to the client, then tells it the command exited.
-async fn finish(client: Option<Client>, pending: Option<Bytes>) {
+/// Hands the last output to the client, then tells it why the terminal ended.
+async fn finish(client: Option<Client>, pending: Option<Bytes>, reason: CloseReason) {
     let Some(client) = client else { return };
     if let Some(chunk) = pending {
         let _ = tokio::time::timeout(FINAL_FLUSH, client.output.send(chunk)).await;
     }
-    let _ = client.close.send(CloseReason::Exited);
+    let _ = client.close.send(reason);
 }
 
 async fn write_input(mut input: Pin<Box<dyn AsyncWrite + Send>>, mut queue: mpsc::Receiver<Bytes>) {

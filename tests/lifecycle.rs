@@ -263,16 +263,18 @@ fn kill_9_at_random_moments_loses_nothing_and_corrupts_nothing() {
                 "round {round}: record without container {name}: {containers:?}"
             );
         }
-        assert_eq!(
-            records.len(),
-            containers.len(),
-            "round {round}: {records:?} vs {containers:?}"
-        );
-        assert!(
-            containers
-                .iter()
-                .all(|c| c.ends_with(" exited") || c.ends_with(" created")),
-            "{containers:?}"
+        // A start or create in flight at the daemon when ua died may land
+        // after the restart's reconcile: the periodic tidy puts it right.
+        eventually(
+            Duration::from_secs(30),
+            "every container has a record and none runs",
+            || {
+                let containers = server.containers();
+                containers.len() == records.len()
+                    && containers
+                        .iter()
+                        .all(|c| c.ends_with(" exited") || c.ends_with(" created"))
+            },
         );
     }
     // The survivor kept its ID and its files through every kill.

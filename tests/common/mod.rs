@@ -65,6 +65,7 @@ pub struct TestServer {
     child: Option<Child>,
     log: Arc<Mutex<String>>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -74,6 +75,11 @@ impl TestServer {
 
     /// Starts a server; `args` are extra flags such as `--reattach-grace 2s`.
     pub fn start_with(args: &[&str]) -> TestServer {
+        TestServer::start_with_env(args, &[])
+    }
+
+    /// Starts a server with extra flags and environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> TestServer {
         docker_ready();
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key");
@@ -89,6 +95,10 @@ impl TestServer {
             child: None,
             log: Arc::new(Mutex::new(String::new())),
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn();
         server
@@ -157,6 +167,7 @@ impl TestServer {
             .arg("--log-level")
             .arg("debug")
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("JOURNAL_STREAM")
             .env_remove("LISTEN_FDS")
             .env_remove("NOTIFY_SOCKET")
