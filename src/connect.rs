@@ -4,14 +4,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use bytes::Bytes;
+use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::client::{Server, Socket};
 use crate::seal::Keyring;
 use crate::session;
 
@@ -49,26 +48,8 @@ pub fn main(args: ConnectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Server {
-    authority: String,
-    base_path: String,
-}
-
-fn parse_server(url: &str) -> anyhow::Result<Server> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("--server must be an http:// URL (for https, put ua behind a TLS proxy and connect there from a browser)");
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    Ok(Server {
-        authority: authority.to_string(),
-        base_path: format!("/{}", path.trim_end_matches('/'))
-            .trim_end_matches('/')
-            .to_string(),
-    })
-}
-
 async fn run(args: ConnectArgs) -> anyhow::Result<String> {
-    let server = parse_server(&args.server)?;
+    let server = Server::parse(&args.server)?;
     let instance = match &args.instance {
         Some(id) => id.clone(),
         None => {
@@ -87,48 +68,14 @@ async fn run(args: ConnectArgs) -> anyhow::Result<String> {
                 .unwrap_or_else(|| format!("connect/{assignment}"));
             let spec = serde_json::json!({ "specID": spec_id, "assignmentName": assignment, "data": data });
             let sealed = keys.seal(spec.to_string().as_bytes());
-            post_spec(&server, &sealed).await?
+            server.open_instance(&sealed).await?
         }
     };
-    let url = format!(
-        "ws://{}{}/instance/{instance}/ws",
-        server.authority, server.base_path
-    );
-    let (socket, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .with_context(|| format!("cannot open the terminal at {url}"))?;
+    let socket = server.terminal(&instance).await?;
     eprintln!("[ua: attached to instance {instance}; the session ends when its shell exits]\r");
     let _raw = RawMode::enable()?;
     attach(socket).await
 }
-
-async fn post_spec(server: &Server, sealed: &str) -> anyhow::Result<String> {
-    let stream = tokio::net::TcpStream::connect(&server.authority)
-        .await
-        .with_context(|| format!("cannot reach the ua server at {}", server.authority))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = hyper::Request::post(format!("{}/spec", server.base_path))
-        .header(hyper::header::HOST, &server.authority)
-        .header(hyper::header::CONTENT_TYPE, "text/plain")
-        .body(Full::new(Bytes::from(sealed.to_string())))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    if !status.is_success() {
-        let error = json["error"].as_str().unwrap_or("no explanation given");
-        bail!("the server refused the spec ({status}): {error}");
-    }
-    json["instanceID"]
-        .as_str()
-        .map(str::to_string)
-        .context("the server's answer has no instanceID")
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Pipes this terminal to the websocket until it closes; returns why, in words.
 async fn attach(socket: Socket) -> anyhow::Result<String> {

@@ -15,11 +15,15 @@
 //! - `metrics`: counters for `/metrics`
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together
+//! - `client`: the API from the client side
 //! - `connect`: `ua connect`, a terminal client
+//! - `bench`: `ua bench`, the benchmark tool
 //! - `systemd`: socket activation, notifications, journal logging
 #![forbid(unsafe_code)]
 
 mod assignment;
+mod bench;
+mod client;
 mod config;
 mod connect;
 mod docker;
@@ -65,6 +69,8 @@ enum Command {
     Open(SealArgs),
     /// Try an assignment from this terminal: seal a spec, get an instance, attach.
     Connect(connect::ConnectArgs),
+    /// Measure a running server against direct Docker exec (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
         Command::Seal(args) => seal_command(&args),
         Command::Open(args) => open_command(&args),
         Command::Connect(args) => connect::main(args),
+        Command::Bench(args) => bench::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
