@@ -94,6 +94,14 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_BUILD_NETWORK", default_value_t = false)]
     pub build_network: bool,
 
+    /// Serve the browser terminal at `/instance/{id}`.
+    #[arg(long, env = "UA_BROWSER_TERMINAL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub browser_terminal: bool,
+
+    /// Directory of the browser terminal's files (made by scripts/build-web).
+    #[arg(long, env = "UA_WEB_DIR", default_value = "/usr/share/ua/web")]
+    pub web_dir: PathBuf,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "UA_LOG_LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,

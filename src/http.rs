@@ -24,6 +24,7 @@ use crate::seal::Keyring;
 use crate::session::{self, SessionSettings};
 use crate::spec::Spec;
 use crate::store::is_instance_id;
+use crate::web::WebAssets;
 
 /// Largest request body accepted (a sealed spec is far smaller).
 pub const MAX_BODY: usize = 1 << 20;
@@ -45,6 +46,8 @@ pub struct App {
     pub keys: Keyring,
     pub origins: Option<Vec<String>>,
     pub sessions: TaskTracker,
+    /// The browser terminal, when on and built.
+    pub web: Option<WebAssets>,
     pub shutdown: CancellationToken,
 }
 
@@ -126,6 +129,10 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
         (&Method::OPTIONS, "/spec" | "/spec/clean") => preflight(),
         (&Method::GET, "/health") => health(&app).await,
         (&Method::GET, "/metrics") => metrics_page(&app),
+        (&Method::GET, p) if p.starts_with("/static/") => static_file(&app, &p["/static/".len()..]),
+        (&Method::GET, p) if p.starts_with("/instance/") && !p.ends_with("/ws") => {
+            terminal_page(&app, &p["/instance/".len()..])
+        }
         (&Method::GET, p) if p.starts_with("/instance/") && p.ends_with("/ws") => {
             let id = &p["/instance/".len()..p.len() - "/ws".len()];
             websocket(&app, request, id.to_string())
@@ -145,24 +152,28 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
     Ok(response)
 }
 
-fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+/// A JSON answer; a 503 also says when to retry, in the `Retry-After`
+/// header and (for browsers, which may not see the header) in `retryAfter`.
+fn json_response(status: StatusCode, mut value: serde_json::Value) -> Response<Body> {
+    let retry = status == StatusCode::SERVICE_UNAVAILABLE && value.get("error").is_some();
+    if retry {
+        value["retryAfter"] = json!(RETRY_AFTER_SECS);
+    }
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if retry {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
     response
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response = json_response(status, json!({ "error": capitalise(message) }));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    }
-    response
+    json_response(status, json!({ "error": capitalise(message) }))
 }
 
 /// Reads, opens and validates the sealed spec of a request.
@@ -273,13 +284,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 ));
                 body["buildOutput"] = json!(tail);
             }
-            let mut response = json_response(status, body);
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-            }
-            response
+            json_response(status, body)
         }
     }
 }
@@ -308,6 +313,54 @@ async fn clean_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
         tokio::spawn(async move { registry.clean(&spec.spec_id).await });
         json_response(StatusCode::ACCEPTED, json!({ "cleaned": null }))
     }
+}
+
+fn asset(kind: &'static str, bytes: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(bytes));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn static_file(app: &App, name: &str) -> Response<Body> {
+    match app.web.as_ref().and_then(|web| web.file(name)) {
+        Some((kind, bytes)) => asset(kind, bytes),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "there is no such file on this server",
+        ),
+    }
+}
+
+/// The browser terminal for an instance.
+fn terminal_page(app: &App, instance_id: &str) -> Response<Body> {
+    let Some(web) = app.web.as_ref() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the browser terminal is turned off on this server",
+        );
+    };
+    let known = is_instance_id(instance_id) && app.registry.lookup(instance_id).is_some();
+    if !known {
+        return error(
+            StatusCode::NOT_FOUND,
+            "there is no such instance (it may have expired or been cleaned); send the spec again",
+        );
+    }
+    let (kind, bytes) = web.page();
+    let mut response = asset(kind, bytes);
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'",
+        ),
+    );
+    response
 }
 
 fn metrics_page(app: &App) -> Response<Body> {
@@ -366,8 +419,21 @@ fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
     }
 }
 
+/// Whether `Origin` names this server itself (its own browser terminal page).
+fn is_same_origin(request: &Request<Incoming>) -> bool {
+    let headers = request.headers();
+    let origin_host = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, host)| host.trim_end_matches('/'));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    origin_host.is_some() && origin_host == host
+}
+
 fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> Response<Body> {
-    if !origin_allowed(app, request.headers().get(header::ORIGIN)) {
+    let same_origin = is_same_origin(&request);
+    if !same_origin && !origin_allowed(app, request.headers().get(header::ORIGIN)) {
         return error(
             StatusCode::FORBIDDEN,
             "this page's origin may not open terminals here",
@@ -434,6 +500,10 @@ fn preflight() -> Response<Body> {
 
 fn add_cors(app: &App, origin: Option<&HeaderValue>, response: &mut Response<Body>) {
     let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Retry-After"),
+    );
     match (&app.origins, origin) {
         (None, _) => {
             headers.insert(

@@ -13,6 +13,7 @@
 //! - `terminado`: the websocket codec and the UTF-8 decoder
 //! - `session`: one websocket attached to a terminal
 //! - `metrics`: counters for `/metrics`
+//! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together
 //! - `client`: the API from the client side
@@ -39,6 +40,7 @@ mod store;
 mod systemd;
 mod terminado;
 mod terminal;
+mod web;
 
 use std::io::Read;
 use std::path::PathBuf;

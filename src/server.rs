@@ -16,6 +16,7 @@ use crate::instances::Registry;
 use crate::seal::Keyring;
 use crate::store::Store;
 use crate::systemd;
+use crate::web::WebAssets;
 
 /// How often the systemd status line is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
@@ -69,6 +70,10 @@ async fn run(
         registry: registry.clone(),
         keys,
         sessions: TaskTracker::new(),
+        web: config
+            .browser_terminal
+            .then(|| WebAssets::load(&config.web_dir))
+            .flatten(),
         shutdown: shutdown.clone(),
     });
     let background = tokio::spawn(background_work(app.clone()));
