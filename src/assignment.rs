@@ -14,6 +14,7 @@ use crate::redact::Redactor;
 use crate::spec::AssignmentName;
 
 const DOCKERFILE_TEMPLATE: &str = "Dockerfile.tmpl";
+const SETTINGS_FILE: &str = "assignment.json";
 const CONTEXT_DIR: &str = "context";
 const TEMPLATE_SUFFIX: &str = ".tmpl";
 /// Name of the rendered Dockerfile inside the context; the daemon drops it
@@ -26,14 +27,42 @@ pub enum AssignmentError {
     NotFound(String),
     #[error("the assignment's template did not render: {0}")]
     Render(String),
+    #[error("the assignment's assignment.json is invalid: {0}")]
+    Settings(String),
     #[error("the assignment `{name}` could not be read: {source}")]
     Io { name: String, source: io::Error },
+}
+
+/// Per-assignment overrides from the optional `assignment.json`; the server
+/// caps each at its operator's maximum.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settings {
+    /// Memory limit in MiB (swap is limited to the same).
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: Option<i64>,
+    /// Process limit.
+    pub pids_limit: Option<i64>,
+    /// CPU limit, in CPUs.
+    pub cpus: Option<f64>,
+    /// Longest the build may take, written like `90s` or `5m`.
+    #[serde(default, deserialize_with = "duration_text")]
+    pub build_timeout: Option<std::time::Duration>,
+}
+
+fn duration_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(d)?;
+    text.map(|t| crate::config::parse_duration(&t).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// A located assignment directory, known to lie inside the root.
 #[derive(Debug, Clone)]
 pub struct Assignment {
     pub name: AssignmentName,
+    pub settings: Settings,
     dir: PathBuf,
     root: PathBuf,
 }
@@ -50,8 +79,20 @@ impl Assignment {
         if !dir.starts_with(&root) || !dir.join(DOCKERFILE_TEMPLATE).is_file() {
             return Err(not_found());
         }
+        let settings = match fs::read(dir.join(SETTINGS_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| AssignmentError::Settings(e.to_string()))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Settings::default(),
+            Err(source) => {
+                return Err(AssignmentError::Io {
+                    name: name.to_string(),
+                    source,
+                })
+            }
+        };
         Ok(Assignment {
             name: name.clone(),
+            settings,
             dir,
             root,
         })
@@ -393,6 +434,26 @@ mod tests {
         assert!(find("ok").is_ok());
         assert!(matches!(find("escape"), Err(AssignmentError::NotFound(_))));
         assert!(matches!(find("missing"), Err(AssignmentError::NotFound(_))));
+    }
+
+    #[test]
+    fn assignment_json_is_read_and_checked() {
+        let root = tempfile::tempdir().unwrap();
+        write(&root.path().join("a/Dockerfile.tmpl"), "FROM x");
+        let find = || Assignment::find(root.path(), &AssignmentName::parse("a").unwrap());
+        assert_eq!(find().unwrap().settings, Settings::default());
+        write(
+            &root.path().join("a/assignment.json"),
+            r#"{"memoryMB": 64, "pidsLimit": 32, "cpus": 0.5, "buildTimeout": "90s"}"#,
+        );
+        let settings = find().unwrap().settings;
+        assert_eq!(settings.memory_mb, Some(64));
+        assert_eq!(
+            settings.build_timeout,
+            Some(std::time::Duration::from_secs(90))
+        );
+        write(&root.path().join("a/assignment.json"), r#"{"memory": 64}"#);
+        assert!(matches!(find(), Err(AssignmentError::Settings(_))));
     }
 
     #[test]

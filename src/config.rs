@@ -90,6 +90,26 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_CPUS", default_value_t = 1.0)]
     pub cpus: f64,
 
+    /// Largest memory limit an assignment.json may ask for, in MiB.
+    #[arg(long, env = "UA_MAX_MEMORY_MB", default_value_t = 2048)]
+    pub max_memory_mb: i64,
+
+    /// Largest process limit an assignment.json may ask for.
+    #[arg(long, env = "UA_MAX_PIDS_LIMIT", default_value_t = 1024)]
+    pub max_pids_limit: i64,
+
+    /// Largest CPU limit an assignment.json may ask for, in CPUs.
+    #[arg(long, env = "UA_MAX_CPUS", default_value_t = 2.0)]
+    pub max_cpus: f64,
+
+    /// Longest an image build may take (also the most an assignment.json may ask for).
+    #[arg(long, env = "UA_BUILD_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub build_timeout: Duration,
+
+    /// Most concurrent HTTP connections; more wait to be accepted.
+    #[arg(long, env = "UA_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
     /// Let image builds reach the network (off by default).
     #[arg(long, env = "UA_BUILD_NETWORK", default_value_t = false)]
     pub build_network: bool,

@@ -26,6 +26,8 @@ pub const LABEL_INSTANCE: &str = "ua.instance";
 pub const LABEL_STATE_DIR: &str = "ua.state-dir";
 /// Lines of build output kept for the error a failed build reports.
 const BUILD_TAIL_LINES: usize = 20;
+/// Longest build output line kept.
+const BUILD_LINE_CHARS: usize = 500;
 /// Seconds `docker stop` waits before it kills.
 const STOP_GRACE_SECS: i32 = 2;
 /// The container's own process: an idle loop under Docker's init, so that
@@ -190,7 +192,14 @@ impl Docker {
                 if tail.len() == BUILD_TAIL_LINES {
                     tail.pop_front();
                 }
-                tail.push_back(line.to_string());
+                // Bounded: a build printing megabytes in one line stays small here.
+                let mut line = line.to_string();
+                if line.len() > BUILD_LINE_CHARS {
+                    let cut = line.floor_char_boundary(BUILD_LINE_CHARS);
+                    line.truncate(cut);
+                    line.push('…');
+                }
+                tail.push_back(line);
             }
         };
         while let Some(item) = stream.next().await {

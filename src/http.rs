@@ -60,17 +60,28 @@ pub enum Listener {
 /// Serves connections until `shutdown`, then lets open requests finish.
 pub async fn serve(listener: Listener, app: Arc<App>) {
     let connections = TaskTracker::new();
+    // At the cap, new connections wait in the kernel's backlog.
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        app.config.max_connections.max(1),
+    ));
     loop {
         let accepted = tokio::select! {
             () = app.shutdown.cancelled() => break,
-            accepted = accept(&listener) => accepted,
+            accepted = async {
+                let slot = slots.clone().acquire_owned().await.expect("never closed");
+                (slot, accept(&listener).await)
+            } => accepted,
         };
         match accepted {
-            Ok(Some(stream)) => {
-                connections.spawn(serve_connection(stream, app.clone()));
+            (slot, Ok(Some(stream))) => {
+                let app = app.clone();
+                connections.spawn(async move {
+                    serve_connection(stream, app).await;
+                    drop(slot);
+                });
             }
-            Ok(None) => {}
-            Err(e) => {
+            (_, Ok(None)) => {}
+            (_, Err(e)) => {
                 // Usually EMFILE: back off instead of spinning.
                 log::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Semaphore};
 
-use crate::assignment::{Assignment, AssignmentError, TemplateVars, DOCKERFILE_IN_CONTEXT};
+use crate::assignment::{
+    Assignment, AssignmentError, Settings, TemplateVars, DOCKERFILE_IN_CONTEXT,
+};
 use crate::config::ServeConfig;
 use crate::docker::{BuildError, Docker, DockerError, Limits};
 use crate::metrics;
@@ -232,8 +234,13 @@ impl Registry {
         spec: &Spec,
         instance_id: &str,
     ) -> Result<Arc<Instance>, CreateError> {
-        let assignment = Assignment::find(&self.config.assignments, &spec.assignment)
-            .map_err(|_| CreateError::NoAssignment(spec.assignment.to_string()))?;
+        let assignment =
+            Assignment::find(&self.config.assignments, &spec.assignment).map_err(|e| match e {
+                AssignmentError::Settings(message) => {
+                    CreateError::Render(format!("assignment.json is invalid: {message}"))
+                }
+                _ => CreateError::NoAssignment(spec.assignment.to_string()),
+            })?;
         self.queued.fetch_add(1, Ordering::Relaxed);
         let permit = self.builds.acquire().await;
         self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -254,24 +261,43 @@ impl Registry {
             .map_err(|e| CreateError::Internal(e.to_string()))?
             .map_err(|e| match e {
                 AssignmentError::NotFound(name) => CreateError::NoAssignment(name),
-                AssignmentError::Render(message) => CreateError::Render(message),
+                AssignmentError::Render(message) | AssignmentError::Settings(message) => {
+                    CreateError::Render(message)
+                }
                 io @ AssignmentError::Io { .. } => CreateError::Internal(io.to_string()),
             })?
         };
 
         let image = format!("ua/{instance_id}");
         let labels = self.docker.labels(&instance_id);
-        let built = self
-            .docker
-            .build(
-                context,
-                DOCKERFILE_IN_CONTEXT,
-                &image,
-                &labels,
-                self.config.build_network,
-            )
-            .await;
+        let build_timeout = assignment
+            .settings
+            .build_timeout
+            .unwrap_or(self.config.build_timeout)
+            .min(self.config.build_timeout);
+        let building = self.docker.build(
+            context,
+            DOCKERFILE_IN_CONTEXT,
+            &image,
+            &labels,
+            self.config.build_network,
+        );
+        // Dropping the build request makes the daemon cancel the build.
+        let built = tokio::time::timeout(build_timeout, building).await;
         metrics::BUILD_SECONDS.observe(started.elapsed().as_secs_f64());
+        let Ok(built) = built else {
+            log::warn!(
+                "build timed out for spec {:?} after {build_timeout:?}",
+                spec.spec_id
+            );
+            let _ = self.docker.remove_image(&image).await;
+            let limit = humantime::format_duration(build_timeout);
+            return Err(CreateError::Build {
+                tail: vec![format!(
+                    "the build took longer than {limit} and was stopped"
+                )],
+            });
+        };
         match built {
             Ok(()) => {}
             Err(BuildError::Failed { tail }) => {
@@ -290,7 +316,12 @@ impl Registry {
         let container = format!("ua-{instance_id}");
         let created = self
             .docker
-            .create_container(&container, &image, &labels, &self.limits())
+            .create_container(
+                &container,
+                &image,
+                &labels,
+                &self.limits(&assignment.settings),
+            )
             .await;
         let container_id = match created {
             Ok(id) => id,
@@ -325,11 +356,25 @@ impl Registry {
         Ok(Instance::new(record))
     }
 
-    fn limits(&self) -> Limits {
+    /// The container limits: the assignment's, capped at the operator's maxima.
+    fn limits(&self, settings: &Settings) -> Limits {
+        let config = &self.config;
+        let memory_mb = settings
+            .memory_mb
+            .unwrap_or(config.memory_mb)
+            .clamp(16, config.max_memory_mb);
+        let pids = settings
+            .pids_limit
+            .unwrap_or(config.pids_limit)
+            .clamp(16, config.max_pids_limit);
+        let cpus = settings
+            .cpus
+            .unwrap_or(config.cpus)
+            .clamp(0.01, config.max_cpus);
         Limits {
-            memory_bytes: self.config.memory_mb * 1024 * 1024,
-            pids: self.config.pids_limit,
-            nano_cpus: (self.config.cpus * 1e9) as i64,
+            memory_bytes: memory_mb * 1024 * 1024,
+            pids,
+            nano_cpus: (cpus * 1e9) as i64,
         }
     }
 
@@ -519,9 +564,15 @@ impl Registry {
             };
             let building = self.tables.lock().unwrap().building_ids.contains(id);
             match self.lookup(id) {
-                Some(instance) if container.running && !instance.is_busy() => {
-                    log::info!("instance {id}: stopping its container (no session)");
-                    self.docker.stop(&container.id).await?;
+                Some(instance) if container.running => {
+                    // Holding the terminal's lock: an attach waits for the stop.
+                    let Ok(slot) = instance.terminal.try_lock() else {
+                        continue;
+                    };
+                    if slot.as_ref().is_none_or(Terminal::is_over) {
+                        log::info!("instance {id}: stopping its container (no session)");
+                        self.docker.stop(&container.id).await?;
+                    }
                 }
                 None if !building => {
                     log::warn!("removing container {} that no record owns", container.id);

@@ -133,3 +133,70 @@ fn a_large_paste_does_not_block_output_or_others() {
         assert!(out.contains(&format!("{}", 1024 * 1024)), "{out}");
     });
 }
+
+#[test]
+fn containers_are_hardened_and_assignment_json_is_capped() {
+    let server = TestServer::start_with(&["--max-memory-mb", "256"]);
+    let dir = server.assignments().join("limited");
+    write(
+        &dir.join("Dockerfile.tmpl"),
+        "FROM ua-busybox:latest\nUSER student\n",
+    );
+    write(
+        &dir.join("assignment.json"),
+        r#"{"memoryMB": 100000, "pidsLimit": 50, "cpus": 0.5}"#,
+    );
+    let id = server.instance(&server.seal(r#"{"specID":"limited","assignmentName":"limited"}"#));
+    let inspect = |format: &str| docker(&["inspect", "-f", format, &format!("ua-{id}")]);
+    assert_eq!(
+        inspect("{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}"),
+        format!("{0} {0}", 256 << 20)
+    );
+    assert_eq!(inspect("{{.HostConfig.PidsLimit}}"), "50");
+    assert_eq!(inspect("{{.HostConfig.NanoCpus}}"), "500000000");
+    assert_eq!(inspect("{{.HostConfig.NetworkMode}}"), "none");
+    assert_eq!(inspect("{{.HostConfig.CapDrop}}"), "[ALL]");
+    assert_eq!(
+        inspect("{{.HostConfig.SecurityOpt}}"),
+        "[no-new-privileges]"
+    );
+    assert_eq!(inspect("{{.HostConfig.Init}}"), "true");
+}
+
+#[test]
+fn a_build_past_its_time_limit_is_stopped_with_422() {
+    let server = TestServer::start_with(&["--build-timeout", "30s"]);
+    let dir = server.assignments().join("endless");
+    write(
+        &dir.join("Dockerfile.tmpl"),
+        "FROM ua-busybox:latest\nRUN sleep 60\n",
+    );
+    write(&dir.join("assignment.json"), r#"{"buildTimeout": "2s"}"#);
+    let response = server.http(
+        "POST",
+        "/spec",
+        &server.seal(r#"{"specID":"endless","assignmentName":"endless"}"#),
+    );
+    assert_eq!(response.status, 422, "{}", response.body);
+    assert!(
+        response.body.contains("longer than 2s"),
+        "{}",
+        response.body
+    );
+    assert!(
+        server.records().is_empty() && server.containers().is_empty() && server.images().is_empty()
+    );
+    // A broken assignment.json is reported, not ignored.
+    write(&dir.join("assignment.json"), r#"{"buildTimeout": "soon"}"#);
+    let response = server.http(
+        "POST",
+        "/spec",
+        &server.seal(r#"{"specID":"endless2","assignmentName":"endless"}"#),
+    );
+    assert_eq!(response.status, 422, "{}", response.body);
+    assert!(
+        response.body.contains("assignment.json"),
+        "{}",
+        response.body
+    );
+}
