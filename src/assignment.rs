@@ -98,16 +98,16 @@ impl Assignment {
         })
     }
 
+    /// The assignment's directory, inside the root.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Renders the Dockerfile and `context/**.tmpl`, and packs the context as
     /// a tar with the Dockerfile at [`DOCKERFILE_IN_CONTEXT`]. Blocking.
     pub fn render_context(&self, vars: &TemplateVars) -> Result<Vec<u8>, AssignmentError> {
-        let env = template_env();
-        let context = vars.to_value();
-        let redactor = Redactor::new(vars.data);
-        let render = |name: &str, source: &str| {
-            env.render_named_str(name, source, &context)
-                .map_err(|e| AssignmentError::Render(redactor.redact(&describe(&e))))
-        };
+        let renderer = Renderer::new(vars);
+        let render = |name: &str, source: &str| renderer.render(name, source);
         let io_error = |source| AssignmentError::Io {
             name: self.name.to_string(),
             source,
@@ -172,6 +172,30 @@ impl Assignment {
             }
         }
         tar.into_inner().map_err(io_error)
+    }
+}
+
+/// Renders templates with one spec's variables; errors come without spec data.
+pub struct Renderer {
+    env: Environment<'static>,
+    context: Value,
+    redactor: Redactor,
+}
+
+impl Renderer {
+    pub fn new(vars: &TemplateVars) -> Renderer {
+        Renderer {
+            env: template_env(),
+            context: vars.to_value(),
+            redactor: Redactor::new(vars.data),
+        }
+    }
+
+    /// Renders one template; `name` appears in error messages.
+    pub fn render(&self, name: &str, source: &str) -> Result<String, AssignmentError> {
+        self.env
+            .render_named_str(name, source, &self.context)
+            .map_err(|e| AssignmentError::Render(self.redactor.redact(&describe(&e))))
     }
 }
 

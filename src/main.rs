@@ -1,52 +1,13 @@
-//! ua (uAssign): a sealed spec becomes a Docker container and a terminal in
-//! the browser. The module map:
-//!
-//! - `config`: flags and `UA_*` variables of `ua serve`
-//! - `seal`: the key file, sealing and opening specs
-//! - `spec`: the plaintext spec and assignment names
-//! - `assignment`: finding and rendering an assignment, the build context
-//! - `redact`: keeping spec data out of messages
-//! - `docker`: every call to the Docker daemon
-//! - `store`: instance records on disk and the state-directory lock
-//! - `instances`: the live registry: create, attach, clean, expire, reconcile
-//! - `terminal`: one running terminal, its flow control and replay buffer
-//! - `terminado`: the websocket codec and the UTF-8 decoder
-//! - `session`: one websocket attached to a terminal
-//! - `metrics`: counters for `/metrics`
-//! - `web`: the browser terminal's files
-//! - `http`: routes, CORS, limits, the connection loop
-//! - `server`: `ua serve` put together
-//! - `client`: the API from the client side
-//! - `connect`: `ua connect`, a terminal client
-//! - `bench`: `ua bench`, the benchmark tool
-//! - `systemd`: socket activation, notifications, journal logging
+//! The `ua` command line: `serve`, `keygen`, `seal`, `open`, `connect`,
+//! `bench`. The server itself lives in the library (see `lib.rs`).
 #![forbid(unsafe_code)]
-
-mod assignment;
-mod bench;
-mod client;
-mod config;
-mod connect;
-mod docker;
-mod http;
-mod instances;
-mod metrics;
-mod redact;
-mod seal;
-mod server;
-mod session;
-mod spec;
-mod store;
-mod systemd;
-mod terminado;
-mod terminal;
-mod web;
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ua::{bench, config, connect, seal, server, spec};
 
 #[derive(Parser)]
 #[command(

@@ -167,6 +167,42 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any byte stream, split at any points: no character is ever split,
+        /// and the text is what a one-shot lossy decode gives.
+        #[test]
+        fn any_stream_any_splits(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+                                 cuts in proptest::collection::vec(0usize..512, 0..16)) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort();
+            let mut decoder = Utf8Decoder::default();
+            let mut text = String::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                let mut piece = String::new();
+                decoder.decode(&bytes[start..cut], &mut piece);
+                // Every piece is whole text on its own.
+                proptest::prop_assert!(std::str::from_utf8(piece.as_bytes()).is_ok());
+                text.push_str(&piece);
+                start = cut;
+            }
+            decoder.finish(&mut text);
+            proptest::prop_assert_eq!(text, String::from_utf8_lossy(&bytes));
+        }
+
+        /// Valid UTF-8 split anywhere comes out unchanged.
+        #[test]
+        fn valid_text_survives_any_split(text in "\\PC{0,64}", cut in 0usize..256) {
+            let bytes = text.as_bytes();
+            let cut = cut.min(bytes.len());
+            let mut decoder = Utf8Decoder::default();
+            let (mut first, mut second) = (String::new(), String::new());
+            decoder.decode(&bytes[..cut], &mut first);
+            decoder.decode(&bytes[cut..], &mut second);
+            proptest::prop_assert_eq!(first + &second, text);
+        }
+    }
+
     #[test]
     fn byte_at_a_time_and_invalid_bytes() {
         let mut decoder = Utf8Decoder::default();

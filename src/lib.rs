@@ -1,0 +1,43 @@
+//! ua (uAssign): a sealed spec becomes a Docker container and a terminal in
+//! the browser. The module map:
+//!
+//! - `config`: flags and `UA_*` variables of `ua serve`
+//! - `seal`: the key file, sealing and opening specs
+//! - `spec`: the plaintext spec and assignment names
+//! - `assignment`: finding and rendering an assignment, the build context
+//! - `redact`: keeping spec data out of messages
+//! - `docker`: every call to the Docker daemon
+//! - `store`: instance records on disk and the state-directory lock
+//! - `instances`: the live registry: create, attach, clean, expire, reconcile
+//! - `terminal`: one running terminal, its flow control and replay buffer
+//! - `terminado`: the websocket codec and the UTF-8 decoder
+//! - `session`: one websocket attached to a terminal
+//! - `metrics`: counters for `/metrics`
+//! - `web`: the browser terminal's files
+//! - `http`: routes, CORS, limits, the connection loop
+//! - `server`: `ua serve` put together
+//! - `client`: the API from the client side
+//! - `connect`: `ua connect`, a terminal client
+//! - `bench`: `ua bench`, the benchmark tool
+//! - `systemd`: socket activation, notifications, journal logging
+#![forbid(unsafe_code)]
+
+pub mod assignment;
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod connect;
+pub mod docker;
+pub mod http;
+pub mod instances;
+pub mod metrics;
+pub mod redact;
+pub mod seal;
+pub mod server;
+pub mod session;
+pub mod spec;
+pub mod store;
+pub mod systemd;
+pub mod terminado;
+pub mod terminal;
+pub mod web;
