@@ -29,8 +29,8 @@ pub enum AssignmentError {
     Render(String),
     #[error("the assignment's assignment.json is invalid: {0}")]
     Settings(String),
-    #[error("the assignment `{name}` could not be read: {source}")]
-    Io { name: String, source: io::Error },
+    #[error("the assignment `{name}` could not be read: {cause}")]
+    Io { name: String, cause: io::Error },
 }
 
 /// Per-assignment overrides from the optional `assignment.json`; the server
@@ -83,10 +83,10 @@ impl Assignment {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| AssignmentError::Settings(e.to_string()))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Settings::default(),
-            Err(source) => {
+            Err(cause) => {
                 return Err(AssignmentError::Io {
                     name: name.to_string(),
-                    source,
+                    cause,
                 })
             }
         };
@@ -108,9 +108,9 @@ impl Assignment {
     pub fn render_context(&self, vars: &TemplateVars) -> Result<Vec<u8>, AssignmentError> {
         let renderer = Renderer::new(vars);
         let render = |name: &str, source: &str| renderer.render(name, source);
-        let io_error = |source| AssignmentError::Io {
+        let io_error = |cause| AssignmentError::Io {
             name: self.name.to_string(),
-            source,
+            cause,
         };
 
         let dockerfile =

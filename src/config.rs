@@ -111,11 +111,13 @@ pub struct ServeConfig {
     pub max_connections: usize,
 
     /// Let image builds reach the network (off by default).
-    #[arg(long, env = "UA_BUILD_NETWORK", default_value_t = false)]
+    #[arg(long, env = "UA_BUILD_NETWORK", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub build_network: bool,
 
     /// Serve the browser terminal at `/instance/{id}`.
-    #[arg(long, env = "UA_BROWSER_TERMINAL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "UA_BROWSER_TERMINAL", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub browser_terminal: bool,
 
     /// Directory of the browser terminal's files (made by scripts/build-web).

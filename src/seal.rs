@@ -18,10 +18,10 @@ type Key = Zeroizing<[u8; KEY_LEN]>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("cannot read key file {path}: {source} (create one with `ua keygen > {path} && chmod 600 {path}`)")]
+    #[error("cannot read key file {path}: {cause} (create one with `ua keygen > {path} && chmod 600 {path}`)")]
     Unreadable {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
@@ -52,9 +52,9 @@ pub struct Keyring {
 impl Keyring {
     /// Reads and checks a key file (API §1).
     pub fn load(path: &Path) -> Result<Keyring, KeyFileError> {
-        let unreadable = |source| KeyFileError::Unreadable {
+        let unreadable = |cause| KeyFileError::Unreadable {
             path: path.to_owned(),
-            source,
+            cause,
         };
         let meta = std::fs::metadata(path).map_err(unreadable)?;
         let mode = meta.permissions().mode() & 0o777;

@@ -31,8 +31,8 @@ pub struct InstanceRecord {
 pub enum StoreError {
     #[error("state directory {dir} is locked by another ua server (pid {pid}); stop it or pick another --state-dir")]
     Locked { dir: PathBuf, pid: String },
-    #[error("cannot use state directory {dir}: {source}")]
-    Io { dir: PathBuf, source: io::Error },
+    #[error("cannot use state directory {dir}: {cause}")]
+    Io { dir: PathBuf, cause: io::Error },
 }
 
 /// The state directory, locked for this process for as long as it lives.
@@ -47,9 +47,9 @@ const RECORDS_DIR: &str = "instances";
 impl Store {
     /// Creates the directory if needed and takes its lock.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let io_error = |source| StoreError::Io {
+        let io_error = |cause| StoreError::Io {
             dir: dir.to_owned(),
-            source,
+            cause,
         };
         let records = dir.join(RECORDS_DIR);
         fs::create_dir_all(&records).map_err(io_error)?;
