@@ -124,6 +124,11 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_WEB_DIR", default_value = "/usr/share/ua/web")]
     pub web_dir: PathBuf,
 
+    /// Threads that serve connections and terminals; 0 runs everything on
+    /// one thread (blocking work such as rendering has its own pool).
+    #[arg(long, env = "UA_WORKER_THREADS", default_value_t = default_max_builds())]
+    pub worker_threads: usize,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "UA_LOG_LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,

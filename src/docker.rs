@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::exec::StartExecResults;
+use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -26,6 +26,8 @@ pub const LABEL_INSTANCE: &str = "ua.instance";
 pub const LABEL_STATE_DIR: &str = "ua.state-dir";
 /// Lines of build output kept for the error a failed build reports.
 const BUILD_TAIL_LINES: usize = 20;
+/// Read buffer of an exec's output stream.
+const EXEC_READ_BYTES: usize = 64 * 1024;
 /// Longest build output line kept.
 const BUILD_LINE_CHARS: usize = 500;
 /// Seconds `docker stop` waits before it kills.
@@ -377,7 +379,12 @@ impl Docker {
             ..Default::default()
         };
         let created = client.create_exec(container, config).await?;
-        match client.start_exec(&created.id, None).await? {
+        // Big reads: a flood arrives in few chunks (a TTY exec's frames are raw bytes).
+        let start = StartExecOptions {
+            output_capacity: Some(EXEC_READ_BYTES),
+            ..Default::default()
+        };
+        match client.start_exec(&created.id, Some(start)).await? {
             StartExecResults::Attached { output, input } => Ok(Exec {
                 id: created.id,
                 output,

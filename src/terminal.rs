@@ -27,6 +27,10 @@ pub const MAX_CHUNK: usize = 64 * 1024;
 const CLIENT_QUEUE: usize = 4;
 /// Input messages queued before the websocket reader waits.
 const INPUT_QUEUE: usize = 16;
+/// A read at least this big is taken for a flood (an echo is a few bytes).
+const FLOOD_READ: usize = 1024;
+/// During a flood, how long to wait for more output before sending.
+const FLOOD_WAIT: Duration = Duration::from_millis(1);
 /// How long a finished terminal waits for its client to take the last output.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
@@ -243,7 +247,7 @@ impl Pump {
                 },
                 item = self.output.next(), if pending.is_none() => match item {
                     Some(Ok(first)) => {
-                        let chunk = self.coalesce(docker::output_bytes(first));
+                        let chunk = self.coalesce(docker::output_bytes(first)).await;
                         self.replay.push(&chunk);
                         if client.is_some() {
                             pending = Some(chunk);
@@ -269,16 +273,25 @@ impl Pump {
         }
     }
 
-    /// Joins output that is already waiting to `first`, up to [`MAX_CHUNK`],
-    /// without waiting for more: a flood goes out in big messages, a single
-    /// echo at once.
-    fn coalesce(&mut self, first: Bytes) -> Bytes {
+    /// Joins output to `first`, up to [`MAX_CHUNK`]: a small read (an echo,
+    /// a prompt) takes only what is already waiting and goes out at once; a
+    /// big one means a flood, so it waits briefly for more, and the flood goes
+    /// out in few big messages instead of many small ones.
+    async fn coalesce(&mut self, first: Bytes) -> Bytes {
         if first.len() >= MAX_CHUNK {
             return first;
         }
+        let flood = first.len() >= FLOOD_READ;
         let mut joined: Option<BytesMut> = None;
         while joined.as_ref().map_or(first.len(), BytesMut::len) < MAX_CHUNK {
-            match self.output.next().now_or_never() {
+            let next = if flood {
+                tokio::time::timeout(FLOOD_WAIT, self.output.next())
+                    .await
+                    .ok()
+            } else {
+                self.output.next().now_or_never()
+            };
+            match next {
                 Some(Some(Ok(more))) => {
                     let buffer = joined.get_or_insert_with(|| BytesMut::from(&first[..]));
                     buffer.extend_from_slice(&docker::output_bytes(more));
