@@ -27,7 +27,7 @@ pub const LABEL_STATE_DIR: &str = "ua.state-dir";
 /// Lines of build output kept for the error a failed build reports.
 const BUILD_TAIL_LINES: usize = 20;
 /// Read buffer of an exec's output stream.
-const EXEC_READ_BYTES: usize = 64 * 1024;
+const EXEC_READ_BYTES: usize = 8 * 1024;
 /// Longest build output line kept.
 const BUILD_LINE_CHARS: usize = 500;
 /// Seconds `docker stop` waits before it kills.

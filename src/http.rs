@@ -30,6 +30,8 @@ use crate::web::WebAssets;
 pub const MAX_BODY: usize = 1 << 20;
 /// Largest websocket message or frame accepted; bigger ones close with 1009.
 pub const MAX_FRAME: usize = 1 << 20;
+/// Read buffer of a websocket; clients send keystrokes, and pastes arrive in pieces.
+const WS_READ_BUFFER: usize = 8 * 1024;
 /// A client must send its request headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client must send its request body within this time.
@@ -465,7 +467,10 @@ fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> 
             "this path takes a websocket upgrade",
         );
     }
+    // tungstenite zero-fills its whole read buffer before each read: the
+    // default 128 KiB would cost every idle session that much memory.
     let config = WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
     let (response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(config)) {
