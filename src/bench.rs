@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// How long the concurrent sessions type, one key per second each.
     #[arg(long, default_value = "20s", value_parser = crate::config::parse_duration)]
     typing: Duration,
+    /// During the concurrent rounds, one more session floods output to a
+    /// client that never reads.
+    #[arg(long)]
+    flood: bool,
     /// The server's process ID, to read its memory use (RSS) from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -179,6 +183,18 @@ async fn concurrent(bench: &mut Bench, args: &BenchArgs, count: usize) -> anyhow
     // Idle sessions: what each costs the server.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = args.server_pid.and_then(rss_kib);
+    // One more session floods `yes` to a client that never reads: the others
+    // must not notice, and ua must not buffer it.
+    let _flood = if args.flood {
+        let sealed = bench.spec(&format!("s{count}-flood"), "shared");
+        let instance = bench.server.open_instance(&sealed).await?;
+        let mut term = Term::open(&bench.server, &instance).await?;
+        term.wait_for("$ ", Duration::from_secs(30)).await?;
+        term.send("yes flood-flood-flood-flood-flood\r").await?;
+        Some(term)
+    } else {
+        None
+    };
     let typing = args.typing;
     let tasks: Vec<_> = terms
         .into_iter()
@@ -203,6 +219,14 @@ async fn concurrent(bench: &mut Bench, args: &BenchArgs, count: usize) -> anyhow
     for task in tasks {
         times.extend(task.await??);
     }
+    let flood_note = match (args.flood, rss_idle, args.server_pid.and_then(rss_kib)) {
+        (true, Some(before), Some(after)) => format!(
+            "; with a `yes` flood to a non-reading client, ua RSS {:+.1} MiB over the typing",
+            (after as f64 - before as f64) / 1024.0
+        ),
+        (true, ..) => "; with a `yes` flood to a non-reading client".into(),
+        _ => String::new(),
+    };
     let per_session = match (rss_before, rss_idle) {
         (Some(before), Some(idle)) => format!(
             "ua RSS {} MiB; {:.0} KiB per idle session",
@@ -212,7 +236,7 @@ async fn concurrent(bench: &mut Bench, args: &BenchArgs, count: usize) -> anyhow
         _ => "pass --server-pid for memory".into(),
     };
     println!(
-        "| {count} sessions typing 1 key/s, echo p50 / p99 | {} / {} | | {per_session} |",
+        "| {count} sessions typing 1 key/s, echo p50 / p99 | {} / {} | | {per_session}{flood_note} |",
         ms(percentile(&times, 50.0)),
         ms(percentile(&times, 99.0)),
     );
