@@ -81,6 +81,9 @@ async fn run(args: ConnectArgs) -> anyhow::Result<String> {
 async fn attach(socket: Socket) -> anyhow::Result<String> {
     let (mut sink, mut stream) = socket.split();
     let mut resized = signal(SignalKind::window_change())?;
+    // Ended from outside: return normally, so raw mode is undone.
+    let mut terminated = signal(SignalKind::terminate())?;
+    let mut hung_up = signal(SignalKind::hangup())?;
     let mut stdin = tokio::io::stdin();
     let mut buffer = vec![0u8; 16 * 1024];
     send_size(&mut sink).await;
@@ -116,6 +119,8 @@ async fn attach(socket: Socket) -> anyhow::Result<String> {
                 }
             }
             _ = resized.recv() => send_size(&mut sink).await,
+            _ = terminated.recv() => return Ok("terminated".into()),
+            _ = hung_up.recv() => return Ok("the terminal hung up".into()),
         }
     }
 }

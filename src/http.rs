@@ -189,8 +189,21 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, json!({ "error": capitalise(message) }))
 }
 
-/// Reads, opens and validates the sealed spec of a request.
+/// Reads, opens and validates the sealed spec of a request; a refusal is
+/// counted in the metrics.
 async fn read_spec(app: &App, request: Request<Incoming>) -> Result<Spec, Response<Body>> {
+    let result = open_spec(app, request).await;
+    if let Err(response) = &result {
+        let kind = match response.status() {
+            StatusCode::GONE => "expired_spec",
+            _ => "bad_request",
+        };
+        metrics::ERRORS.add(kind, 1);
+    }
+    result
+}
+
+async fn open_spec(app: &App, request: Request<Incoming>) -> Result<Spec, Response<Body>> {
     let too_big = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -252,14 +265,7 @@ fn capitalise(text: &str) -> String {
 async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     let spec = match read_spec(app, request).await {
         Ok(spec) => spec,
-        Err(response) => {
-            let kind = match response.status() {
-                StatusCode::GONE => "expired_spec",
-                _ => "bad_request",
-            };
-            metrics::ERRORS.add(kind, 1);
-            return response;
-        }
+        Err(response) => return response,
     };
     let spec_id = spec.spec_id.clone();
     match app.registry.get_or_create(spec).await {
@@ -309,14 +315,7 @@ async fn clean_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     });
     let spec = match read_spec(app, request).await {
         Ok(spec) => spec,
-        Err(response) => {
-            let kind = match response.status() {
-                StatusCode::GONE => "expired_spec",
-                _ => "bad_request",
-            };
-            metrics::ERRORS.add(kind, 1);
-            return response;
-        }
+        Err(response) => return response,
     };
     if wait {
         let cleaned = app.registry.clean(&spec.spec_id).await;

@@ -18,24 +18,7 @@ fn keygen_seal_and_open_round_trip() {
     std::fs::write(&key, format!("# ua key\n{line}")).unwrap();
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let spec = r#"{"specID":"s1","assignmentName":"a.b","data":{"x":1}}"#;
-    let run = |verb: &str, input: &str| {
-        let mut child = Command::new(BINARY)
-            .args([verb, "--key-file"])
-            .arg(&key)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let run = |verb: &str, input: &str| ua_with_input(verb, &key, input);
     let sealed = run("seal", spec);
     assert!(sealed.status.success());
     let sealed = String::from_utf8(sealed.stdout).unwrap();
@@ -208,34 +191,13 @@ fn bad_specs_get_clear_errors_without_spec_data() {
     let (status, error) = status_and_error("this is not base64!");
     assert_eq!((status, error.contains("base64")), (400, true), "{error}");
 
-    let other_key = tempfile::NamedTempFile::new().unwrap();
-    let key = Command::new(BINARY).arg("keygen").output().unwrap().stdout;
-    std::fs::write(other_key.path(), key).unwrap();
-    std::fs::set_permissions(
-        other_key.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let mut child = Command::new(BINARY)
-        .args(["seal", "--key-file"])
-        .arg(other_key.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            format!(
-                r#"{{"specID":"x","assignmentName":"demo.busybox","data":{{"s":"{secret}"}}}}"#
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    let wrong_key = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let other_key = tempfile::tempdir().unwrap();
+    let other_key = other_key.path().join("key");
+    write_key_file(&other_key);
+    let plaintext =
+        format!(r#"{{"specID":"x","assignmentName":"demo.busybox","data":{{"s":"{secret}"}}}}"#);
+    let wrong_key =
+        String::from_utf8(ua_with_input("seal", &other_key, &plaintext).stdout).unwrap();
     let (status, error) = status_and_error(&wrong_key);
     assert_eq!(status, 400);
     assert!(error.contains("key"), "{error}");

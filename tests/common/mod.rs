@@ -40,6 +40,32 @@ pub fn docker_ready() {
     });
 }
 
+/// Runs `ua VERB --key-file KEY` with `input` on its standard input.
+pub fn ua_with_input(verb: &str, key: &Path, input: &str) -> std::process::Output {
+    let mut child = Command::new(BINARY)
+        .args([verb, "--key-file"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A new key file (mode 0600) at `path`.
+pub fn write_key_file(path: &Path) {
+    let out = Command::new(BINARY).arg("keygen").output().unwrap();
+    std::fs::write(path, &out.stdout).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
@@ -211,20 +237,7 @@ impl TestServer {
     }
 
     pub fn seal(&self, plaintext: &str) -> String {
-        let mut child = Command::new(BINARY)
-            .args(["seal", "--key-file"])
-            .arg(self.key_file())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(plaintext.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = ua_with_input("seal", &self.key_file(), plaintext);
         assert!(out.status.success(), "ua seal failed");
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
