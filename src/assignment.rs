@@ -140,30 +140,26 @@ impl Assignment {
                 let path = context_dir.join(&relative);
                 let meta = fs::symlink_metadata(&path).map_err(io_error)?;
                 match name.strip_suffix(TEMPLATE_SUFFIX) {
-                    Some(rendered_name) if meta.is_file() => {
-                        let source = fs::read_to_string(&path).map_err(io_error)?;
-                        let text = render(&name, &source)?;
-                        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
-                        append_bytes(&mut tar, rendered_name, text.as_bytes(), mode)
-                            .map_err(io_error)?;
-                    }
-                    Some(_) if meta.is_symlink() => {
-                        // A symlinked template would be read through the link: only within the root.
-                        let target = path.canonicalize().map_err(io_error)?;
-                        if !target.starts_with(&self.root) {
+                    Some(rendered_name) if meta.is_file() || meta.is_symlink() => {
+                        // A symlinked template is read through the link: only within the root.
+                        let source_path = path.canonicalize().map_err(io_error)?;
+                        if !source_path.starts_with(&self.root) {
                             return Err(AssignmentError::Render(format!(
                                 "{name} links outside the assignments root"
                             )));
                         }
-                        let source = fs::read_to_string(&target).map_err(io_error)?;
-                        let text = render(&name, &source)?;
-                        append_bytes(
-                            &mut tar,
-                            &name[..name.len() - TEMPLATE_SUFFIX.len()],
-                            text.as_bytes(),
-                            0o644,
-                        )
-                        .map_err(io_error)?;
+                        let meta = fs::metadata(&source_path).map_err(io_error)?;
+                        let text =
+                            render(&name, &fs::read_to_string(&source_path).map_err(io_error)?)?;
+                        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+                        // The template's own time: stable, so identical renders share the cache.
+                        let mtime = meta
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_secs());
+                        append_file(&mut tar, rendered_name, text.as_bytes(), mode, mtime)
+                            .map_err(io_error)?;
                     }
                     _ => tar
                         .append_path_with_name(&path, &relative)
@@ -276,10 +272,20 @@ fn append_bytes(
     bytes: &[u8],
     mode: u32,
 ) -> io::Result<()> {
+    append_file(tar, name, bytes, mode, 0)
+}
+
+fn append_file(
+    tar: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+    mtime: u64,
+) -> io::Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_size(bytes.len() as u64);
     header.set_mode(mode & 0o7777);
-    header.set_mtime(0);
+    header.set_mtime(mtime);
     header.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut header, name, bytes)
 }
