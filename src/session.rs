@@ -28,6 +28,8 @@ pub const CLOSE_TAKEN_OVER: u16 = 4001;
 pub const CLOSE_IDLE: u16 = 4002;
 pub const CLOSE_GONE: u16 = 4003;
 
+/// How long the closing handshake may take.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest pause between pings.
 const MAX_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// A peer silent this long (not even a pong) is taken for dead.
@@ -58,11 +60,13 @@ pub async fn run(
     let attachment = match registry.attach(&instance, client_id).await {
         Ok(attachment) => attachment,
         Err(e) => {
-            log::error!("instance {}: terminal not started: {e}", instance.id);
-            metrics::ERRORS.add("attach", 1);
             let code = match e {
                 crate::instances::AttachError::Gone => CLOSE_GONE,
-                _ => CLOSE_INTERNAL,
+                _ => {
+                    log::error!("instance {}: terminal not started: {e}", instance.id);
+                    metrics::ERRORS.add("attach", 1);
+                    CLOSE_INTERNAL
+                }
             };
             let _ = socket
                 .send(closing(code, "the terminal could not be started"))
@@ -90,7 +94,7 @@ pub async fn run(
         end = reader => match end {
             ReadEnd::Gone(why) => why,
             ReadEnd::TooBig => {
-                let _ = session.sink.send(closing(CLOSE_TOO_BIG, "frame over 1 MiB")).await;
+                session.send_briefly(closing(CLOSE_TOO_BIG, "frame over 1 MiB")).await;
                 "frame too big".to_string()
             }
         },
@@ -101,7 +105,8 @@ pub async fn run(
         "instance {}: session {client_id} closed ({outcome})",
         instance.id
     );
-    let _ = session.sink.close().await;
+    // A peer that reads nothing cannot hold the task: the close gets a deadline.
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, session.sink.close()).await;
 }
 
 /// Milliseconds since the session began of the last client activity and the
@@ -235,15 +240,22 @@ impl Writer<'_> {
                     if !text.is_empty() {
                         self.clock.heard(true);
                         metrics::BYTES.add("out", text.len() as u64);
-                        if self.sink.send(Message::text(terminado::stdout(&text))).await.is_err() {
-                            return "connection lost".into();
+                        // A client that takes nothing for a long time is gone; and a
+                        // close (takeover, clean) must not wait behind a stalled send.
+                        let message = Message::text(terminado::stdout(&text));
+                        tokio::select! {
+                            sent = self.sink.send(message) => if sent.is_err() {
+                                return "connection lost".into();
+                            },
+                            reason = &mut closed => break reason.unwrap_or(CloseReason::Gone),
+                            () = tokio::time::sleep(dead_after) => return "the client stopped reading".into(),
                         }
                     }
                 }
                 reason = &mut closed => break reason.unwrap_or(CloseReason::Gone),
                 _ = ping.tick() => {
                     if self.clock.since(&self.clock.last_activity) >= self.idle_timeout {
-                        let _ = self.sink.send(closing(CLOSE_IDLE, "idle for too long")).await;
+                        self.send_briefly(closing(CLOSE_IDLE, "idle for too long")).await;
                         return "idle timeout".into();
                     }
                     if self.clock.since(&self.clock.last_heard) >= dead_after {
@@ -254,7 +266,7 @@ impl Writer<'_> {
                     }
                 }
                 () = shutdown.cancelled() => {
-                    let _ = self.sink.send(closing(CLOSE_SHUTDOWN, "the server is shutting down")).await;
+                    self.send_briefly(closing(CLOSE_SHUTDOWN, "the server is shutting down")).await;
                     return "server shutdown".into();
                 }
             }
@@ -266,12 +278,11 @@ impl Writer<'_> {
             }
             decoder.finish(&mut text);
             if !text.is_empty() {
-                let _ = self
-                    .sink
-                    .send(Message::text(terminado::stdout(&text)))
+                self.send_briefly(Message::text(terminado::stdout(&text)))
                     .await;
             }
-            let _ = self.sink.send(Message::text(terminado::disconnect())).await;
+            self.send_briefly(Message::text(terminado::disconnect()))
+                .await;
         }
         let (code, words) = match reason {
             CloseReason::Exited => (CLOSE_EXITED, "the command exited"),
@@ -280,8 +291,13 @@ impl Writer<'_> {
             CloseReason::Shutdown => (CLOSE_SHUTDOWN, "the server is shutting down"),
             CloseReason::Failed => (CLOSE_INTERNAL, "the terminal's connection to Docker broke"),
         };
-        let _ = self.sink.send(closing(code, words)).await;
+        self.send_briefly(closing(code, words)).await;
         words.into()
+    }
+
+    /// Sends a last message, giving up on a peer that reads nothing.
+    async fn send_briefly(&mut self, message: Message) {
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, self.sink.send(message)).await;
     }
 }
 
