@@ -14,7 +14,6 @@ use bollard::query_parameters::{
     ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
     ResizeExecOptions, StartContainerOptions, StopContainerOptionsBuilder,
 };
-use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 use tokio::sync::Mutex;
@@ -303,35 +302,23 @@ impl Docker {
             .force(true)
             .v(true)
             .build();
-        match self
+        let result = self
             .client()
             .await?
             .remove_container(container, Some(options))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) => match DockerError::from(e) {
-                DockerError::NotFound => Ok(()),
-                other => Err(other),
-            },
-        }
+            .await;
+        ignore_missing(result)
     }
 
     /// Removes an image; a missing one is fine.
     pub async fn remove_image(&self, image: &str) -> Result<(), DockerError> {
         let options = RemoveImageOptionsBuilder::new().force(true).build();
-        match self
+        let result = self
             .client()
             .await?
             .remove_image(image, Some(options), None)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match DockerError::from(e) {
-                DockerError::NotFound => Ok(()),
-                other => Err(other),
-            },
-        }
+            .await;
+        ignore_missing(result)
     }
 
     pub async fn owned_containers(&self) -> Result<Vec<Owned>, DockerError> {
@@ -423,7 +410,10 @@ fn ignore_not_modified(result: Result<(), BollardError>) -> Result<(), DockerErr
     }
 }
 
-/// Bytes of one output item, whatever stream it came on.
-pub fn output_bytes(item: LogOutput) -> Bytes {
-    item.into_bytes()
+/// Removing what is already gone is fine.
+fn ignore_missing<T>(result: Result<T, BollardError>) -> Result<(), DockerError> {
+    match result.map_err(DockerError::from) {
+        Ok(_) | Err(DockerError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
 }

@@ -389,7 +389,8 @@ fn metrics_page(app: &App) -> Response<Body> {
 async fn health(app: &App) -> Response<Body> {
     let docker = app.registry.docker.ping().await;
     let state = state_dir_writable(&app.config.state_dir).await;
-    let (instances, building) = app.registry.counts();
+    let now = app.registry.snapshot();
+    let (instances, building) = (now.running + now.stopped, now.building);
     let ok = docker.is_ok() && state.is_ok();
     let describe = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_string(),

@@ -135,12 +135,8 @@ impl Registry {
         self.tables.lock().unwrap().by_id.get(instance_id).cloned()
     }
 
-    pub fn counts(&self) -> (usize, usize) {
-        let tables = self.tables.lock().unwrap();
-        (tables.by_id.len(), tables.building.len())
-    }
-
-    /// Instance gauges for `/metrics`; `sessions` is filled in by the caller.
+    /// Instance gauges for `/metrics`, `/health` and the status line;
+    /// `sessions` is filled in by the caller.
     pub fn snapshot(&self) -> metrics::Snapshot {
         let tables = self.tables.lock().unwrap();
         let running = tables.by_id.values().filter(|i| i.is_busy()).count();

@@ -19,7 +19,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::docker::{self, Docker, Exec};
+use crate::docker::{Docker, Exec};
 
 /// Largest output chunk handed to a client at once (one `stdout` message).
 pub const MAX_CHUNK: usize = 64 * 1024;
@@ -247,7 +247,7 @@ impl Pump {
                 },
                 item = self.output.next(), if pending.is_none() => match item {
                     Some(Ok(first)) => {
-                        let chunk = self.coalesce(docker::output_bytes(first)).await;
+                        let chunk = self.coalesce(first.into_bytes()).await;
                         self.replay.push(&chunk);
                         if client.is_some() {
                             pending = Some(chunk);
@@ -294,7 +294,7 @@ impl Pump {
             match next {
                 Some(Some(Ok(more))) => {
                     let buffer = joined.get_or_insert_with(|| BytesMut::from(&first[..]));
-                    buffer.extend_from_slice(&docker::output_bytes(more));
+                    buffer.extend_from_slice(&more.into_bytes());
                 }
                 // The end (or an error) shows again on the next poll of a fused stream.
                 _ => break,
