@@ -228,7 +228,14 @@ fn template_env() -> Environment<'static> {
         })
     });
     env.add_filter("b64", |v: Value| Ok(BASE64.encode(text_of(&defined(v)?))));
-    env.add_filter("shell", |v: Value| Ok(shell_quote(&text_of(&defined(v)?))));
+    env.add_filter("shell", |state: &minijinja::State, v: Value| {
+        let text = text_of(&defined(v)?);
+        Ok(if state.name().ends_with(DOCKERFILE_TEMPLATE) {
+            shell_quote_one_line(&text)
+        } else {
+            shell_quote(&text)
+        })
+    });
     env
 }
 
@@ -251,6 +258,18 @@ fn text_of(value: &Value) -> String {
 /// One POSIX shell word that stands for exactly `text`.
 pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A shell word for `text` that fits on one line, for a Dockerfile: there a
+/// newline ends the instruction and a backslash-newline joins lines, so a
+/// text with newlines is printed line by line. Trailing newlines are lost
+/// (command substitution drops them); all else is exact.
+pub fn shell_quote_one_line(text: &str) -> String {
+    if !text.contains('\n') {
+        return shell_quote(text);
+    }
+    let lines: Vec<String> = text.split('\n').map(shell_quote).collect();
+    format!("\"$(printf '%s\\n' {})\"", lines.join(" "))
 }
 
 /// A render error in one line, without the debug dump that would show values.
@@ -484,6 +503,28 @@ mod tests {
         );
         write(&root.path().join("a/assignment.json"), r#"{"memory": 64}"#);
         assert!(matches!(find(), Err(AssignmentError::Settings(_))));
+    }
+
+    #[test]
+    fn shell_quoting_is_exact_in_scripts_and_dockerfiles() {
+        let texts = [
+            "plain",
+            "it's",
+            "a\\\nb",
+            "two\nlines",
+            "back\\",
+            "$HOME `x` \"q\"",
+        ];
+        for text in texts {
+            for quoted in [shell_quote(text), shell_quote_one_line(text)] {
+                let out = std::process::Command::new("sh")
+                    .args(["-c", &format!("printf %s {quoted}")])
+                    .output()
+                    .unwrap();
+                assert_eq!(String::from_utf8_lossy(&out.stdout), text, "{quoted}");
+            }
+            assert!(!shell_quote_one_line(text).contains('\n'));
+        }
     }
 
     #[test]

@@ -135,6 +135,18 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The settings that `ua serve ARGS` would have (for in-process servers
+    /// in tests and fuzz targets); `UA_*` variables apply as usual.
+    pub fn from_args(args: &[&str]) -> Result<ServeConfig, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let argv = std::iter::once("serve").chain(args.iter().copied());
+        <Serve as clap::Parser>::try_parse_from(argv).map(|serve| serve.config)
+    }
+
     /// The allowed origins, or `None` when any origin is allowed.
     pub fn origin_allowlist(&self) -> Option<Vec<String>> {
         let list: Vec<String> = self

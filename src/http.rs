@@ -2,10 +2,12 @@
 //! and the connection loop with graceful shutdown. Knows nothing of bollard.
 
 use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -132,37 +134,86 @@ async fn serve_connection(stream: Box<dyn Connection>, app: Arc<App>) {
     }
 }
 
+/// Where a request goes, decided from its method and path alone. Pure, so
+/// that it is unit-tested and fuzzed; it never indexes into request text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    PostSpec,
+    CleanSpec,
+    Preflight,
+    Health,
+    Metrics,
+    Static(&'a str),
+    TerminalPage(&'a str),
+    Websocket(&'a str),
+    WrongMethod,
+    NotFound,
+}
+
+/// The route of `method` and `path`.
+pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    let get = method == Method::GET;
+    match (method, path) {
+        (&Method::POST, "/spec") => Route::PostSpec,
+        (&Method::POST, "/spec/clean") => Route::CleanSpec,
+        (&Method::OPTIONS, "/spec" | "/spec/clean") => Route::Preflight,
+        (&Method::GET, "/health") => Route::Health,
+        (&Method::GET, "/metrics") => Route::Metrics,
+        (_, "/spec" | "/spec/clean" | "/health" | "/metrics") => Route::WrongMethod,
+        _ => {
+            if let Some(name) = path.strip_prefix("/static/").filter(|_| get) {
+                return Route::Static(name);
+            }
+            match path.strip_prefix("/instance/").filter(|_| get) {
+                Some(rest) => match rest.strip_suffix("/ws") {
+                    Some(id) => Route::Websocket(id),
+                    None => Route::TerminalPage(rest),
+                },
+                None => Route::NotFound,
+            }
+        }
+    }
+}
+
 async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_string();
-    let method = request.method().clone();
     let origin = request.headers().get(header::ORIGIN).cloned();
-    let mut response = match (&method, path.as_str()) {
-        (&Method::POST, "/spec") => post_spec(&app, request).await,
-        (&Method::POST, "/spec/clean") => clean_spec(&app, request).await,
-        (&Method::OPTIONS, "/spec" | "/spec/clean") => preflight(),
-        (&Method::GET, "/health") => health(&app).await,
-        (&Method::GET, "/metrics") => metrics_page(&app),
-        (&Method::GET, p) if p.starts_with("/static/") => static_file(&app, &p["/static/".len()..]),
-        (&Method::GET, p) if p.starts_with("/instance/") && !p.ends_with("/ws") => {
-            terminal_page(&app, &p["/instance/".len()..])
-        }
-        (&Method::GET, p) if p.starts_with("/instance/") && p.ends_with("/ws") => {
-            let id = &p["/instance/".len()..p.len() - "/ws".len()];
-            websocket(&app, request, id.to_string())
-        }
-        (_, "/spec" | "/spec/clean" | "/health" | "/metrics") => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "this path does not take that method",
-        ),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "there is no such path on this server",
-        ),
-    };
+    // A bug in a handler answers 500 instead of dropping the connection;
+    // the panic hook (crate::panics) has logged and counted it.
+    let handled = AssertUnwindSafe(route_request(&app, request, &path))
+        .catch_unwind()
+        .await;
+    let mut response = handled.unwrap_or_else(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server hit an internal error; it has been logged",
+        )
+    });
     if path.starts_with("/spec") {
         add_cors(&app, origin.as_ref(), &mut response);
     }
     Ok(response)
+}
+
+async fn route_request(app: &Arc<App>, request: Request<Incoming>, path: &str) -> Response<Body> {
+    match route(request.method(), path) {
+        Route::PostSpec => post_spec(app, request).await,
+        Route::CleanSpec => clean_spec(app, request).await,
+        Route::Preflight => preflight(),
+        Route::Health => health(app).await,
+        Route::Metrics => metrics_page(app),
+        Route::Static(name) => static_file(app, name),
+        Route::TerminalPage(id) => terminal_page(app, id),
+        Route::Websocket(id) => websocket(app, request, id.to_string()),
+        Route::WrongMethod => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this path does not take that method",
+        ),
+        Route::NotFound => error(
+            StatusCode::NOT_FOUND,
+            "there is no such path on this server",
+        ),
+    }
 }
 
 /// A JSON answer; a 503 also says when to retry, in the `Retry-After`
@@ -296,12 +347,15 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 log::warn!("spec {spec_id:?}: {e}");
             }
             let mut body = json!({ "error": capitalise(&e.to_string()) });
-            if let CreateError::Build { tail } = &e {
+            if let CreateError::Build { tail, .. } = &e {
+                // Output can hold spec data in any form: only key holders read it.
+                let sealed = app.keys.seal(tail.join("\n").as_bytes());
+                log::warn!("spec {spec_id:?}: {e}; its sealed output (ua open shows it): {sealed}");
                 body["error"] = json!(format!(
-                    "The assignment's image did not build; its last output:\n{}",
-                    tail.join("\n")
+                    "{}; its last output is in sealedOutput, for the assignment's author",
+                    capitalise(&e.to_string())
                 ));
-                body["buildOutput"] = json!(tail);
+                body["sealedOutput"] = json!(sealed);
             }
             json_response(status, body)
         }
@@ -533,6 +587,37 @@ fn add_cors(app: &App, origin: Option<&HeaderValue>, response: &mut Response<Bod
         }
         _ => {
             headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_method_and_path() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let ws = format!("/instance/{id}/ws");
+        let page = format!("/instance/{id}");
+        assert_eq!(route(&Method::POST, "/spec"), Route::PostSpec);
+        assert_eq!(route(&Method::OPTIONS, "/spec/clean"), Route::Preflight);
+        assert_eq!(route(&Method::GET, "/spec"), Route::WrongMethod);
+        assert_eq!(route(&Method::GET, &ws), Route::Websocket(id));
+        assert_eq!(route(&Method::GET, &page), Route::TerminalPage(id));
+        assert_eq!(route(&Method::POST, &ws), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/static/a.js"), Route::Static("a.js"));
+    }
+
+    #[test]
+    fn short_and_odd_paths_do_not_panic() {
+        // `/instance/ws` once sliced "/instance/".len()..len-"/ws".len(): 10 > 9.
+        let get = |path| route(&Method::GET, path);
+        assert_eq!(get("/instance/ws"), Route::TerminalPage("ws"));
+        assert_eq!(get("/instance//ws"), Route::Websocket(""));
+        assert_eq!(get("/instance/"), Route::TerminalPage(""));
+        for path in ["/instance", "/ws", "", "/"] {
+            assert_eq!(get(path), Route::NotFound, "{path}");
         }
     }
 }

@@ -15,7 +15,6 @@ use crate::assignment::{
 use crate::config::ServeConfig;
 use crate::docker::{BuildError, Docker, DockerError, Limits};
 use crate::metrics;
-use crate::redact::Redactor;
 use crate::spec::Spec;
 use crate::store::{new_instance_id, InstanceRecord, Store};
 use crate::terminal::{Attachment, CloseReason, Ended, Terminal, TerminalSettings};
@@ -27,8 +26,10 @@ pub enum CreateError {
     NoAssignment(String),
     #[error("the assignment's template did not render: {0}")]
     Render(String),
-    #[error("the assignment's image did not build")]
-    Build { tail: Vec<String> },
+    /// `reason` is in words with no spec data; `tail` is the raw output,
+    /// which leaves the server only sealed.
+    #[error("{reason}")]
+    Build { reason: String, tail: Vec<String> },
     #[error("the server is at its limit of {0} instances; try again shortly")]
     AtCapacity(usize),
     #[error("the server's build queue is full ({0} waiting); try again shortly")]
@@ -289,22 +290,24 @@ impl Registry {
             let _ = self.docker.remove_image(&image).await;
             let limit = humantime::format_duration(build_timeout);
             return Err(CreateError::Build {
-                tail: vec![format!(
-                    "the build took longer than {limit} and was stopped"
-                )],
+                reason: format!(
+                    "the assignment's image took longer than {limit} to build and was stopped"
+                ),
+                tail: Vec::new(),
             });
         };
         match built {
             Ok(()) => {}
             Err(BuildError::Failed { tail }) => {
-                let redactor = Redactor::new(&spec.data);
-                let tail = tail.iter().map(|line| redactor.redact(line)).collect();
                 log::warn!(
                     "build failed for spec {:?} (assignment {})",
                     spec.spec_id,
                     spec.assignment
                 );
-                return Err(CreateError::Build { tail });
+                return Err(CreateError::Build {
+                    reason: "the assignment's image did not build".into(),
+                    tail,
+                });
             }
             Err(BuildError::Docker(e)) => return Err(e.into()),
         }

@@ -13,6 +13,7 @@
 //! - `terminado`: the websocket codec and the UTF-8 decoder
 //! - `session`: one websocket attached to a terminal
 //! - `metrics`: counters for `/metrics`
+//! - `panics`: panics logged once per kind and counted, never a raw backtrace
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together
@@ -31,6 +32,7 @@ pub mod docker;
 pub mod http;
 pub mod instances;
 pub mod metrics;
+pub mod panics;
 pub mod redact;
 pub mod seal;
 pub mod server;

@@ -28,7 +28,7 @@ enum Command {
     Keygen,
     /// Seal a plaintext spec (JSON) into the one-line form clients send.
     Seal(SealArgs),
-    /// Open a sealed spec and print its plaintext (for debugging).
+    /// Open a sealed spec, or the sealedOutput of a failed build, and print its plaintext.
     Open(SealArgs),
     /// Try an assignment from this terminal: seal a spec, get an instance, attach.
     Connect(connect::ConnectArgs),

@@ -155,6 +155,11 @@ pub fn render(now: &Snapshot) -> String {
         "Websocket sessions ended, by close code.",
     );
     ERRORS.render(&mut out, "ua_errors_total", "kind", "Errors by kind.");
+    let _ = writeln!(
+        out,
+        "# HELP ua_panics_total Internal errors (bugs) caught in a task.\n# TYPE ua_panics_total counter\nua_panics_total {}",
+        crate::panics::PANICS.load(std::sync::atomic::Ordering::Relaxed)
+    );
     out
 }
 

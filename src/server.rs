@@ -25,6 +25,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 pub fn main(config: ServeConfig) -> anyhow::Result<()> {
     systemd::init_logging(config.log_level);
+    crate::panics::install_hook();
     let inherited =
         systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
     let keys = Keyring::load(&config.key_file)?;
