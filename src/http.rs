@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServeConfig;
+use crate::health::Health;
 use crate::instances::{unix_now, CreateError, Registry};
 use crate::metrics;
 use crate::seal::Keyring;
@@ -47,8 +48,12 @@ type Body = Full<Bytes>;
 pub struct App {
     pub config: Arc<ServeConfig>,
     pub registry: Arc<Registry>,
+    /// The cached `/health` probe.
+    pub health: Health,
     pub keys: Keyring,
     pub origins: Option<Vec<String>>,
+    /// Origins of this server's own pages (`--public-origin`).
+    pub public_origins: Vec<String>,
     pub sessions: TaskTracker,
     /// The browser terminal, when on and built.
     pub web: Option<WebAssets>,
@@ -441,11 +446,10 @@ fn metrics_page(app: &App) -> Response<Body> {
 }
 
 async fn health(app: &App) -> Response<Body> {
-    let docker = app.registry.docker.ping().await;
-    let state = state_dir_writable(&app.config.state_dir).await;
+    let probe = app.health.probe().await;
     let now = app.registry.snapshot();
     let (instances, building) = (now.running + now.stopped, now.building);
-    let ok = docker.is_ok() && state.is_ok();
+    let ok = probe.ok();
     let describe = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
@@ -458,22 +462,13 @@ async fn health(app: &App) -> Response<Body> {
         },
         json!({
             "status": if ok { "ok" } else { "unhealthy" },
-            "docker": describe(&docker.map_err(|e| e.to_string())),
-            "stateDir": describe(&state),
+            "docker": describe(&probe.docker),
+            "stateDir": describe(&probe.state_dir),
             "instances": instances,
             "building": building,
             "sessions": app.sessions.len(),
         }),
     )
-}
-
-async fn state_dir_writable(dir: &std::path::Path) -> Result<(), String> {
-    let probe = dir.join(".health-probe");
-    tokio::fs::write(&probe, b"ok")
-        .await
-        .map_err(|e| format!("state directory {} is not writable: {e}", dir.display()))?;
-    let _ = tokio::fs::remove_file(&probe).await;
-    Ok(())
 }
 
 fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
@@ -486,20 +481,21 @@ fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
     }
 }
 
-/// Whether `Origin` names this server itself (its own browser terminal page).
-fn is_same_origin(request: &Request<Incoming>) -> bool {
-    let headers = request.headers();
-    let origin_host = headers
+/// Whether `Origin` is one of this server's public origins (its own
+/// browser terminal page). Never decided from `Host`, which the client sets.
+fn is_same_origin(app: &App, request: &Request<Incoming>) -> bool {
+    request
+        .headers()
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, host)| host.trim_end_matches('/'));
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    origin_host.is_some() && origin_host == host
+        .is_some_and(|o| {
+            let o = o.trim_end_matches('/');
+            app.public_origins.iter().any(|public| public == o)
+        })
 }
 
 fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> Response<Body> {
-    let same_origin = is_same_origin(&request);
+    let same_origin = is_same_origin(app, &request);
     if !same_origin && !origin_allowed(app, request.headers().get(header::ORIGIN)) {
         return error(
             StatusCode::FORBIDDEN,

@@ -7,6 +7,7 @@
 //! - `assignment`: finding and rendering an assignment, the build context
 //! - `redact`: keeping spec data out of messages
 //! - `docker`: every call to the Docker daemon
+//! - `health`: the `/health` probe, cached so that it cannot load Docker
 //! - `store`: instance records on disk and the state-directory lock
 //! - `instances`: the live registry: create, attach, clean, expire, reconcile
 //! - `terminal`: one running terminal, its flow control and replay buffer
@@ -29,6 +30,7 @@ pub mod client;
 pub mod config;
 pub mod connect;
 pub mod docker;
+pub mod health;
 pub mod http;
 pub mod instances;
 pub mod metrics;

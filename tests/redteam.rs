@@ -104,3 +104,136 @@ fn shell_quoting_in_a_dockerfile_is_faithful() {
         assert!(squeezed.contains(r"one\\ntwo\nthree's"), "{out}");
     });
 }
+
+/// A unix socket in front of the real Docker socket that counts the pings
+/// going through it.
+struct PingCounter {
+    pings: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl PingCounter {
+    fn new(path: &std::path::Path) -> PingCounter {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let pings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let _guard = runtime.enter();
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let counter = pings.clone();
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let daemon = tokio::net::UnixStream::connect("/var/run/docker.sock")
+                        .await
+                        .unwrap();
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_daemon, mut to_daemon) = daemon.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_daemon, &mut to_client).await;
+                    });
+                    let mut buffer = vec![0; 64 * 1024];
+                    while let Ok(n) = from_client.read(&mut buffer).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let text = String::from_utf8_lossy(&buffer[..n]);
+                        counter.fetch_add(text.matches("/_ping").count(), Ordering::Relaxed);
+                        if to_daemon.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        drop(_guard);
+        PingCounter {
+            pings,
+            _runtime: runtime,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.pings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Any rate of `/health` costs Docker at most one ping per probe period.
+#[test]
+fn health_is_cached_so_it_cannot_load_docker() {
+    docker_ready();
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("docker.sock");
+    let counter = PingCounter::new(&socket);
+    let docker_host = format!("unix://{}", socket.display());
+    let server = TestServer::start_with_env(&[], &[("DOCKER_HOST", &docker_host)]);
+    let before = counter.count();
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    while answered < 300 {
+        let health = server.http("GET", "/health", "");
+        assert_eq!(health.status, 200, "{}", health.body);
+        assert_eq!(health.json()["docker"], "ok");
+        answered += 1;
+    }
+    let periods = started.elapsed().as_secs() / 2 + 1;
+    let pings = counter.count() - before;
+    assert!(pings >= 1, "the counter sees the probe's pings");
+    assert!(
+        pings as u64 <= periods + 1,
+        "{pings} pings for {answered} /health requests over {periods} probe periods"
+    );
+}
+
+/// The status of a websocket upgrade sent with these `Host` and `Origin`.
+fn upgrade_with(port: u16, path: &str, host: &str, origin: &str) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Same-origin is decided against the server's public origins, never against
+/// the `Host` header a client (or a DNS-rebinding page) controls.
+#[test]
+fn same_origin_ignores_the_host_header() {
+    let server = TestServer::start_with(&["--allowed-origins", "https://pl.example.edu"]);
+    let id = server.instance(&server.demo_spec("origin"));
+    let path = format!("/instance/{id}/ws");
+    let own = format!("http://127.0.0.1:{}", server.port);
+    let upgrade = |host: &str, origin: &str| upgrade_with(server.port, &path, host, origin);
+    assert_eq!(upgrade("evil.example", "https://evil.example"), 403);
+    assert_eq!(upgrade("evil.example", "http://evil.example"), 403);
+    assert_eq!(upgrade("127.0.0.1", "https://pl.example.edu"), 101);
+    // The default public origin: the address it listens on.
+    assert_eq!(upgrade(&own["http://".len()..], &own), 101);
+
+    // Behind a proxy the operator names the public origin; the listening
+    // address is then not one.
+    let proxied = TestServer::start_with(&[
+        "--allowed-origins",
+        "https://pl.example.edu",
+        "--public-origin",
+        "https://ua.example.edu",
+    ]);
+    let id = proxied.instance(&proxied.demo_spec("origin"));
+    let path = format!("/instance/{id}/ws");
+    let own = format!("http://127.0.0.1:{}", proxied.port);
+    assert_eq!(
+        upgrade_with(
+            proxied.port,
+            &path,
+            "ua.example.edu",
+            "https://ua.example.edu"
+        ),
+        101
+    );
+    assert_eq!(upgrade_with(proxied.port, &path, &own[7..], &own), 403);
+}

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use ua::config::ServeConfig;
 use ua::docker::Docker;
+use ua::health::Health;
 use ua::http::{App, Listener};
 use ua::instances::Registry;
 use ua::seal::Keyring;
@@ -19,13 +20,20 @@ use ua::store::Store;
 
 const METHODS: [&str; 6] = ["GET", "POST", "OPTIONS", "PUT", "DELETE", "HEAD"];
 
-/// The port of a server that lives as long as the fuzzing process.
+/// A server that lives as long as the fuzzing process (held in a static, so
+/// that the leak checker sees it is still in use).
+struct Server {
+    port: u16,
+    _runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
 fn server() -> u16 {
-    static PORT: OnceLock<u16> = OnceLock::new();
-    *PORT.get_or_init(|| {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
         // No Docker: routes that need it fail fast instead of waiting.
         std::env::set_var("DOCKER_HOST", "unix:///nonexistent/docker.sock");
-        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        let dir = tempfile::tempdir().unwrap();
         let keys = Keyring::parse(&ua::seal::keygen()).unwrap();
         let state = dir.path().join("state");
         let config = ServeConfig::from_args(&[
@@ -39,14 +47,17 @@ fn server() -> u16 {
         .unwrap();
         let config = Arc::new(config);
         let store = Store::open(&config.state_dir).unwrap();
-        let runtime = Box::leak(Box::new(tokio::runtime::Runtime::new().unwrap()));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let port = listener.local_addr().unwrap().port();
+        let docker = Arc::new(Docker::new(&state));
         let app = Arc::new(App {
             origins: config.origin_allowlist(),
-            registry: Registry::new(config.clone(), Arc::new(Docker::new(&state)), store),
+            public_origins: vec![format!("http://127.0.0.1:{port}")],
+            registry: Registry::new(config.clone(), docker.clone(), store),
+            health: Health::new(docker, &state),
             config,
             keys,
             sessions: TaskTracker::new(),
@@ -54,8 +65,13 @@ fn server() -> u16 {
             shutdown: CancellationToken::new(),
         });
         runtime.spawn(ua::http::serve(Listener::Tcp(listener), app));
-        port
+        Server {
+            port,
+            _runtime: runtime,
+            _dir: dir,
+        }
     })
+    .port
 }
 
 fuzz_target!(|data: &[u8]| {
