@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::instances::{Instance, Registry};
 use crate::metrics;
 use crate::terminado::{self, ClientMessage, Utf8Decoder};
-use crate::terminal::{Attachment, CloseReason, MAX_CHUNK};
+use crate::terminal::{Attachment, CloseReason, Resizer, MAX_CHUNK};
 
 pub const CLOSE_EXITED: u16 = 1000;
 pub const CLOSE_SHUTDOWN: u16 = 1001;
@@ -79,12 +79,12 @@ pub async fn run(
         output,
         closed,
         input,
-        exec_id,
+        resizer,
         detacher,
     } = attachment;
     let (sink, stream) = socket.split();
     let clock = Clock::new();
-    let reader = read_frames(stream, &registry, &exec_id, input, &clock);
+    let reader = read_frames(stream, &resizer, input, &clock);
     let mut session = Writer {
         sink,
         clock: &clock,
@@ -151,8 +151,7 @@ type Sink = futures_util::stream::SplitSink<
 /// Reads client frames until the client goes; returns why.
 async fn read_frames(
     mut stream: Stream,
-    registry: &Registry,
-    exec_id: &str,
+    resizer: &Resizer,
     input: mpsc::Sender<Bytes>,
     clock: &Clock,
 ) -> ReadEnd {
@@ -178,11 +177,7 @@ async fn read_frames(
                     return ReadEnd::Gone("terminal input closed".into());
                 }
             }
-            ClientMessage::SetSize { rows, cols } => {
-                if let Err(e) = registry.docker.resize(exec_id, rows, cols).await {
-                    log::debug!("resize failed: {e}");
-                }
-            }
+            ClientMessage::SetSize { rows, cols } => resizer.resize(rows, cols),
             ClientMessage::Ignored(why) => log::debug!("ignored a client frame: {why}"),
         }
     }

@@ -105,15 +105,15 @@ fn shell_quoting_in_a_dockerfile_is_faithful() {
     });
 }
 
-/// A unix socket in front of the real Docker socket that counts the pings
-/// going through it.
-struct PingCounter {
-    pings: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+/// A unix socket in front of the real Docker socket that counts the Docker
+/// API calls going through it whose request line has `needle` in it.
+struct CallCounter {
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     _runtime: tokio::runtime::Runtime,
 }
 
-impl PingCounter {
-    fn new(path: &std::path::Path) -> PingCounter {
+impl CallCounter {
+    fn new(path: &std::path::Path, needle: &'static str) -> CallCounter {
         use std::sync::atomic::Ordering;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -139,7 +139,7 @@ impl PingCounter {
                             break;
                         }
                         let text = String::from_utf8_lossy(&buffer[..n]);
-                        counter.fetch_add(text.matches("/_ping").count(), Ordering::Relaxed);
+                        counter.fetch_add(text.matches(needle).count(), Ordering::Relaxed);
                         if to_daemon.write_all(&buffer[..n]).await.is_err() {
                             break;
                         }
@@ -148,14 +148,14 @@ impl PingCounter {
             }
         });
         drop(_guard);
-        PingCounter {
-            pings,
+        CallCounter {
+            calls: pings,
             _runtime: runtime,
         }
     }
 
     fn count(&self) -> usize {
-        self.pings.load(std::sync::atomic::Ordering::Relaxed)
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -165,7 +165,7 @@ fn health_is_cached_so_it_cannot_load_docker() {
     docker_ready();
     let socket_dir = tempfile::tempdir().unwrap();
     let socket = socket_dir.path().join("docker.sock");
-    let counter = PingCounter::new(&socket);
+    let counter = CallCounter::new(&socket, "/_ping");
     let docker_host = format!("unix://{}", socket.display());
     let server = TestServer::start_with_env(&[], &[("DOCKER_HOST", &docker_host)]);
     let before = counter.count();
@@ -236,4 +236,80 @@ fn same_origin_ignores_the_host_header() {
         101
     );
     assert_eq!(upgrade_with(proxied.port, &path, &own[7..], &own), 403);
+}
+
+/// However fast a client sends `set_size`, Docker gets a few resizes a
+/// second, and the last size wins.
+#[test]
+fn resizes_are_coalesced_and_the_last_one_wins() {
+    docker_ready();
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("docker.sock");
+    let counter = CallCounter::new(&socket, "/resize");
+    let docker_host = format!("unix://{}", socket.display());
+    let server = TestServer::start_with_env(&[], &[("DOCKER_HOST", &docker_host)]);
+    let id = server.instance(&server.demo_spec("resizes"));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        term.wait_for("hi resizes").await;
+        let started = std::time::Instant::now();
+        for i in 0..1000u16 {
+            term.send(&format!(
+                r#"["set_size", {}, {}]"#,
+                20 + i % 30,
+                80 + i % 50
+            ))
+            .await;
+        }
+        term.send(r#"["set_size", 33, 111]"#).await;
+        let sent_for = started.elapsed();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let out = term.run("stty size").await;
+        assert!(out.contains("33 111"), "{out}");
+        let calls = counter.count();
+        // One call per 200 ms at most, and the first and the last.
+        let most = sent_for.as_millis() as usize / 200 + 3;
+        assert!(
+            calls <= most,
+            "{calls} resize calls for 1001 set_size frames sent in {sent_for:?}"
+        );
+    });
+}
+
+/// CPU ticks (user + system) that `program` has used in the container.
+fn cpu_ticks(container: &str, program: &str) -> u64 {
+    let pid = docker(&["exec", container, "pidof", program]);
+    let stat = docker(&["exec", container, "cat", &format!("/proc/{pid}/stat")]);
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// With no client attached, a program flooding output blocks once the
+/// replay buffer is full, instead of being read at full speed all grace long.
+#[test]
+fn a_flood_with_no_client_blocks_instead_of_spinning() {
+    let server = TestServer::start_with(&["--reattach-grace", "60s"]);
+    let id = server.instance(&server.demo_spec("flood"));
+    let container = format!("ua-{id}");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        term.wait_for("hi flood").await;
+        term.type_line("yes").await;
+        term.wait_for("y\r\ny\r\ny").await;
+        // While a client reads, the program runs.
+        let before = cpu_ticks(&container, "yes");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        assert!(cpu_ticks(&container, "yes") > before, "yes runs while read");
+        term.close().await;
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = cpu_ticks(&container, "yes");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = cpu_ticks(&container, "yes");
+    assert!(
+        after - before <= 1,
+        "yes used {} CPU ticks in 2 s with no client",
+        after - before
+    );
 }
