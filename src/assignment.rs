@@ -1,5 +1,6 @@
-//! Assignments on disk (API §4): finding one by name without leaving the
-//! root, rendering its templates with the spec, and packing the build context.
+//! Assignments on disk (docs/API.md, "Assignments"): finding one by name
+//! without leaving the root, rendering its templates with the spec, and
+//! packing the build context.
 
 use std::fs;
 use std::io;
@@ -195,7 +196,7 @@ impl Renderer {
     }
 }
 
-/// The variables templates see (API §4).
+/// The variables templates see (docs/API.md, "Templates").
 pub struct TemplateVars<'a> {
     pub data: &'a serde_json::Value,
     pub spec_id: &'a str,

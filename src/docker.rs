@@ -75,7 +75,7 @@ pub enum BuildError {
     Docker(#[from] DockerError),
 }
 
-/// Resource limits of one container (API §4).
+/// Resource limits of one container (docs/API.md, "Containers").
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub memory_bytes: i64,

@@ -580,7 +580,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Brings records and Docker into agreement at start (API §5).
+    /// Brings records and Docker into agreement at start (docs/API.md, "Lifecycle").
     pub async fn reconcile(&self) -> Result<(), DockerError> {
         let store = self.store.clone();
         let records = tokio::task::spawn_blocking(move || store.load_all())

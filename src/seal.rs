@@ -1,5 +1,6 @@
-//! The shared key file and sealed specs (API §1): NaCl `crypto_secretbox`,
-//! byte-compatible with PyNaCl's `SecretBox(key).encrypt(plaintext)`.
+//! The shared key file and sealed specs (docs/API.md, "Keys" and "Sealed
+//! specs"): NaCl `crypto_secretbox`, byte-compatible with PyNaCl's
+//! `SecretBox(key).encrypt(plaintext)`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -50,7 +51,7 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// Reads and checks a key file (API §1).
+    /// Reads and checks a key file (docs/API.md, "Keys").
     pub fn load(path: &Path) -> Result<Keyring, KeyFileError> {
         let unreadable = |cause| KeyFileError::Unreadable {
             path: path.to_owned(),

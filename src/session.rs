@@ -1,5 +1,6 @@
 //! One websocket session: terminado frames in and out of an attached
-//! terminal, pings, the idle timeout and the close codes (API §3).
+//! terminal, pings, the idle timeout and the close codes (docs/API.md,
+//! "Terminal websocket" and "Close codes").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! The plaintext spec (API §1): parsing and validation. Error messages name
-//! the field at fault but never echo its value: specs carry answers.
+//! The plaintext spec (docs/API.md, "Sealed specs"): parsing and validation.
+//! Error messages name the field at fault but never echo its value: specs
+//! carry answers.
 
 use std::path::PathBuf;
 

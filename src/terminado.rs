@@ -1,5 +1,5 @@
-//! The terminado websocket codec (API §3) and the incremental UTF-8 decoder
-//! that keeps characters whole across reads. Knows nothing of sockets.
+//! The terminado websocket codec (docs/API.md, "Terminal websocket") and the
+//! incremental UTF-8 decoder that keeps characters whole across reads. Knows nothing of sockets.
 
 use serde_json::Value;
 
