@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
+/// A client's websocket to a ua server.
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -16,6 +17,7 @@ pub struct Server {
 }
 
 impl Server {
+    /// Parses an `http://host:port[/base]` URL.
     pub fn parse(url: &str) -> anyhow::Result<Server> {
         let Some(rest) = url.strip_prefix("http://") else {
             bail!("the server must be an http:// URL (for https, put ua behind a TLS proxy and use a browser)");

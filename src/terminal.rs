@@ -79,8 +79,11 @@ pub struct Attachment {
     pub output: mpsc::Receiver<Bytes>,
     /// Fires once when the terminal side closes this client.
     pub closed: oneshot::Receiver<CloseReason>,
+    /// Input for the terminal (shared by its clients).
     pub input: mpsc::Sender<Bytes>,
+    /// The exec's ID, for resizing.
     pub exec_id: String,
+    /// Tells the terminal when this client goes.
     pub detacher: Detacher,
 }
 
@@ -108,6 +111,7 @@ pub struct TerminalSettings {
 /// A handle on a running terminal, kept by its instance.
 #[derive(Clone)]
 pub struct Terminal {
+    /// Tells this terminal from a later one of the same instance.
     pub generation: u64,
     exec_id: String,
     commands: mpsc::Sender<Command>,
@@ -148,6 +152,7 @@ impl Terminal {
         }
     }
 
+    /// Whether the terminal has ended.
     pub fn is_over(&self) -> bool {
         self.commands.is_closed()
     }
