@@ -1,5 +1,6 @@
-//! Assignments on disk (API §4): finding one by name without leaving the
-//! root, rendering its templates with the spec, and packing the build context.
+//! Assignments on disk (docs/API.md, "Assignments"): finding one by name
+//! without leaving the root, rendering its templates with the spec, and
+//! packing the build context.
 
 use std::fs;
 use std::io;
@@ -21,16 +22,26 @@ const TEMPLATE_SUFFIX: &str = ".tmpl";
 /// (and `.dockerignore`) from the context because our `.dockerignore` lists it.
 pub const DOCKERFILE_IN_CONTEXT: &str = ".ua-Dockerfile";
 
+/// Why an assignment could not be used; messages never hold spec data.
 #[derive(Debug, thiserror::Error)]
 pub enum AssignmentError {
+    /// No usable assignment of this name under the root.
     #[error("there is no assignment named `{0}` on this server")]
     NotFound(String),
+    /// A template did not render (the message is redacted).
     #[error("the assignment's template did not render: {0}")]
     Render(String),
+    /// `assignment.json` is not valid.
     #[error("the assignment's assignment.json is invalid: {0}")]
     Settings(String),
+    /// Reading the assignment's files failed.
     #[error("the assignment `{name}` could not be read: {cause}")]
-    Io { name: String, cause: io::Error },
+    Io {
+        /// The assignment's name.
+        name: String,
+        /// What the file system said.
+        cause: io::Error,
+    },
 }
 
 /// Per-assignment overrides from the optional `assignment.json`; the server
@@ -61,7 +72,9 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(
 /// A located assignment directory, known to lie inside the root.
 #[derive(Debug, Clone)]
 pub struct Assignment {
+    /// Its name.
     pub name: AssignmentName,
+    /// Its `assignment.json`, or the defaults.
     pub settings: Settings,
     dir: PathBuf,
     root: PathBuf,
@@ -179,6 +192,7 @@ pub struct Renderer {
 }
 
 impl Renderer {
+    /// A renderer for one spec's variables.
     pub fn new(vars: &TemplateVars) -> Renderer {
         Renderer {
             env: template_env(),
@@ -195,10 +209,13 @@ impl Renderer {
     }
 }
 
-/// The variables templates see (API §4).
+/// The variables templates see (docs/API.md, "Templates").
 pub struct TemplateVars<'a> {
+    /// The spec's `data`.
     pub data: &'a serde_json::Value,
+    /// The spec's `specID`.
     pub spec_id: &'a str,
+    /// The ID of the instance being made.
     pub instance_id: &'a str,
 }
 

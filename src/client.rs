@@ -7,6 +7,7 @@ use http_body_util::{BodyExt, Full};
 
 use crate::seal::Keyring;
 
+/// A client's websocket to a ua server.
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -18,6 +19,7 @@ pub struct Server {
 }
 
 impl Server {
+    /// Parses an `http://host:port[/base]` URL.
     pub fn parse(url: &str) -> anyhow::Result<Server> {
         let Some(rest) = url.strip_prefix("http://") else {
             bail!("the server must be an http:// URL (for https, put ua behind a TLS proxy and use a browser)");

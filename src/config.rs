@@ -1,4 +1,5 @@
-//! Flags of `ua serve`, each with its `UA_*` environment variable (API §6).
+//! Flags of `ua serve`, each with its `UA_*` environment variable
+//! (docs/API.md, "Operations").
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -14,6 +14,7 @@ use crate::client::{Server, Socket};
 use crate::seal::Keyring;
 use crate::session;
 
+/// Flags of `ua connect`.
 #[derive(clap::Args, Debug)]
 pub struct ConnectArgs {
     /// The assignment to try, e.g. `demo.busybox`.
@@ -36,6 +37,7 @@ pub struct ConnectArgs {
     server: String,
 }
 
+/// Runs `ua connect` until the session ends, then says why.
 pub fn main(args: ConnectArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

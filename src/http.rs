@@ -46,23 +46,31 @@ type Body = Full<Bytes>;
 
 /// Everything a request handler needs.
 pub struct App {
+    /// The server's settings.
     pub config: Arc<ServeConfig>,
+    /// The live instances.
     pub registry: Arc<Registry>,
     /// The cached `/health` probe.
     pub health: Health,
+    /// The keys that open specs.
     pub keys: Keyring,
+    /// The allowed origins; `None` allows any.
     pub origins: Option<Vec<String>>,
     /// Origins of this server's own pages (`--public-origin`).
     pub public_origins: Vec<String>,
+    /// The websocket session tasks, for shutdown and the gauges.
     pub sessions: TaskTracker,
     /// The browser terminal, when on and built.
     pub web: Option<WebAssets>,
+    /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
 }
 
 /// A listening socket: TCP, or a unix socket handed over by systemd.
 pub enum Listener {
+    /// A TCP listener.
     Tcp(tokio::net::TcpListener),
+    /// A unix socket listener (passed by systemd).
     Unix(tokio::net::UnixListener),
 }
 

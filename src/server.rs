@@ -24,6 +24,7 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// How long sessions get to close before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// Runs `ua serve` until SIGTERM or SIGINT.
 pub fn main(config: ServeConfig) -> anyhow::Result<()> {
     systemd::init_logging(config.log_level);
     crate::panics::install_hook();

@@ -81,8 +81,11 @@ pub struct Attachment {
     pub output: mpsc::Receiver<Bytes>,
     /// Fires once when the terminal side closes this client.
     pub closed: oneshot::Receiver<CloseReason>,
+    /// Input for the terminal (shared by its clients).
     pub input: mpsc::Sender<Bytes>,
+    /// Asks for a new terminal size.
     pub resizer: Resizer,
+    /// Tells the terminal when this client goes.
     pub detacher: Detacher,
 }
 
@@ -123,6 +126,7 @@ pub struct TerminalSettings {
 /// A handle on a running terminal, kept by its instance.
 #[derive(Clone)]
 pub struct Terminal {
+    /// Tells this terminal from a later one of the same instance.
     pub generation: u64,
     commands: mpsc::Sender<Command>,
     input: mpsc::Sender<Bytes>,
@@ -167,6 +171,7 @@ impl Terminal {
         }
     }
 
+    /// Whether the terminal has ended.
     pub fn is_over(&self) -> bool {
         self.commands.is_closed()
     }
