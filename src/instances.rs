@@ -3,7 +3,7 @@
 //! store and Docker in step; it knows nothing of websocket frames.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -135,6 +135,9 @@ pub struct Registry {
     queued: AtomicUsize,
     tables: Mutex<Tables>,
     next_generation: AtomicU64,
+    /// Set once `reconcile` has loaded the records: before it, the tables
+    /// know none of them, so nothing may be created or tidied away.
+    reconciled: AtomicBool,
 }
 
 impl Registry {
@@ -148,6 +151,7 @@ impl Registry {
             store: Arc::new(store),
             tables: Mutex::new(Tables::default()),
             next_generation: AtomicU64::new(1),
+            reconciled: AtomicBool::new(false),
         })
     }
 
@@ -173,6 +177,10 @@ impl Registry {
     /// The instance of `spec`, made if needed. A session attached to an
     /// existing instance is closed: the newer client takes over.
     pub async fn get_or_create(self: &Arc<Self>, spec: Spec) -> Result<String, CreateError> {
+        if !self.is_reconciled() {
+            // Docker was away at start: the records are not loaded yet.
+            return Err(CreateError::DockerDown);
+        }
         let mut waiting = {
             let mut tables = self.tables.lock().unwrap();
             if let Some(id) = tables.by_spec.get(&spec.spec_id) {
@@ -577,6 +585,10 @@ impl Registry {
     /// started after reconcile ran, or one created for a build whose record
     /// was never written.
     pub async fn tidy(&self) -> Result<(), DockerError> {
+        if !self.is_reconciled() {
+            // Without the records every container would look unowned.
+            return Ok(());
+        }
         for container in self.docker.owned_containers().await? {
             let Some(id) = container.instance_id.as_deref() else {
                 continue;
@@ -601,6 +613,11 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// Whether `reconcile` has run to the end.
+    pub fn is_reconciled(&self) -> bool {
+        self.reconciled.load(Ordering::Acquire)
     }
 
     /// Brings records and Docker into agreement at start (docs/API.md, "Lifecycle").
@@ -656,6 +673,7 @@ impl Registry {
             tables.by_id.insert(id, Instance::new(record));
         }
         log::info!("reconciled: {} instances", tables.by_id.len());
+        self.reconciled.store(true, Ordering::Release);
         Ok(())
     }
 

@@ -61,7 +61,8 @@ async fn run(
     match registry.reconcile().await {
         Ok(()) => {}
         Err(e) => log::error!(
-            "could not reconcile with Docker at start ({e}); instances are kept as recorded"
+            "could not reconcile with Docker at start ({e}); instances are kept as recorded \
+             and reconciled when Docker answers"
         ),
     }
     let listener = inherited
@@ -135,6 +136,15 @@ async fn background_work(app: Arc<App>) {
     loop {
         tokio::select! {
             _ = sweep.tick() => {
+                if !app.registry.is_reconciled() {
+                    match app.registry.reconcile().await {
+                        Ok(()) => log::info!("Docker answers again: reconciled"),
+                        Err(e) => {
+                            log::debug!("reconcile skipped: {e}");
+                            continue;
+                        }
+                    }
+                }
                 app.registry.expire().await;
                 if let Err(e) = app.registry.tidy().await {
                     log::debug!("tidy skipped: {e}");
