@@ -383,26 +383,9 @@ impl Registry {
         Ok(Instance::new(record))
     }
 
-    /// The container limits: the assignment's, capped at the operator's maxima.
+    /// The container limits of an assignment on this server.
     fn limits(&self, settings: &Settings) -> Limits {
-        let config = &self.config;
-        let memory_mb = settings
-            .memory_mb
-            .unwrap_or(config.memory_mb)
-            .clamp(16, config.max_memory_mb);
-        let pids = settings
-            .pids_limit
-            .unwrap_or(config.pids_limit)
-            .clamp(16, config.max_pids_limit);
-        let cpus = settings
-            .cpus
-            .unwrap_or(config.cpus)
-            .clamp(0.01, config.max_cpus);
-        Limits {
-            memory_bytes: memory_mb * 1024 * 1024,
-            pids,
-            nano_cpus: (cpus * 1e9) as i64,
-        }
+        container_limits(settings, &self.config)
     }
 
     async fn save(&self, record: &InstanceRecord) -> std::io::Result<()> {
@@ -695,5 +678,62 @@ impl Registry {
             }
         });
         futures_util::future::join_all(stops).await;
+    }
+}
+
+/// The container limits: the assignment's, capped at the operator's maxima.
+pub fn container_limits(settings: &Settings, config: &ServeConfig) -> Limits {
+    let memory_mb = settings
+        .memory_mb
+        .unwrap_or(config.memory_mb)
+        .clamp(16, config.max_memory_mb);
+    let pids = settings
+        .pids_limit
+        .unwrap_or(config.pids_limit)
+        .clamp(16, config.max_pids_limit);
+    let cpus = settings
+        .cpus
+        .unwrap_or(config.cpus)
+        .clamp(0.01, config.max_cpus);
+    let disk_mb = settings
+        .disk_mb
+        .unwrap_or(config.disk_mb)
+        .clamp(0, config.max_disk_mb);
+    Limits {
+        memory_bytes: memory_mb * 1024 * 1024,
+        pids,
+        nano_cpus: (cpus * 1e9) as i64,
+        disk_bytes: disk_mb * 1024 * 1024,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_limits_are_capped_by_the_operator() {
+        let config =
+            ServeConfig::from_args(&["--disk-mb", "512", "--max-disk-mb", "1024"]).unwrap();
+        let asked = |disk_mb| Settings {
+            disk_mb,
+            ..Settings::default()
+        };
+        let mib = 1024 * 1024;
+        assert_eq!(
+            container_limits(&asked(None), &config).disk_bytes,
+            512 * mib
+        );
+        assert_eq!(
+            container_limits(&asked(Some(64)), &config).disk_bytes,
+            64 * mib
+        );
+        assert_eq!(
+            container_limits(&asked(Some(1 << 20)), &config).disk_bytes,
+            1024 * mib
+        );
+        assert_eq!(container_limits(&asked(Some(-5)), &config).disk_bytes, 0);
+        let unlimited = ServeConfig::from_args(&[]).unwrap();
+        assert_eq!(container_limits(&asked(None), &unlimited).disk_bytes, 0);
     }
 }

@@ -65,6 +65,11 @@ async fn run(
              and reconciled when Docker answers"
         ),
     }
+    match (docker.disk_quota().await, config.disk_mb) {
+        (Ok(()), _) => log::info!("per-container disk limits can be enforced"),
+        (Err(why), 0) => log::info!("per-container disk limits are {why}"),
+        (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
+    }
     let listener = inherited
         .into_listener(config.listen)
         .await
