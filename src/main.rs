@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(config::ServeConfig),
+    Serve(Box<config::ServeConfig>),
     /// Print a new key line for a key file.
     Keygen,
     /// Seal a plaintext spec (JSON) into the one-line form clients send.
@@ -59,7 +59,7 @@ fn read_input(file: &Option<PathBuf>) -> std::io::Result<Vec<u8>> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(config) => server::main(config),
+        Command::Serve(config) => server::main(*config),
         Command::Keygen => {
             println!("{}", seal::keygen());
             Ok(())
