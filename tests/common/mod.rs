@@ -595,7 +595,8 @@ impl LocalRegistry {
             _dir: dir,
         };
         eventually(Duration::from_secs(20), "the registry answers", || {
-            http(port, "GET", "/v2/", &[], b"").status == 200
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http(port, "GET", "/v2/", &[], b"").status == 200
         });
         registry
     }
