@@ -129,6 +129,33 @@ fn instances_share_one_image_and_get_their_own_files_and_setup() {
         }
     });
     assert!(!server.log().contains("alpha-1111"), "spec data in the log");
+    for phase in ["render", "create", "copy", "start", "setup", "exec"] {
+        assert!(
+            server.log().contains(&format!(": {phase} took ")),
+            "no debug line for {phase}"
+        );
+    }
+}
+
+#[test]
+fn a_container_left_running_by_its_setup_stops_when_no_terminal_comes() {
+    let server = TestServer::start_with(&["--reattach-grace", "1s", "--instance-expiry", "1h"]);
+    let dir = server.assignments().join("lab/warm");
+    write(&dir.join("Dockerfile"), "FROM ua-busybox:latest\n");
+    write(&dir.join("setup.sh.tmpl"), "true\n");
+    let id = server.instance(&server.seal(r#"{"specID":"w","assignmentName":"lab.warm"}"#));
+    assert_eq!(server.containers(), vec![format!("ua-{id} running")]);
+    eventually(Duration::from_secs(30), "the container is stopped", || {
+        server.containers() == vec![format!("ua-{id} exited")]
+    });
+    // A later terminal starts it again, setup not repeated, files kept.
+    runtime().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        let out = term.run("echo alive").await;
+        assert!(out.contains("\r\nalive\r\n"), "{out}");
+        term.close().await;
+    });
+    assert_eq!(server.log().matches(": setup took ").count(), 1);
 }
 
 #[test]
