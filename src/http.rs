@@ -337,19 +337,23 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
         Err(e) => {
             let status = match &e {
                 CreateError::NoAssignment(_) => StatusCode::NOT_FOUND,
-                CreateError::Render(_) | CreateError::Build { .. } => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+                CreateError::Render(_)
+                | CreateError::Build { .. }
+                | CreateError::Setup { .. }
+                | CreateError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 CreateError::AtCapacity(_)
                 | CreateError::QueueFull(_)
+                | CreateError::Pull { .. }
                 | CreateError::DockerDown => StatusCode::SERVICE_UNAVAILABLE,
                 CreateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             metrics::ERRORS.add(
                 match &e {
                     CreateError::NoAssignment(_) => "no_assignment",
-                    CreateError::Render(_) => "render",
+                    CreateError::Render(_) | CreateError::Invalid(_) => "render",
                     CreateError::Build { .. } => "build",
+                    CreateError::Setup { .. } => "setup",
+                    CreateError::Pull { .. } => "pull",
                     CreateError::AtCapacity(_) | CreateError::QueueFull(_) => "capacity",
                     CreateError::DockerDown => "docker",
                     CreateError::Internal(_) => "internal",
@@ -360,7 +364,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 log::warn!("spec {spec_id:?}: {e}");
             }
             let mut body = json!({ "error": capitalise(&e.to_string()) });
-            if let CreateError::Build { tail, .. } = &e {
+            if let Some(tail) = failure_output(&e) {
                 // Output can hold spec data in any form: only key holders read it.
                 let sealed = app.keys.seal(tail.join("\n").as_bytes());
                 log::warn!("spec {spec_id:?}: {e}; its sealed output (ua open shows it): {sealed}");
@@ -372,6 +376,15 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
             }
             json_response(status, body)
         }
+    }
+}
+
+/// The last output lines of a failed build or setup (raw: they leave the
+/// server only sealed).
+fn failure_output(e: &CreateError) -> Option<&[String]> {
+    match e {
+        CreateError::Build { tail, .. } | CreateError::Setup { tail, .. } => Some(tail),
+        _ => None,
     }
 }
 

@@ -5,6 +5,10 @@
 //! - `seal`: the key file, sealing and opening specs
 //! - `spec`: the plaintext spec and assignment names
 //! - `assignment`: finding and rendering an assignment, the build context
+//! - `assignment_image`: shared-image mode: content hash, tag, old versions
+//! - `base_images`: `FROM` lines and the `--pull` policy
+//! - `instance_files`: `instance/` and `setup.sh.tmpl`, the upload tar, image users
+//! - `provision`: making a shared-image instance: image once, files, setup
 //! - `redact`: keeping spec data out of messages
 //! - `docker`: every call to the Docker daemon
 //! - `health`: the `/health` probe, cached so that it cannot load Docker
@@ -25,6 +29,8 @@
 #![forbid(unsafe_code)]
 
 pub mod assignment;
+pub mod assignment_image;
+pub mod base_images;
 pub mod bench;
 pub mod client;
 pub mod config;
@@ -32,9 +38,11 @@ pub mod connect;
 pub mod docker;
 pub mod health;
 pub mod http;
+pub mod instance_files;
 pub mod instances;
 pub mod metrics;
 pub mod panics;
+pub mod provision;
 pub mod redact;
 pub mod seal;
 pub mod server;
