@@ -14,9 +14,11 @@ use crate::redact::Redactor;
 use crate::spec::AssignmentName;
 
 const DOCKERFILE_TEMPLATE: &str = "Dockerfile.tmpl";
-const SETTINGS_FILE: &str = "assignment.json";
-const CONTEXT_DIR: &str = "context";
-const TEMPLATE_SUFFIX: &str = ".tmpl";
+/// A plain Dockerfile marks a shared-image assignment (see `assignment_image`).
+pub const DOCKERFILE: &str = "Dockerfile";
+pub const SETTINGS_FILE: &str = "assignment.json";
+pub const CONTEXT_DIR: &str = "context";
+pub const TEMPLATE_SUFFIX: &str = ".tmpl";
 /// Name of the rendered Dockerfile inside the context; the daemon drops it
 /// (and `.dockerignore`) from the context because our `.dockerignore` lists it.
 pub const DOCKERFILE_IN_CONTEXT: &str = ".ua-Dockerfile";
@@ -31,6 +33,18 @@ pub enum AssignmentError {
     Settings(String),
     #[error("the assignment `{name}` could not be read: {cause}")]
     Io { name: String, cause: io::Error },
+    #[error("the assignment `{0}` has both a Dockerfile and a Dockerfile.tmpl; keep one (Dockerfile: one image shared by all its instances; Dockerfile.tmpl: an image per instance)")]
+    BothModes(String),
+}
+
+/// How an assignment's instances get their image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `Dockerfile.tmpl`: rendered with each spec and built per instance.
+    PerInstance,
+    /// `Dockerfile`: built once into an assignment image; per-instance parts
+    /// come from `instance/` and `setup.sh.tmpl`.
+    Shared,
 }
 
 /// Per-assignment overrides from the optional `assignment.json`; the server
@@ -63,6 +77,7 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(
 pub struct Assignment {
     pub name: AssignmentName,
     pub settings: Settings,
+    pub mode: Mode,
     dir: PathBuf,
     root: PathBuf,
 }
@@ -76,9 +91,18 @@ impl Assignment {
             .join(name.relative_dir())
             .canonicalize()
             .map_err(|_| not_found())?;
-        if !dir.starts_with(&root) || !dir.join(DOCKERFILE_TEMPLATE).is_file() {
+        if !dir.starts_with(&root) {
             return Err(not_found());
         }
+        let mode = match (
+            dir.join(DOCKERFILE_TEMPLATE).is_file(),
+            dir.join(DOCKERFILE).is_file(),
+        ) {
+            (true, false) => Mode::PerInstance,
+            (false, true) => Mode::Shared,
+            (true, true) => return Err(AssignmentError::BothModes(name.to_string())),
+            (false, false) => return Err(not_found()),
+        };
         let settings = match fs::read(dir.join(SETTINGS_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| AssignmentError::Settings(e.to_string()))?,
@@ -93,6 +117,7 @@ impl Assignment {
         Ok(Assignment {
             name: name.clone(),
             settings,
+            mode,
             dir,
             root,
         })
@@ -103,9 +128,14 @@ impl Assignment {
         &self.dir
     }
 
+    /// The assignments root (symlinked templates must stay inside it).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Renders the Dockerfile and `context/**.tmpl`, and packs the context as
     /// a tar with the Dockerfile at [`DOCKERFILE_IN_CONTEXT`]. Blocking.
-    pub fn render_context(&self, vars: &TemplateVars) -> Result<Vec<u8>, AssignmentError> {
+    pub fn render_context(&self, vars: &TemplateVars) -> Result<RenderedContext, AssignmentError> {
         let renderer = Renderer::new(vars);
         let render = |name: &str, source: &str| renderer.render(name, source);
         let io_error = |cause| AssignmentError::Io {
@@ -167,8 +197,18 @@ impl Assignment {
                 }
             }
         }
-        tar.into_inner().map_err(io_error)
+        Ok(RenderedContext {
+            tar: tar.into_inner().map_err(io_error)?,
+            dockerfile,
+        })
     }
+}
+
+/// A per-instance build context: the tar, and the rendered Dockerfile in it
+/// (read for its `FROM` lines).
+pub struct RenderedContext {
+    pub tar: Vec<u8>,
+    pub dockerfile: String,
 }
 
 /// Renders templates with one spec's variables; errors come without spec data.
@@ -266,7 +306,7 @@ fn describe(e: &minijinja::Error) -> String {
     }
 }
 
-fn append_bytes(
+pub(crate) fn append_bytes(
     tar: &mut tar::Builder<Vec<u8>>,
     name: &str,
     bytes: &[u8],
@@ -275,7 +315,7 @@ fn append_bytes(
     append_file(tar, name, bytes, mode, 0)
 }
 
-fn append_file(
+pub(crate) fn append_file(
     tar: &mut tar::Builder<Vec<u8>>,
     name: &str,
     bytes: &[u8],
@@ -292,7 +332,7 @@ fn append_file(
 
 /// Every entry under `dir`, relative to it, parents before children, sorted;
 /// symlinked directories are not entered.
-fn walk(dir: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn walk(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(relative) = stack.pop() {
@@ -312,12 +352,12 @@ fn walk(dir: &Path) -> io::Result<Vec<PathBuf>> {
 
 /// `.dockerignore` rules as Docker applies them: the last matching rule
 /// wins, `!` re-includes, and a rule matching a directory covers its contents.
-struct DockerIgnore {
+pub(crate) struct DockerIgnore {
     rules: Vec<(GlobMatcher, bool)>,
 }
 
 impl DockerIgnore {
-    fn read(context_dir: &Path) -> io::Result<DockerIgnore> {
+    pub(crate) fn read(context_dir: &Path) -> io::Result<DockerIgnore> {
         let text = match fs::read_to_string(context_dir.join(".dockerignore")) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
@@ -347,7 +387,7 @@ impl DockerIgnore {
         DockerIgnore { rules }
     }
 
-    fn excludes(&self, relative: &str) -> bool {
+    pub(crate) fn excludes(&self, relative: &str) -> bool {
         let mut excluded = false;
         for (matcher, include) in &self.rules {
             let mut candidates = Path::new(relative)
@@ -412,7 +452,7 @@ mod tests {
         let name = AssignmentName::parse("archive.tar_extract").unwrap();
         let assignment = Assignment::find(root.path(), &name).unwrap();
         let data = serde_json::json!({"secret": "it's"});
-        let files = unpack(&assignment.render_context(&vars(&data)).unwrap());
+        let files = unpack(&assignment.render_context(&vars(&data)).unwrap().tar);
         assert_eq!(
             files[DOCKERFILE_IN_CONTEXT],
             "FROM base\nRUN echo 'it'\\''s' spec-1\n"
@@ -443,7 +483,8 @@ mod tests {
             let err = assignment()
                 .unwrap()
                 .render_context(&vars(&data))
-                .unwrap_err()
+                .err()
+                .unwrap()
                 .to_string();
             assert!(
                 err.contains("undefined") && err.contains("line 2"),

@@ -115,6 +115,12 @@ pub struct ServeConfig {
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub build_network: bool,
 
+    /// When to pull the base images (`FROM`) of a build: never (a missing one
+    /// fails the build, naming it), missing (pull what the host lacks) or
+    /// always (pull before each build).
+    #[arg(long, env = "UA_PULL", value_enum, default_value = "never")]
+    pub pull: crate::base_images::PullPolicy,
+
     /// Serve the browser terminal at `/instance/{id}`.
     #[arg(long, env = "UA_BROWSER_TERMINAL", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]

@@ -10,9 +10,11 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig};
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    BuildImageOptionsBuilder, ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
+    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
     ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
     ResizeExecOptions, StartContainerOptions, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
@@ -23,6 +25,15 @@ pub const LABEL_INSTANCE: &str = "ua.instance";
 /// Which server (by state directory) made an object: two servers sharing a
 /// daemon never reconcile away each other's instances.
 pub const LABEL_STATE_DIR: &str = "ua.state-dir";
+/// `instance` (per-instance container or image; also when missing, as older
+/// versions made them) or `assignment` (an image shared by an assignment's instances).
+pub const LABEL_KIND: &str = "ua.kind";
+pub const LABEL_ASSIGNMENT: &str = "ua.assignment";
+pub const LABEL_ASSIGNMENT_HASH: &str = "ua.assignment-hash";
+pub const KIND_ASSIGNMENT: &str = "assignment";
+const KIND_INSTANCE: &str = "instance";
+/// Largest file read out of a container (`/etc/passwd`, `/etc/group`).
+const MAX_READ_BYTES: usize = 1 << 20;
 /// Lines of build output kept for the error a failed build reports.
 const BUILD_TAIL_LINES: usize = 20;
 /// Read buffer of an exec's output stream.
@@ -103,6 +114,24 @@ pub struct Owned {
     pub running: bool,
 }
 
+/// An image ua made, found by label.
+#[derive(Debug, Clone)]
+pub struct OwnedImage {
+    pub id: String,
+    pub tags: Vec<String>,
+    /// Set on per-instance images.
+    pub instance_id: Option<String>,
+    /// Set on assignment images: the assignment's name and content hash.
+    pub assignment: Option<(String, String)>,
+}
+
+/// What a finished non-TTY exec left: its exit status and last output lines.
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    pub status: i64,
+    pub tail: Vec<String>,
+}
+
 /// A running TTY exec: its output stream and its input.
 pub struct Exec {
     pub id: String,
@@ -131,6 +160,18 @@ impl Docker {
             (LABEL_OWNED.to_string(), "true".to_string()),
             (LABEL_INSTANCE.to_string(), instance_id.to_string()),
             (LABEL_STATE_DIR.to_string(), self.state_dir.clone()),
+            (LABEL_KIND.to_string(), KIND_INSTANCE.to_string()),
+        ])
+    }
+
+    /// The labels of an assignment image.
+    pub fn assignment_labels(&self, assignment: &str, hash: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_OWNED.to_string(), "true".to_string()),
+            (LABEL_STATE_DIR.to_string(), self.state_dir.clone()),
+            (LABEL_KIND.to_string(), KIND_ASSIGNMENT.to_string()),
+            (LABEL_ASSIGNMENT.to_string(), assignment.to_string()),
+            (LABEL_ASSIGNMENT_HASH.to_string(), hash.to_string()),
         ])
     }
 
@@ -187,42 +228,69 @@ impl Docker {
             .build();
         let mut stream =
             client.build_image(options, None, Some(bollard::body_full(context.into())));
-        let mut tail = std::collections::VecDeque::with_capacity(BUILD_TAIL_LINES);
-        let mut keep = |text: &str| {
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                if tail.len() == BUILD_TAIL_LINES {
-                    tail.pop_front();
-                }
-                // Bounded: a build printing megabytes in one line stays small here.
-                let mut line = line.to_string();
-                if line.len() > BUILD_LINE_CHARS {
-                    let cut = line.floor_char_boundary(BUILD_LINE_CHARS);
-                    line.truncate(cut);
-                    line.push('…');
-                }
-                tail.push_back(line);
-            }
-        };
+        let mut tail = Tail::default();
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
                     if let Some(text) = info.stream.as_deref() {
-                        keep(text);
+                        tail.keep(text);
                     }
                     if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        keep(&detail);
+                        tail.keep(&detail);
                         return Err(BuildError::Failed { tail: tail.into() });
                     }
                 }
                 Err(BollardError::DockerStreamError { error }) => {
-                    keep(&error);
+                    tail.keep(&error);
                     return Err(BuildError::Failed { tail: tail.into() });
                 }
                 Err(BollardError::DockerResponseServerError { message, .. }) => {
-                    keep(&message);
+                    tail.keep(&message);
                     return Err(BuildError::Failed { tail: tail.into() });
                 }
                 Err(e) => return Err(BuildError::Docker(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the daemon has `image` (a name or an ID).
+    pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+        match self.client().await?.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The image's `USER` (empty for root).
+    pub async fn image_user(&self, image: &str) -> Result<String, DockerError> {
+        let config = self.client().await?.inspect_image(image).await?.config;
+        Ok(config.and_then(|c| c.user).unwrap_or_default())
+    }
+
+    /// Pulls `reference` from its registry; the error is the daemon's
+    /// sentence. The caller bounds the time.
+    pub async fn pull(&self, reference: &str) -> Result<(), DockerError> {
+        let (from_image, tag) = split_reference(reference);
+        let mut options = CreateImageOptionsBuilder::new().from_image(from_image);
+        if let Some(tag) = tag {
+            options = options.tag(tag);
+        }
+        let client = self.client().await?;
+        let mut stream = client.create_image(Some(options.build()), None, None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(_) => {}
+                Err(BollardError::DockerStreamError { error }) => {
+                    return Err(DockerError::Api {
+                        status: 500,
+                        message: error,
+                    })
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -275,6 +343,130 @@ impl Docker {
         Ok(created.id)
     }
 
+    /// Whether `path` exists in the container's file system (the container
+    /// need not run).
+    pub async fn path_exists(&self, container: &str, path: &str) -> Result<bool, DockerError> {
+        let options = ContainerArchiveInfoOptionsBuilder::new().path(path).build();
+        let result = self
+            .client()
+            .await?
+            .get_container_archive_info(container, Some(options))
+            .await;
+        match result.map_err(DockerError::from) {
+            Ok(_) => Ok(true),
+            Err(DockerError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The contents of the regular file `path` in the container, or `None`
+    /// when there is none (the container need not run). At most 1 MiB.
+    pub async fn read_file(
+        &self,
+        container: &str,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, DockerError> {
+        let options = DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let client = self.client().await?;
+        let mut stream = client.download_from_container(container, Some(options));
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk.map_err(DockerError::from) {
+                Ok(bytes) => archive.extend_from_slice(&bytes),
+                Err(DockerError::NotFound) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            if archive.len() > MAX_READ_BYTES + 64 * 1024 {
+                return Err(DockerError::Api {
+                    status: 413,
+                    message: format!("{path} is larger than {MAX_READ_BYTES} bytes"),
+                });
+            }
+        }
+        let mut entries = tar::Archive::new(archive.as_slice());
+        let unreadable = |e: std::io::Error| DockerError::Api {
+            status: 500,
+            message: format!("the archive of {path} is unreadable: {e}"),
+        };
+        let Some(entry) = entries.entries().map_err(unreadable)?.next() else {
+            return Ok(None);
+        };
+        let mut entry = entry.map_err(unreadable)?;
+        if !entry.header().entry_type().is_file() {
+            return Ok(None);
+        }
+        let mut contents = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut contents).map_err(unreadable)?;
+        Ok(Some(contents))
+    }
+
+    /// Unpacks `tar` at `/` in the container (owners and modes as the
+    /// archive says; the container need not run).
+    pub async fn upload(&self, container: &str, tar: Vec<u8>) -> Result<(), DockerError> {
+        let options = UploadToContainerOptionsBuilder::new().path("/").build();
+        Ok(self
+            .client()
+            .await?
+            .upload_to_container(container, Some(options), bollard::body_full(tar.into()))
+            .await?)
+    }
+
+    /// Runs `command` as root in the running container without a TTY,
+    /// with `stdin` as its input, until it ends; keeps its last output lines.
+    pub async fn run_as_root(
+        &self,
+        container: &str,
+        command: Vec<String>,
+        stdin: Vec<u8>,
+    ) -> Result<ExecOutcome, DockerError> {
+        let client = self.client().await?;
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            user: Some("0:0".into()),
+            cmd: Some(command),
+            ..Default::default()
+        };
+        let created = client.create_exec(container, config).await?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = client.start_exec(&created.id, None).await?
+        else {
+            return Err(DockerError::Api {
+                status: 500,
+                message: "the exec started detached".into(),
+            });
+        };
+        let feed = async move {
+            use tokio::io::AsyncWriteExt;
+            // A command that stops reading early only loses its own input.
+            let _ = input.write_all(&stdin).await;
+            let _ = input.shutdown().await;
+        };
+        let mut tail = Tail::default();
+        let drain = async {
+            while let Some(item) = output.next().await {
+                match item {
+                    Ok(log) => tail.keep(&String::from_utf8_lossy(&log.into_bytes())),
+                    Err(e) => return Err(DockerError::from(e)),
+                }
+            }
+            Ok(())
+        };
+        let ((), drained) = tokio::join!(feed, drain);
+        drained?;
+        let inspect = client.inspect_exec(&created.id).await?;
+        Ok(ExecOutcome {
+            status: inspect.exit_code.unwrap_or(-1),
+            tail: tail.into(),
+        })
+    }
+
     pub async fn start(&self, container: &str) -> Result<(), DockerError> {
         let result = self
             .client()
@@ -310,6 +502,18 @@ impl Docker {
         ignore_missing(result)
     }
 
+    /// Removes an image that no container uses; a missing one is fine.
+    /// Docker refuses (an error) while a container uses it.
+    pub async fn remove_unused_image(&self, image: &str) -> Result<(), DockerError> {
+        let options = RemoveImageOptionsBuilder::new().force(false).build();
+        let result = self
+            .client()
+            .await?
+            .remove_image(image, Some(options), None)
+            .await;
+        ignore_missing(result)
+    }
+
     /// Removes an image; a missing one is fine.
     pub async fn remove_image(&self, image: &str) -> Result<(), DockerError> {
         let options = RemoveImageOptionsBuilder::new().force(true).build();
@@ -337,17 +541,27 @@ impl Docker {
             .collect())
     }
 
-    pub async fn owned_images(&self) -> Result<Vec<Owned>, DockerError> {
+    pub async fn owned_images(&self) -> Result<Vec<OwnedImage>, DockerError> {
         let options = ListImagesOptionsBuilder::new()
             .filters(&self.owned_filter())
             .build();
         let list = self.client().await?.list_images(Some(options)).await?;
         Ok(list
             .into_iter()
-            .map(|i| Owned {
-                id: i.id,
-                instance_id: i.labels.get(LABEL_INSTANCE).cloned(),
-                running: false,
+            .map(|mut i| {
+                let assignment = match i.labels.get(LABEL_KIND).map(String::as_str) {
+                    Some(KIND_ASSIGNMENT) => Some((
+                        i.labels.remove(LABEL_ASSIGNMENT).unwrap_or_default(),
+                        i.labels.remove(LABEL_ASSIGNMENT_HASH).unwrap_or_default(),
+                    )),
+                    _ => None,
+                };
+                OwnedImage {
+                    id: i.id,
+                    tags: i.repo_tags,
+                    instance_id: i.labels.remove(LABEL_INSTANCE),
+                    assignment,
+                }
             })
             .collect())
     }
@@ -399,6 +613,51 @@ impl Docker {
     }
 }
 
+/// The last lines of a build's or an exec's output, each cut at
+/// [`BUILD_LINE_CHARS`].
+#[derive(Default)]
+struct Tail(std::collections::VecDeque<String>);
+
+impl Tail {
+    fn keep(&mut self, text: &str) {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if self.0.len() == BUILD_TAIL_LINES {
+                self.0.pop_front();
+            }
+            // Bounded: output of megabytes in one line stays small here.
+            let mut line = line.to_string();
+            if line.len() > BUILD_LINE_CHARS {
+                let cut = line.floor_char_boundary(BUILD_LINE_CHARS);
+                line.truncate(cut);
+                line.push('…');
+            }
+            self.0.push_back(line);
+        }
+    }
+}
+
+impl From<Tail> for Vec<String> {
+    fn from(tail: Tail) -> Vec<String> {
+        tail.0.into()
+    }
+}
+
+/// `name[:tag]` or `name@digest` as the pull API takes it: the image and
+/// the tag apart (a colon in the registry's host:port is not a tag).
+pub fn split_reference(reference: &str) -> (&str, Option<&str>) {
+    if reference.contains('@') {
+        return (reference, None);
+    }
+    let last_slash = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[last_slash..].rfind(':') {
+        Some(colon) => {
+            let at = last_slash + colon;
+            (&reference[..at], Some(&reference[at + 1..]))
+        }
+        None => (reference, Some("latest")),
+    }
+}
+
 /// Docker answers 304 when a container already is in the asked state.
 fn ignore_not_modified(result: Result<(), BollardError>) -> Result<(), DockerError> {
     match result {
@@ -415,5 +674,38 @@ fn ignore_missing<T>(result: Result<T, BollardError>) -> Result<(), DockerError>
     match result.map_err(DockerError::from) {
         Ok(_) | Err(DockerError::NotFound) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_at_the_tag_not_the_port() {
+        assert_eq!(split_reference("debian"), ("debian", Some("latest")));
+        assert_eq!(split_reference("debian:12"), ("debian", Some("12")));
+        assert_eq!(
+            split_reference("127.0.0.1:5000/ua/base"),
+            ("127.0.0.1:5000/ua/base", Some("latest"))
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/ua/base:v1"),
+            ("127.0.0.1:5000/ua/base", Some("v1"))
+        );
+        assert_eq!(split_reference("a/b@sha256:00"), ("a/b@sha256:00", None));
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_lines_cut_short() {
+        let mut tail = Tail::default();
+        for i in 0..30 {
+            tail.keep(&format!("line {i}\n\n"));
+        }
+        tail.keep(&"x".repeat(600));
+        let lines: Vec<String> = tail.into();
+        assert_eq!(lines.len(), BUILD_TAIL_LINES);
+        assert_eq!(lines[0], "line 11");
+        assert_eq!(lines[19].chars().count(), BUILD_LINE_CHARS + 1);
     }
 }

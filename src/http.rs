@@ -268,24 +268,30 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
         Err(response) => return response,
     };
     let spec_id = spec.spec_id.clone();
+    // Kept for the error: output of a failed build or setup is shown redacted.
+    let data = spec.data.clone();
     match app.registry.get_or_create(spec).await {
         Ok(instance_id) => json_response(StatusCode::OK, json!({ "instanceID": instance_id })),
         Err(e) => {
             let status = match &e {
                 CreateError::NoAssignment(_) => StatusCode::NOT_FOUND,
-                CreateError::Render(_) | CreateError::Build { .. } => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+                CreateError::Render(_)
+                | CreateError::Build { .. }
+                | CreateError::Setup { .. }
+                | CreateError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 CreateError::AtCapacity(_)
                 | CreateError::QueueFull(_)
+                | CreateError::Pull { .. }
                 | CreateError::DockerDown => StatusCode::SERVICE_UNAVAILABLE,
                 CreateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             metrics::ERRORS.add(
                 match &e {
                     CreateError::NoAssignment(_) => "no_assignment",
-                    CreateError::Render(_) => "render",
+                    CreateError::Render(_) | CreateError::Invalid(_) => "render",
                     CreateError::Build { .. } => "build",
+                    CreateError::Setup { .. } => "setup",
+                    CreateError::Pull { .. } => "pull",
                     CreateError::AtCapacity(_) | CreateError::QueueFull(_) => "capacity",
                     CreateError::DockerDown => "docker",
                     CreateError::Internal(_) => "internal",
@@ -296,15 +302,33 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 log::warn!("spec {spec_id:?}: {e}");
             }
             let mut body = json!({ "error": capitalise(&e.to_string()) });
-            if let CreateError::Build { tail } = &e {
-                body["error"] = json!(format!(
-                    "The assignment's image did not build; its last output:\n{}",
-                    tail.join("\n")
-                ));
-                body["buildOutput"] = json!(tail);
+            if let Some((what, field, tail)) = failure_output(&e) {
+                let redactor = crate::redact::Redactor::new(&data);
+                let tail: Vec<String> = tail.iter().map(|line| redactor.redact(line)).collect();
+                body["error"] = json!(format!("{what}; its last output:\n{}", tail.join("\n")));
+                body[field] = json!(tail);
             }
             json_response(status, body)
         }
+    }
+}
+
+/// The output lines a failed build or setup leaves for the client: the
+/// sentence that introduces them, the body field that lists them, and the
+/// lines (raw: the caller keeps spec data out of them).
+fn failure_output(e: &CreateError) -> Option<(String, &'static str, &[String])> {
+    match e {
+        CreateError::Build { tail } => Some((
+            "The assignment's image did not build".to_string(),
+            "buildOutput",
+            tail,
+        )),
+        CreateError::Setup { status, tail } => Some((
+            format!("The assignment's setup.sh failed with exit status {status}"),
+            "setupOutput",
+            tail,
+        )),
+        _ => None,
     }
 }
 

@@ -3,18 +3,19 @@
 //! store and Docker in step; it knows nothing of websocket frames.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::assignment::{
-    Assignment, AssignmentError, Settings, TemplateVars, DOCKERFILE_IN_CONTEXT,
+    Assignment, AssignmentError, Mode, Settings, TemplateVars, DOCKERFILE_IN_CONTEXT,
 };
 use crate::config::ServeConfig;
 use crate::docker::{BuildError, Docker, DockerError, Limits};
 use crate::metrics;
+use crate::provision::{assignment_error, Pinned, Prepared, Provisioner};
 use crate::redact::Redactor;
 use crate::spec::Spec;
 use crate::store::{new_instance_id, InstanceRecord, Store};
@@ -29,6 +30,13 @@ pub enum CreateError {
     Render(String),
     #[error("the assignment's image did not build")]
     Build { tail: Vec<String> },
+    /// `setup.sh` failed; `tail` is its raw output (http.rs redacts it).
+    #[error("the assignment's setup failed with exit status {status}")]
+    Setup { status: i64, tail: Vec<String> },
+    #[error("the base image `{image}` could not be pulled ({why}); try again shortly")]
+    Pull { image: String, why: String },
+    #[error("{0}")]
+    Invalid(String),
     #[error("the server is at its limit of {0} instances; try again shortly")]
     AtCapacity(usize),
     #[error("the server's build queue is full ({0} waiting); try again shortly")]
@@ -67,6 +75,9 @@ pub struct Instance {
     pub id: String,
     pub spec_id: String,
     record: Mutex<InstanceRecord>,
+    /// Until when a container started by its setup is left running with no
+    /// terminal, for the terminal about to attach.
+    warm_until: Mutex<Option<std::time::Instant>>,
     /// The running terminal, if any. The lock also serialises starting and
     /// stopping the container.
     terminal: tokio::sync::Mutex<Option<Terminal>>,
@@ -78,8 +89,22 @@ impl Instance {
             id: record.instance_id.clone(),
             spec_id: record.spec_id.clone(),
             record: Mutex::new(record),
+            warm_until: Mutex::new(None),
             terminal: tokio::sync::Mutex::new(None),
         })
+    }
+
+    fn warm_for(&self, period: Duration) {
+        *self.warm_until.lock().unwrap() = Some(std::time::Instant::now() + period);
+    }
+
+    /// Whether the container was left running for a terminal yet to come;
+    /// after the period it is stopped like any container without a session.
+    fn is_warm(&self) -> bool {
+        self.warm_until
+            .lock()
+            .unwrap()
+            .is_some_and(|until| std::time::Instant::now() < until)
     }
 
     fn record(&self) -> InstanceRecord {
@@ -111,9 +136,7 @@ pub struct Registry {
     config: Arc<ServeConfig>,
     pub docker: Arc<Docker>,
     store: Arc<Store>,
-    builds: Semaphore,
-    /// Builds waiting for a slot of `builds`.
-    queued: AtomicUsize,
+    provisioner: Arc<Provisioner>,
     tables: Mutex<Tables>,
     next_generation: AtomicU64,
 }
@@ -121,8 +144,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
         Arc::new(Registry {
-            builds: Semaphore::new(config.max_builds.max(1)),
-            queued: AtomicUsize::new(0),
+            provisioner: Provisioner::new(config.clone(), docker.clone()),
             config,
             docker,
             store: Arc::new(store),
@@ -144,7 +166,7 @@ impl Registry {
             running,
             stopped: tables.by_id.len() - running,
             building: tables.building.len(),
-            queued: self.queued.load(Ordering::Relaxed),
+            queued: self.provisioner.slots.queued(),
             sessions: 0,
         }
     }
@@ -208,7 +230,8 @@ impl Registry {
             .unwrap()
             .building_ids
             .insert(instance_id.clone());
-        let result = self.build_instance(&spec, &instance_id).await;
+        let mut pinned = None;
+        let result = self.build_instance(&spec, &instance_id, &mut pinned).await;
         if result.is_ok() {
             metrics::SPEC_READY_SECONDS.observe(started.elapsed().as_secs_f64());
         }
@@ -222,30 +245,82 @@ impl Registry {
             tables.by_id.insert(instance.id.clone(), instance.clone());
         }
         drop(tables);
+        // Registered (or failed): the garbage collector may see the image's users now.
+        drop(pinned);
         done.send_replace(Some(result));
     }
 
     async fn build_instance(
-        &self,
+        self: &Arc<Self>,
         spec: &Spec,
         instance_id: &str,
+        pinned: &mut Option<Pinned>,
     ) -> Result<Arc<Instance>, CreateError> {
         let assignment =
             Assignment::find(&self.config.assignments, &spec.assignment).map_err(|e| match e {
-                AssignmentError::Settings(message) => {
-                    CreateError::Render(format!("assignment.json is invalid: {message}"))
+                AssignmentError::Io { .. } => {
+                    CreateError::NoAssignment(spec.assignment.to_string())
                 }
-                _ => CreateError::NoAssignment(spec.assignment.to_string()),
+                other => assignment_error(other),
             })?;
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        let permit = self.builds.acquire().await;
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-        let _permit = permit.expect("the build semaphore is never closed");
-        let instance_id = instance_id.to_string();
-        let started = std::time::Instant::now();
+        let provisioner = &self.provisioner;
+        let (image, prepared, shared) = match assignment.mode {
+            Mode::PerInstance => {
+                let image = self.build_own_image(&assignment, spec, instance_id).await?;
+                (image, None, false)
+            }
+            Mode::Shared => {
+                // Rendering first: a spec that does not render costs no build.
+                let prepared = provisioner.prepare(&assignment, spec, instance_id).await?;
+                let (image, pin) = provisioner
+                    .assignment_image(&assignment, instance_id)
+                    .await?;
+                *pinned = Some(pin);
+                (image, Some(prepared), true)
+            }
+        };
+        let container = format!("ua-{instance_id}");
+        let made = self
+            .make_container(
+                &assignment,
+                instance_id,
+                &container,
+                &image,
+                prepared,
+                shared,
+                spec,
+            )
+            .await;
+        match made {
+            Ok(instance) => Ok(instance),
+            Err(e) => {
+                // The one way back: nothing of a failed create is left behind.
+                if let Err(e) = self.docker.remove_container(&container).await {
+                    log::warn!(
+                        "instance {instance_id}: container not removed after a failed create: {e}"
+                    );
+                }
+                if !shared {
+                    let _ = self.docker.remove_image(&image).await;
+                }
+                Err(e)
+            }
+        }
+    }
 
+    /// Renders and builds the image of a `Dockerfile.tmpl` assignment for
+    /// one instance, in a build slot.
+    async fn build_own_image(
+        &self,
+        assignment: &Assignment,
+        spec: &Spec,
+        instance_id: &str,
+    ) -> Result<String, CreateError> {
+        let _permit = self.provisioner.slots.acquire().await;
+        let started = std::time::Instant::now();
         let context = {
-            let (assignment, spec, id) = (assignment.clone(), spec.clone(), instance_id.clone());
+            let (assignment, spec, id) =
+                (assignment.clone(), spec.clone(), instance_id.to_string());
             tokio::task::spawn_blocking(move || {
                 assignment.render_context(&TemplateVars {
                     data: &spec.data,
@@ -255,24 +330,20 @@ impl Registry {
             })
             .await
             .map_err(|e| CreateError::Internal(e.to_string()))?
-            .map_err(|e| match e {
-                AssignmentError::NotFound(name) => CreateError::NoAssignment(name),
-                AssignmentError::Render(message) | AssignmentError::Settings(message) => {
-                    CreateError::Render(message)
-                }
-                io @ AssignmentError::Io { .. } => CreateError::Internal(io.to_string()),
-            })?
+            .map_err(assignment_error)?
         };
+        metrics::PHASE_SECONDS.record("render", instance_id, started);
+        let redactor = Redactor::new(&spec.data);
+        self.provisioner
+            .base_images(&context.dockerfile, &redactor, instance_id)
+            .await?;
 
         let image = format!("ua/{instance_id}");
-        let labels = self.docker.labels(&instance_id);
-        let build_timeout = assignment
-            .settings
-            .build_timeout
-            .unwrap_or(self.config.build_timeout)
-            .min(self.config.build_timeout);
+        let labels = self.docker.labels(instance_id);
+        let build_timeout = self.provisioner.build_timeout(assignment);
+        let building_started = std::time::Instant::now();
         let building = self.docker.build(
-            context,
+            context.tar,
             DOCKERFILE_IN_CONTEXT,
             &image,
             &labels,
@@ -281,6 +352,7 @@ impl Registry {
         // Dropping the build request makes the daemon cancel the build.
         let built = tokio::time::timeout(build_timeout, building).await;
         metrics::BUILD_SECONDS.observe(started.elapsed().as_secs_f64());
+        metrics::PHASE_SECONDS.record("build", instance_id, building_started);
         let Ok(built) = built else {
             log::warn!(
                 "build timed out for spec {:?} after {build_timeout:?}",
@@ -295,61 +367,91 @@ impl Registry {
             });
         };
         match built {
-            Ok(()) => {}
+            Ok(()) => Ok(image),
             Err(BuildError::Failed { tail }) => {
-                let redactor = Redactor::new(&spec.data);
                 let tail = tail.iter().map(|line| redactor.redact(line)).collect();
                 log::warn!(
                     "build failed for spec {:?} (assignment {})",
                     spec.spec_id,
                     spec.assignment
                 );
-                return Err(CreateError::Build { tail });
+                Err(CreateError::Build { tail })
             }
-            Err(BuildError::Docker(e)) => return Err(e.into()),
+            Err(BuildError::Docker(e)) => Err(e.into()),
         }
+    }
 
-        let container = format!("ua-{instance_id}");
-        let created = self
+    /// Creates the container, puts in the instance's files and runs its
+    /// setup (shared-image mode), and saves the record. The caller removes
+    /// what is left when this fails.
+    #[allow(clippy::too_many_arguments)]
+    async fn make_container(
+        &self,
+        assignment: &Assignment,
+        instance_id: &str,
+        container: &str,
+        image: &str,
+        prepared: Option<Prepared>,
+        shared: bool,
+        spec: &Spec,
+    ) -> Result<Arc<Instance>, CreateError> {
+        let started = std::time::Instant::now();
+        let labels = self.docker.labels(instance_id);
+        let container_id = self
             .docker
             .create_container(
-                &container,
-                &image,
+                container,
+                image,
                 &labels,
                 &self.limits(&assignment.settings),
             )
-            .await;
-        let container_id = match created {
-            Ok(id) => id,
-            Err(e) => {
-                let _ = self.docker.remove_image(&image).await;
-                return Err(e.into());
+            .await?;
+        metrics::PHASE_SECONDS.record("create", instance_id, started);
+        let running = match prepared {
+            Some(prepared) => {
+                let timeout = self.provisioner.build_timeout(assignment);
+                let provisioned = self
+                    .provisioner
+                    .provision(container, image, prepared, timeout, instance_id)
+                    .await;
+                if let Err(CreateError::Setup { status, .. }) = &provisioned {
+                    log::warn!(
+                        "setup failed with status {status} for spec {:?} (assignment {})",
+                        spec.spec_id,
+                        spec.assignment
+                    );
+                }
+                provisioned?
             }
+            None => false,
         };
         let now = unix_now();
         let record = InstanceRecord {
-            instance_id: instance_id.clone(),
+            instance_id: instance_id.to_string(),
             spec_id: spec.spec_id.clone(),
             assignment: spec.assignment.to_string(),
-            image: image.clone(),
+            image: image.to_string(),
             container_id,
             created_at: now,
             last_active_at: now,
+            shared_image: shared,
         };
-        if let Err(e) = self.save(&record).await {
-            let _ = self.docker.remove_container(&container).await;
-            let _ = self.docker.remove_image(&image).await;
-            return Err(CreateError::Internal(format!(
-                "the instance record was not saved: {e}"
-            )));
-        }
+        self.save(&record).await.map_err(|e| {
+            CreateError::Internal(format!("the instance record was not saved: {e}"))
+        })?;
         log::info!(
-            "instance {instance_id} created for spec {:?} (assignment {}) in {} ms",
+            "instance {instance_id} created for spec {:?} (assignment {}{}) in {} ms",
             spec.spec_id,
             spec.assignment,
+            if shared { ", shared image" } else { "" },
             started.elapsed().as_millis()
         );
-        Ok(Instance::new(record))
+        let instance = Instance::new(record);
+        if running {
+            // Left running for the terminal that is about to attach.
+            instance.warm_for(self.config.reattach_grace);
+        }
+        Ok(instance)
     }
 
     /// The container limits: the assignment's, capped at the operator's maxima.
@@ -407,12 +509,18 @@ impl Registry {
             }
         }
         let record = instance.record();
+        let started = std::time::Instant::now();
         self.docker.start(&record.container_id).await?;
+        metrics::PHASE_SECONDS.record("start", &instance.id, started);
+        let started = std::time::Instant::now();
         let mut command = self.docker.image_command(&record.image).await?;
         if command.is_empty() {
             command = vec!["/bin/sh".into()];
         }
         let exec = self.docker.exec(&record.container_id, command).await?;
+        metrics::PHASE_SECONDS.record("exec", &instance.id, started);
+        // The terminal owns the container's running from here.
+        *instance.warm_until.lock().unwrap() = None;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let (registry, owner) = (self.clone(), instance.clone());
         let settings = TerminalSettings {
@@ -502,9 +610,12 @@ impl Registry {
             log::error!("instance {}: container not removed: {e}", instance.id);
             complete = false;
         }
-        if let Err(e) = self.docker.remove_image(&record.image).await {
-            log::error!("instance {}: image not removed: {e}", instance.id);
-            complete = false;
+        // A shared image stays for its other instances; the sweep collects it.
+        if !record.shared_image {
+            if let Err(e) = self.docker.remove_image(&record.image).await {
+                log::error!("instance {}: image not removed: {e}", instance.id);
+                complete = false;
+            }
         }
         // Without its container the record is dropped on the next start anyway.
         self.delete_record(&instance.id).await;
@@ -542,6 +653,25 @@ impl Registry {
         for instance in expired {
             self.remove(&instance, "expired").await;
         }
+        if let Err(e) = self
+            .provisioner
+            .collect_garbage(self.shared_images_in_use())
+            .await
+        {
+            log::debug!("assignment images not collected: {e}");
+        }
+    }
+
+    /// Tags of assignment images that registered instances use.
+    fn shared_images_in_use(&self) -> HashSet<String> {
+        let tables = self.tables.lock().unwrap();
+        tables
+            .by_id
+            .values()
+            .map(|i| i.record())
+            .filter(|r| r.shared_image)
+            .map(|r| r.image)
+            .collect()
     }
 
     /// How often to sweep: often enough for short test expiries, rarely
@@ -565,7 +695,7 @@ impl Registry {
                     let Ok(slot) = instance.terminal.try_lock() else {
                         continue;
                     };
-                    if slot.as_ref().is_none_or(Terminal::is_over) {
+                    if slot.as_ref().is_none_or(Terminal::is_over) && !instance.is_warm() {
                         log::info!("instance {id}: stopping its container (no session)");
                         self.docker.stop(&container.id).await?;
                     }
@@ -601,7 +731,9 @@ impl Registry {
                         "instance {}: its container is gone; dropping the instance",
                         record.instance_id
                     );
-                    let _ = self.docker.remove_image(&record.image).await;
+                    if !record.shared_image {
+                        let _ = self.docker.remove_image(&record.image).await;
+                    }
                     self.delete_record(&record.instance_id).await;
                 }
                 Some(container) => {
@@ -621,19 +753,26 @@ impl Registry {
             log::warn!("removing container {} that no record owns", container.id);
             self.docker.remove_container(&container.id).await?;
         }
-        for image in images.iter().filter(|i| !is_kept(&i.instance_id)) {
+        // Per-instance images (assignment images are collected below).
+        let per_instance = images.iter().filter(|i| i.assignment.is_none());
+        for image in per_instance.filter(|i| !is_kept(&i.instance_id)) {
             log::warn!("removing image {} that no record owns", image.id);
             if let Err(e) = self.docker.remove_image(&image.id).await {
                 log::warn!("image {} not removed: {e}", image.id);
             }
         }
-        let mut tables = self.tables.lock().unwrap();
-        for (id, record) in kept {
-            tables.by_spec.insert(record.spec_id.clone(), id.clone());
-            tables.by_id.insert(id, Instance::new(record));
+        {
+            let mut tables = self.tables.lock().unwrap();
+            for (id, record) in kept {
+                tables.by_spec.insert(record.spec_id.clone(), id.clone());
+                tables.by_id.insert(id, Instance::new(record));
+            }
+            log::info!("reconciled: {} instances", tables.by_id.len());
         }
-        log::info!("reconciled: {} instances", tables.by_id.len());
-        Ok(())
+        // Assignment images: kept while a record uses them or they are current.
+        self.provisioner
+            .collect_garbage(self.shared_images_in_use())
+            .await
     }
 
     /// On shutdown: close every session with 1001 and stop every container.
@@ -650,6 +789,8 @@ impl Registry {
             let terminal = instance.terminal.lock().await.take();
             if let Some(terminal) = terminal {
                 terminal.end(CloseReason::Shutdown).await;
+                self.stop_and_touch(&instance).await;
+            } else if instance.is_warm() {
                 self.stop_and_touch(&instance).await;
             }
         });

@@ -5,6 +5,10 @@
 //! - `seal`: the key file, sealing and opening specs
 //! - `spec`: the plaintext spec and assignment names
 //! - `assignment`: finding and rendering an assignment, the build context
+//! - `assignment_image`: shared-image mode: content hash, tag, old versions
+//! - `base_images`: `FROM` lines and the `--pull` policy
+//! - `instance_files`: `instance/` and `setup.sh.tmpl`, the upload tar, image users
+//! - `provision`: making a shared-image instance: image once, files, setup
 //! - `redact`: keeping spec data out of messages
 //! - `docker`: every call to the Docker daemon
 //! - `store`: instance records on disk and the state-directory lock
@@ -24,6 +28,8 @@
 #![forbid(unsafe_code)]
 
 pub mod assignment;
+pub mod assignment_image;
+pub mod base_images;
 pub mod bench;
 pub mod bench_startup;
 pub mod client;
@@ -31,8 +37,10 @@ pub mod config;
 pub mod connect;
 pub mod docker;
 pub mod http;
+pub mod instance_files;
 pub mod instances;
 pub mod metrics;
+pub mod provision;
 pub mod redact;
 pub mod seal;
 pub mod server;

@@ -8,24 +8,37 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
+/// Finer buckets for the phases of making an instance, most of which take
+/// milliseconds.
+const PHASE_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0,
+];
+const MAX_BUCKETS: usize = 16;
 
 pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
+    bounds: &'static [f64],
+    counts: [AtomicU64; MAX_BUCKETS],
     total: AtomicU64,
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
     const fn new() -> Histogram {
+        Histogram::with_bounds(&BUCKETS)
+    }
+
+    const fn with_bounds(bounds: &'static [f64]) -> Histogram {
+        assert!(bounds.len() <= MAX_BUCKETS);
         Histogram {
-            counts: [const { AtomicU64::new(0) }; BUCKETS.len()],
+            bounds,
+            counts: [const { AtomicU64::new(0) }; MAX_BUCKETS],
             total: AtomicU64::new(0),
             sum_micros: AtomicU64::new(0),
         }
     }
 
     pub fn observe(&self, seconds: f64) {
-        if let Some(i) = BUCKETS.iter().position(|&bound| seconds <= bound) {
+        if let Some(i) = self.bounds.iter().position(|&bound| seconds <= bound) {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
         self.total.fetch_add(1, Ordering::Relaxed);
@@ -35,15 +48,67 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(out, name, "");
+    }
+
+    /// The series of one histogram; `label` is `key="value",` or empty.
+    fn render_series(&self, out: &mut String, name: &str, label: &str) {
         let mut cumulative = 0;
-        for (bound, count) in BUCKETS.iter().zip(&self.counts) {
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
             cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{label}le=\"{bound}\"}} {cumulative}");
         }
         let total = self.total.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_bucket{{{label}le=\"+Inf\"}} {total}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}");
+        let plain = label.trim_end_matches(',');
+        let braces = if plain.is_empty() {
+            String::new()
+        } else {
+            format!("{{{plain}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {sum}\n{name}_count{braces} {total}"
+        );
+    }
+}
+
+/// The phases of making an instance and starting its terminal.
+pub const PHASES: [&str; 8] = [
+    "render", "pull", "build", "create", "copy", "start", "setup", "exec",
+];
+
+/// A duration histogram per phase.
+pub struct Phases {
+    histograms: [Histogram; PHASES.len()],
+}
+
+impl Phases {
+    const fn new() -> Phases {
+        Phases {
+            histograms: [const { Histogram::with_bounds(&PHASE_BUCKETS) }; PHASES.len()],
+        }
+    }
+
+    /// Records that `phase` of `instance` took from `started` until now,
+    /// and logs it at debug level.
+    pub fn record(&self, phase: &str, instance: &str, started: std::time::Instant) {
+        let elapsed = started.elapsed();
+        if let Some(i) = PHASES.iter().position(|&p| p == phase) {
+            self.histograms[i].observe(elapsed.as_secs_f64());
+        }
+        log::debug!(
+            "instance {instance}: {phase} took {} ms",
+            elapsed.as_millis()
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (phase, histogram) in PHASES.iter().zip(&self.histograms) {
+            histogram.render_series(out, name, &format!("phase=\"{phase}\","));
+        }
     }
 }
 
@@ -81,16 +146,19 @@ impl<const N: usize> Labelled<N> {
 
 pub static BUILD_SECONDS: Histogram = Histogram::new();
 pub static SPEC_READY_SECONDS: Histogram = Histogram::new();
+pub static PHASE_SECONDS: Phases = Phases::new();
 pub static BYTES: Labelled<2> = Labelled::new(["out", "in"]);
 pub static CLOSES: Labelled<8> = Labelled::new([
     "1000", "1001", "1009", "1011", "4001", "4002", "4003", "client",
 ]);
-pub static ERRORS: Labelled<9> = Labelled::new([
+pub static ERRORS: Labelled<11> = Labelled::new([
     "bad_request",
     "no_assignment",
     "expired_spec",
     "render",
     "build",
+    "setup",
+    "pull",
     "capacity",
     "docker",
     "internal",
@@ -142,6 +210,11 @@ pub fn render(now: &Snapshot) -> String {
         "ua_spec_ready_duration_seconds",
         "Time from POST /spec to a new instance's answer, queueing included.",
     );
+    PHASE_SECONDS.render(
+        &mut out,
+        "ua_phase_duration_seconds",
+        "Time of each phase of making an instance (render, pull, build, create, copy, start, setup) and of starting a terminal (start, exec).",
+    );
     BYTES.render(
         &mut out,
         "ua_bytes_proxied_total",
@@ -174,5 +247,19 @@ mod tests {
         assert!(out.contains("h_bucket{le=\"5\"} 2\n"), "{out}");
         assert!(out.contains("h_bucket{le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("h_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn phases_render_one_labelled_series_each() {
+        let phases = Phases::new();
+        phases.record("copy", "i", std::time::Instant::now());
+        let mut out = String::new();
+        phases.render(&mut out, "p", "help");
+        assert!(
+            out.contains("p_bucket{phase=\"copy\",le=\"+Inf\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("p_count{phase=\"copy\"} 1\n"), "{out}");
+        assert!(out.contains("p_count{phase=\"exec\"} 0\n"), "{out}");
     }
 }

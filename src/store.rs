@@ -25,6 +25,10 @@ pub struct InstanceRecord {
     pub created_at: i64,
     /// Unix seconds when the last session ended (or creation): expiry counts from here.
     pub last_active_at: i64,
+    /// The image is an assignment image shared with other instances: removing
+    /// the instance leaves it (absent in records of older versions: false).
+    #[serde(default)]
+    pub shared_image: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +191,7 @@ mod tests {
             container_id: "c".into(),
             created_at: 1,
             last_active_at: 2,
+            shared_image: false,
         }
     }
 
@@ -203,6 +208,13 @@ mod tests {
         store.delete(&id).unwrap();
         store.delete(&id).unwrap();
         assert!(store.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn records_of_older_versions_load_as_per_instance_images() {
+        let old = r#"{"instanceID":"0123456789abcdef0123456789abcdef","specID":"s","assignment":"a/b","image":"ua/x","containerId":"c","createdAt":1,"lastActiveAt":2}"#;
+        let record: InstanceRecord = serde_json::from_str(old).unwrap();
+        assert!(!record.shared_image);
     }
 
     #[test]
