@@ -387,7 +387,7 @@ async fn cli_tmpl_start(
                 DOCKERFILE_IN_CONTEXT,
                 "-",
             ],
-            &context,
+            &context.tar,
         )
         .await?;
         docker(&[

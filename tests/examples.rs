@@ -38,9 +38,9 @@ async fn student(server: &TestServer, assignment: &str, data: serde_json::Value)
 /// per-instance files must not take the home away from its owner.
 async fn assert_home_is_the_students(term: &mut Term) {
     let out = term
-        .run("id -un; stat -c 'home=%U' ~; touch ~/.probe && echo 'touch=ok'")
+        .run("echo \"user=$(id -un)\"; stat -c 'home=%U' ~; touch ~/.probe && echo 'touch=ok'")
         .await;
-    assert!(out.contains("\nstudent"), "{out}");
+    assert!(out.contains("user=student"), "{out}");
     assert!(out.contains("home=student"), "{out}");
     assert!(out.contains("touch=ok"), "{out}");
 }
