@@ -296,20 +296,23 @@ impl Docker {
         Ok(())
     }
 
-    /// The image's own command: ENTRYPOINT followed by CMD.
-    pub async fn image_command(&self, image: &str) -> Result<Vec<String>, DockerError> {
+    /// The image's own command (ENTRYPOINT followed by CMD) and USER.
+    pub async fn image_command(&self, image: &str) -> Result<(Vec<String>, String), DockerError> {
         let config = self.client().await?.inspect_image(image).await?.config;
         let config = config.unwrap_or_default();
         let mut command = config.entrypoint.unwrap_or_default();
         command.extend(config.cmd.unwrap_or_default());
-        Ok(command)
+        Ok((command, config.user.unwrap_or_default()))
     }
 
-    /// Creates a stopped container of `image` that runs the keep-alive.
+    /// Creates a stopped container of `image` that runs the keep-alive, as
+    /// `user` or else the image's USER. (An exec as root has the container's
+    /// capabilities only when its own process runs as root.)
     pub async fn create_container(
         &self,
         name: &str,
         image: &str,
+        user: Option<&str>,
         labels: &HashMap<String, String>,
         limits: &Limits,
     ) -> Result<String, DockerError> {
@@ -330,6 +333,7 @@ impl Docker {
             entrypoint: Some(KEEP_ALIVE.iter().map(|s| s.to_string()).collect()),
             cmd: Some(vec![]),
             labels: Some(labels.clone()),
+            user: user.map(str::to_string),
             network_disabled: Some(true),
             host_config: Some(host_config),
             ..Default::default()
@@ -566,9 +570,19 @@ impl Docker {
             .collect())
     }
 
-    /// Starts `command` in a TTY inside the running container, as the image's
-    /// USER, in its WORKDIR, with its ENV.
+    /// Starts `command` in a TTY inside the running container as the
+    /// container's user, in its WORKDIR, with its ENV.
     pub async fn exec(&self, container: &str, command: Vec<String>) -> Result<Exec, DockerError> {
+        self.exec_as(container, command, "").await
+    }
+
+    /// [`Docker::exec`] as `user` (empty: the container's user).
+    pub async fn exec_as(
+        &self,
+        container: &str,
+        command: Vec<String>,
+        user: &str,
+    ) -> Result<Exec, DockerError> {
         let client = self.client().await?;
         let config = ExecConfig {
             attach_stdin: Some(true),
@@ -576,6 +590,7 @@ impl Docker {
             attach_stderr: Some(true),
             tty: Some(true),
             env: Some(vec!["TERM=xterm-256color".into()]),
+            user: Some(user.to_string()).filter(|u| !u.is_empty()),
             cmd: Some(command),
             ..Default::default()
         };

@@ -397,11 +397,17 @@ impl Registry {
     ) -> Result<Arc<Instance>, CreateError> {
         let started = std::time::Instant::now();
         let labels = self.docker.labels(instance_id);
+        // A shared-image container runs its keep-alive as root, so that its
+        // setup (an exec as root) has the container's capabilities (Docker
+        // gives an exec none when the container's process is not root); the
+        // terminal runs as the image's USER either way.
+        let user = shared.then_some("0:0");
         let container_id = self
             .docker
             .create_container(
                 container,
                 image,
+                user,
                 &labels,
                 &self.limits(&assignment.settings),
             )
@@ -513,11 +519,15 @@ impl Registry {
         self.docker.start(&record.container_id).await?;
         metrics::PHASE_SECONDS.record("start", &instance.id, started);
         let started = std::time::Instant::now();
-        let mut command = self.docker.image_command(&record.image).await?;
+        let (mut command, user) = self.docker.image_command(&record.image).await?;
         if command.is_empty() {
             command = vec!["/bin/sh".into()];
         }
-        let exec = self.docker.exec(&record.container_id, command).await?;
+        // As the image's USER: a shared-image container itself runs as root.
+        let exec = self
+            .docker
+            .exec_as(&record.container_id, command, &user)
+            .await?;
         metrics::PHASE_SECONDS.record("exec", &instance.id, started);
         // The terminal owns the container's running from here.
         *instance.warm_until.lock().unwrap() = None;

@@ -27,8 +27,13 @@ use crate::spec::{AssignmentName, Spec};
 const PULL_TIMEOUT: Duration = Duration::from_secs(300);
 /// The setup script arrives on standard input and is read whole before it
 /// runs: it never lies in the container's files, and what it runs does not
-/// eat the rest of it.
-const SETUP_COMMAND: [&str; 3] = ["/bin/sh", "-c", "ua_setup=$(cat) && eval \"$ua_setup\""];
+/// eat the rest of it. Its errors go to standard output, to keep the order
+/// of the lines (Docker sends the two streams apart).
+const SETUP_COMMAND: [&str; 3] = [
+    "/bin/sh",
+    "-c",
+    "exec 2>&1; ua_setup=$(cat) && eval \"$ua_setup\"",
+];
 
 /// `--max-builds` slots, and how many wait for one.
 pub struct BuildSlots {

@@ -580,3 +580,115 @@ pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool)
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A Docker registry (Debian's `docker-registry`) on a loopback port, with
+/// its storage in a temporary directory. The engine trusts a registry on
+/// 127.0.0.1 without TLS. Local images of its repositories are removed on drop.
+pub struct LocalRegistry {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    pub fn start() -> LocalRegistry {
+        docker_ready();
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::create_dir_all(dir.path().join("storage")).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("these tests need Debian's docker-registry (apt-get install docker-registry)");
+        let registry = LocalRegistry {
+            port,
+            child,
+            _dir: dir,
+        };
+        eventually(Duration::from_secs(20), "the registry answers", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http(port, "GET", "/v2/", &[], b"").status == 200
+        });
+        registry
+    }
+
+    /// `127.0.0.1:PORT/<path>`.
+    pub fn reference(&self, path: &str) -> String {
+        format!("127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Builds `dockerfile` (no context, no network) as `reference`, pushes
+    /// it, and removes it from the local daemon.
+    pub fn push_built(&self, reference: &str, dockerfile: &str) {
+        let mut build = Command::new("docker")
+            .args(["build", "-q", "--network", "none", "-t", reference, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        build
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+        let out = build.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let push = Command::new("docker")
+            .args(["push", reference])
+            .output()
+            .unwrap();
+        assert!(
+            push.status.success(),
+            "docker push failed: {}",
+            String::from_utf8_lossy(&push.stderr)
+        );
+        docker(&["rmi", reference]);
+        assert!(!image_present(reference), "{reference} still local");
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let prefix = format!("127.0.0.1:{}/", self.port);
+        let images = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        for image in images.lines().filter(|i| i.starts_with(&prefix)) {
+            docker(&["rmi", "-f", image]);
+        }
+    }
+}
+
+/// Whether the local daemon has `reference`.
+pub fn image_present(reference: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", reference])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
