@@ -14,7 +14,7 @@ use common::*;
 fn examples_server() -> TestServer {
     debian_base_ready();
     let server = TestServer::start();
-    for group in ["c", "unix", "git"] {
+    for group in ["c", "unix", "git", "archive"] {
         server.add_templates(group);
     }
     server
@@ -161,4 +161,46 @@ async fn git_recover_finds_the_deleted_token_in_history() {
     let out = b.run(solve).await;
     assert!(out.contains(&token_b), "{out}");
     assert!(!b.screen.contains(&token_a), "{}", b.screen);
+}
+
+#[tokio::test]
+async fn archive_unpack_reaches_the_answer_through_the_nested_archives() {
+    let server = examples_server();
+    let tag = rand_tag();
+    let (answer_a, answer_b) = (format!("zip-A-{tag}"), format!("zip-B-{tag}"));
+    let mut a = student(
+        &server,
+        "archive.unpack",
+        serde_json::json!({"answer": answer_a}),
+    )
+    .await;
+    assert_home_is_the_students(&mut a).await;
+
+    // Packed per student: an xz stream under a misleading name, the student's own.
+    let out = a
+        .run("file delivery.bin; stat -c 'owner=%U' delivery.bin")
+        .await;
+    assert!(out.contains("XZ compressed data"), "{out}");
+    assert!(out.contains("owner=student"), "{out}");
+    let out = a.run("echo \"count=$(grep -c zip-A delivery.bin)\"").await;
+    assert!(
+        out.contains("count=0"),
+        "the answer is not readable as it is: {out}"
+    );
+
+    let solve = "tar -xf delivery.bin && cd box && file inner.zip && unzip -o inner.zip \
+                 && cat answer.txt; cd ~";
+    let out = a.run(solve).await;
+    assert!(out.contains("Zip archive data"), "{out}");
+    assert!(out.contains(&answer_a), "{out}");
+
+    let mut b = student(
+        &server,
+        "archive.unpack",
+        serde_json::json!({"answer": answer_b}),
+    )
+    .await;
+    let out = b.run(solve).await;
+    assert!(out.contains(&answer_b), "{out}");
+    assert!(!b.screen.contains(&answer_a), "{}", b.screen);
 }
