@@ -25,13 +25,14 @@ pub struct BenchArgs {
     key_file: PathBuf,
     /// Assignment to use; it must take `{"variant": ...}` (see templates/demo/bench).
     #[arg(long, default_value = "demo.bench")]
-    assignment: String,
+    pub(crate) assignment: String,
     /// Bytes of output for the throughput test.
     #[arg(long, default_value_t = 50_000_000)]
     bytes: u64,
-    /// Throughput rounds (ua and direct alternate); medians are reported.
+    /// Throughput rounds (ua and direct alternate), or with --startup the
+    /// start-up rounds; medians are reported.
     #[arg(long, default_value_t = 5)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// Keystrokes timed for the echo test.
     #[arg(long, default_value_t = 300)]
     echoes: usize,
@@ -48,6 +49,25 @@ pub struct BenchArgs {
     /// The server's process ID, to read its memory use (RSS) from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Measure instance start-up instead: spec → first prompt for a
+    /// shared-image and a `Dockerfile.tmpl` assignment beside the docker CLI
+    /// doing the same by hand (`--rounds` rounds, medians), then a class start.
+    #[arg(long)]
+    pub(crate) startup: bool,
+    /// With --startup: the shared-image assignment (same data as --assignment).
+    #[arg(long, default_value = "demo.bench_shared")]
+    pub(crate) shared_assignment: String,
+    /// With --startup: the server's assignments directory, where the docker
+    /// CLI side reads the same assignments (it must be on this machine).
+    #[arg(long, env = "UA_ASSIGNMENTS", default_value = "/etc/ua/assignments")]
+    pub(crate) assignments: PathBuf,
+    /// With --startup: students in the class start (new specs of the
+    /// shared-image assignment); 0 skips it.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) class_size: usize,
+    /// With --startup: concurrent clients posting the class's specs.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) class_clients: usize,
 }
 
 /// Runs `ua bench`: measures, prints a Markdown table, cleans up.
@@ -58,20 +78,26 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
-struct Bench {
-    server: Server,
+pub(crate) struct Bench {
+    pub(crate) server: Server,
     keys: Keyring,
     assignment: String,
-    run_id: String,
+    pub(crate) run_id: String,
     docker: Docker,
     specs: Vec<String>,
 }
 
 impl Bench {
     fn spec(&mut self, name: &str, variant: &str) -> String {
+        let assignment = self.assignment.clone();
+        self.spec_of(&assignment, name, variant)
+    }
+
+    /// A sealed spec of `assignment` with `{"variant": ...}`, cleaned up at the end.
+    pub(crate) fn spec_of(&mut self, assignment: &str, name: &str, variant: &str) -> String {
         let spec = serde_json::json!({
             "specID": format!("bench/{}/{name}", self.run_id),
-            "assignmentName": self.assignment,
+            "assignmentName": assignment,
             "data": { "variant": variant },
         });
         let sealed = self.keys.seal(spec.to_string().as_bytes());
@@ -79,10 +105,13 @@ impl Bench {
         sealed
     }
 
+    /// Cleans every spec made, a few at a time (a class start makes many).
     async fn clean_up(&self) {
-        for sealed in &self.specs {
-            let _ = self.server.clean(sealed).await;
-        }
+        futures_util::stream::iter(&self.specs)
+            .for_each_concurrent(8, |sealed| async move {
+                let _ = self.server.clean(sealed).await;
+            })
+            .await;
     }
 }
 
@@ -95,7 +124,11 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         docker: Docker::new(std::path::Path::new("/")),
         specs: Vec::new(),
     };
-    let result = measure(&mut bench, &args).await;
+    let result = if args.startup {
+        crate::bench_startup::measure(&mut bench, &args).await
+    } else {
+        measure(&mut bench, &args).await
+    };
     eprintln!("cleaning up {} bench instances", bench.specs.len());
     bench.clean_up().await;
     result
@@ -164,8 +197,16 @@ async fn spec_to_prompt(
     variant: &str,
 ) -> anyhow::Result<(String, Duration)> {
     let sealed = bench.spec(name, variant);
+    sealed_to_prompt(bench, &sealed).await
+}
+
+/// Sends a sealed spec, connects, and waits for the shell's prompt.
+pub(crate) async fn sealed_to_prompt(
+    bench: &Bench,
+    sealed: &str,
+) -> anyhow::Result<(String, Duration)> {
     let started = Instant::now();
-    let instance = bench.server.open_instance(&sealed).await?;
+    let instance = bench.server.open_instance(sealed).await?;
     let mut term = Term::open(&bench.server, &instance).await?;
     term.wait_for("$ ", Duration::from_secs(60)).await?;
     Ok((instance, started.elapsed()))
@@ -245,7 +286,7 @@ async fn concurrent(bench: &mut Bench, args: &BenchArgs, count: usize) -> anyhow
     Ok(())
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
@@ -258,7 +299,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn percentile(times: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(times: &[Duration], p: f64) -> Duration {
     if times.is_empty() {
         return Duration::ZERO;
     }
@@ -268,20 +309,20 @@ fn percentile(times: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// A terminado client that counts what it reads. Its reader runs in its own
 /// task, as a browser's would, so pings are answered while the bench is busy.
-struct Term {
+pub(crate) struct Term {
     sink: futures_util::stream::SplitSink<Socket, Message>,
     output: tokio::sync::mpsc::Receiver<anyhow::Result<String>>,
     text: String,
 }
 
 impl Term {
-    async fn open(server: &Server, instance: &str) -> anyhow::Result<Term> {
+    pub(crate) async fn open(server: &Server, instance: &str) -> anyhow::Result<Term> {
         let (sink, mut stream) = server.terminal(instance).await?.split();
         let (tx, output) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -318,7 +359,11 @@ impl Term {
     }
 
     /// Reads frames until `needle` is in the text read so far; returns the bytes read.
-    async fn wait_for(&mut self, needle: &str, within: Duration) -> anyhow::Result<usize> {
+    pub(crate) async fn wait_for(
+        &mut self,
+        needle: &str,
+        within: Duration,
+    ) -> anyhow::Result<usize> {
         let deadline = tokio::time::Instant::now() + within;
         let mut read = 0;
         loop {

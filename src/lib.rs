@@ -25,6 +25,7 @@
 //! - `client`: the API from the client side
 //! - `connect`: `ua connect`, a terminal client
 //! - `bench`: `ua bench`, the benchmark tool
+//! - `bench_startup`: `ua bench --startup`, instance start-up and class starts
 //! - `systemd`: socket activation, notifications, journal logging
 #![forbid(unsafe_code)]
 
@@ -32,6 +33,7 @@ pub mod assignment;
 pub mod assignment_image;
 pub mod base_images;
 pub mod bench;
+pub mod bench_startup;
 pub mod client;
 pub mod config;
 pub mod connect;

@@ -51,3 +51,45 @@ fn the_bench_tool_measures_a_real_server_and_cleans_up() {
         "the bench cleaned its instances"
     );
 }
+
+#[test]
+fn the_startup_bench_compares_with_the_docker_cli_and_counts_images() {
+    let server = TestServer::start();
+    let out = Command::new(BINARY)
+        .args(["bench", "--startup"])
+        .args(["--server", &format!("http://127.0.0.1:{}", server.port)])
+        .arg("--key-file")
+        .arg(server.key_file())
+        .arg("--assignments")
+        .arg(server.assignments())
+        .args(["--rounds", "1", "--class-size", "3", "--class-clients", "2"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "shared image: first spec",
+        "spec → first prompt, shared image, median of 1",
+        "spec → first prompt, Dockerfile.tmpl, median of 1",
+        "class start: 3 students from 2 clients",
+        "images behind the class's 3 containers",
+        "made during the class start",
+    ] {
+        assert!(table.contains(row), "no {row:?} row in\n{table}");
+    }
+    // Shared-image mode makes no image per instance: one image behind all.
+    assert!(
+        table.contains("| images behind the class's 3 containers | 1 |"),
+        "{table}"
+    );
+    assert!(
+        server.records().is_empty(),
+        "the bench cleaned its instances"
+    );
+    let leftovers = docker(&["ps", "-a", "--filter", "name=ua-bench-cli-", "-q"]);
+    assert!(leftovers.is_empty(), "the CLI side removed its containers");
+}

@@ -40,6 +40,26 @@ pub fn docker_ready() {
     });
 }
 
+/// Builds the Debian base image of the examples once per test process
+/// (scripts/build-debian-base: a no-op when `ua-debian:bookworm` exists, so
+/// a cached image is reused), failing loudly when it cannot be built.
+pub fn debian_base_ready() {
+    static READY: Once = Once::new();
+    READY.call_once(|| {
+        docker_ready();
+        let out = Command::new(repo().join("scripts/build-debian-base"))
+            .output()
+            .expect("scripts/build-debian-base runs");
+        assert!(
+            out.status.success(),
+            "the Debian base image ua-debian:bookworm did not build (it needs mmdebstrap \
+             and Debian's archive):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 /// Runs `ua VERB --key-file KEY` with `input` on its standard input.
 pub fn ua_with_input(verb: &str, key: &Path, input: &str) -> std::process::Output {
     let mut child = Command::new(BINARY)
@@ -128,6 +148,14 @@ impl TestServer {
         };
         server.spawn();
         server
+    }
+
+    /// Copies `templates/<group>` of the repository into the assignments.
+    pub fn add_templates(&self, group: &str) {
+        copy_dir(
+            &repo().join("templates").join(group),
+            &self.assignments().join(group),
+        );
     }
 
     pub fn key_file(&self) -> PathBuf {
