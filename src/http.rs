@@ -18,8 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServeConfig;
+use crate::docker::DockerError;
+use crate::files::{self, FilesError};
 use crate::instances::{unix_now, CreateError, Registry};
 use crate::metrics;
+use crate::observe;
 use crate::seal::Keyring;
 use crate::session::{self, SessionSettings};
 use crate::spec::Spec;
@@ -143,6 +146,10 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
         (&Method::GET, "/health") => health(&app).await,
         (&Method::GET, "/metrics") => metrics_page(&app),
         (&Method::GET, p) if p.starts_with("/static/") => static_file(&app, &p["/static/".len()..]),
+        (&Method::GET, p) if p.starts_with("/instance/") && p.ends_with("/files") => {
+            let id = &p["/instance/".len()..p.len() - "/files".len()];
+            graded_files(&app, id, request.uri().query().unwrap_or("")).await
+        }
         (&Method::GET, p) if p.starts_with("/instance/") && !p.ends_with("/ws") => {
             terminal_page(&app, &p["/instance/".len()..])
         }
@@ -159,7 +166,7 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
             "there is no such path on this server",
         ),
     };
-    if path.starts_with("/spec") {
+    if path.starts_with("/spec") || path.ends_with("/files") {
         add_cors(&app, origin.as_ref(), &mut response);
     }
     Ok(response)
@@ -263,11 +270,18 @@ fn capitalise(text: &str) -> String {
 }
 
 async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
+    let observe = query_has(&request, "mode=observe");
     let spec = match read_spec(app, request).await {
         Ok(spec) => spec,
         Err(response) => return response,
     };
     let spec_id = spec.spec_id.clone();
+    if observe {
+        return match app.registry.instance_of_spec(&spec_id) {
+            Some(id) => json_response(StatusCode::OK, json!({ "instanceID": id })),
+            None => error(StatusCode::NOT_FOUND, "this spec has no instance"),
+        };
+    }
     match app.registry.get_or_create(spec).await {
         Ok(instance_id) => json_response(StatusCode::OK, json!({ "instanceID": instance_id })),
         Err(e) => {
@@ -304,6 +318,53 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 body["buildOutput"] = json!(tail);
             }
             json_response(status, body)
+        }
+    }
+}
+
+fn query_has(request: &Request<Incoming>, pair: &str) -> bool {
+    request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == pair))
+}
+
+/// `GET /instance/{id}/files?path=…`: graded files out of the container.
+async fn graded_files(app: &App, instance_id: &str, query: &str) -> Response<Body> {
+    let instance = is_instance_id(instance_id)
+        .then(|| app.registry.lookup(instance_id))
+        .flatten();
+    let Some(instance) = instance else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "there is no such instance (it may have expired or been cleaned); send the spec again",
+        );
+    };
+    let read = match files::paths_from_query(query) {
+        Ok(paths) => {
+            let container = app.registry.container_of(&instance);
+            let image = app.registry.image_of(&instance);
+            files::read(&app.registry.docker, &container, &image, &paths).await
+        }
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(FilesError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, &m),
+        Err(FilesError::TooBig(m)) => error(StatusCode::PAYLOAD_TOO_LARGE, &m),
+        Err(FilesError::Docker(DockerError::Unreachable(e))) => {
+            log::warn!("instance {instance_id}: files not read: {e}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Docker is unreachable; try again shortly",
+            )
+        }
+        Err(FilesError::Docker(e)) => {
+            log::warn!("instance {instance_id}: files not read: {e}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the files could not be read from the container",
+            )
         }
     }
 }
@@ -445,6 +506,7 @@ fn is_same_origin(request: &Request<Incoming>) -> bool {
 }
 
 fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> Response<Body> {
+    let observe = query_has(&request, "mode=observe");
     let same_origin = is_same_origin(&request);
     if !same_origin && !origin_allowed(app, request.headers().get(header::ORIGIN)) {
         return error(
@@ -485,6 +547,16 @@ fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> 
     let settings = SessionSettings {
         idle_timeout: app.config.idle_timeout,
     };
+    if observe {
+        app.sessions.spawn(observe::run(
+            websocket,
+            app.registry.clone(),
+            instance,
+            settings,
+            app.shutdown.clone(),
+        ));
+        return response;
+    }
     app.sessions.spawn(session::run(
         websocket,
         app.registry.clone(),

@@ -18,7 +18,7 @@ use crate::metrics;
 use crate::redact::Redactor;
 use crate::spec::Spec;
 use crate::store::{new_instance_id, InstanceRecord, Store};
-use crate::terminal::{Attachment, CloseReason, Ended, Terminal, TerminalSettings};
+use crate::terminal::{Attachment, CloseReason, Ended, Observation, Terminal, TerminalSettings};
 
 /// Why an instance could not be made. Messages never hold spec data.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,6 +54,15 @@ pub enum AttachError {
     Gone,
     #[error(transparent)]
     Docker(#[from] DockerError),
+}
+
+/// Why an observer was not added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObserveRefusal {
+    /// No terminal runs (the container is stopped): 4004.
+    NotRunning,
+    /// The terminal has all the observers it takes: 1013.
+    TooMany,
 }
 
 pub fn unix_now() -> i64 {
@@ -430,6 +439,35 @@ impl Registry {
         let attachment = terminal.attach(client_id).await.ok_or(AttachError::Gone)?;
         *slot = Some(terminal);
         Ok(attachment)
+    }
+
+    /// Adds a read-only observer to the instance's running terminal; never
+    /// starts anything.
+    pub async fn observe(&self, instance: &Arc<Instance>) -> Result<Observation, ObserveRefusal> {
+        let terminal = instance.terminal.lock().await.clone();
+        let Some(terminal) = terminal.filter(|t| !t.is_over()) else {
+            return Err(ObserveRefusal::NotRunning);
+        };
+        match terminal.observe().await {
+            Some(observation) => Ok(observation),
+            None if terminal.is_over() => Err(ObserveRefusal::NotRunning),
+            None => Err(ObserveRefusal::TooMany),
+        }
+    }
+
+    /// The instance of a spec, if it has one (never builds, never takes over).
+    pub fn instance_of_spec(&self, spec_id: &str) -> Option<String> {
+        self.tables.lock().unwrap().by_spec.get(spec_id).cloned()
+    }
+
+    /// The container's ID (for reading files from it).
+    pub fn container_of(&self, instance: &Instance) -> String {
+        instance.record().container_id
+    }
+
+    /// The image's ID (for its working directory).
+    pub fn image_of(&self, instance: &Instance) -> String {
+        instance.record().image
     }
 
     /// A terminal is over: stop the container (files kept) and start the

@@ -12,6 +12,8 @@
 //! - `terminal`: one running terminal, its flow control and replay buffer
 //! - `terminado`: the websocket codec and the UTF-8 decoder
 //! - `session`: one websocket attached to a terminal
+//! - `observe`: a read-only websocket on a terminal (staff views)
+//! - `files`: graded files read out of a container
 //! - `metrics`: counters for `/metrics`
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
@@ -28,9 +30,11 @@ pub mod client;
 pub mod config;
 pub mod connect;
 pub mod docker;
+pub mod files;
 pub mod http;
 pub mod instances;
 pub mod metrics;
+pub mod observe;
 pub mod redact;
 pub mod seal;
 pub mod server;
