@@ -291,6 +291,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
                 CreateError::AtCapacity(_)
+                | CreateError::AtRunningCapacity(_)
                 | CreateError::QueueFull(_)
                 | CreateError::DockerDown => StatusCode::SERVICE_UNAVAILABLE,
                 CreateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -300,7 +301,9 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                     CreateError::NoAssignment(_) => "no_assignment",
                     CreateError::Render(_) => "render",
                     CreateError::Build { .. } => "build",
-                    CreateError::AtCapacity(_) | CreateError::QueueFull(_) => "capacity",
+                    CreateError::AtCapacity(_)
+                    | CreateError::AtRunningCapacity(_)
+                    | CreateError::QueueFull(_) => "capacity",
                     CreateError::DockerDown => "docker",
                     CreateError::Internal(_) => "internal",
                 },
@@ -310,6 +313,13 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 log::warn!("spec {spec_id:?}: {e}");
             }
             let mut body = json!({ "error": capitalise(&e.to_string()) });
+            // Which limit was hit: memory-bound (running) or disk-bound (instances).
+            match &e {
+                CreateError::AtCapacity(_) => body["limit"] = json!("instances"),
+                CreateError::AtRunningCapacity(_) => body["limit"] = json!("running"),
+                CreateError::QueueFull(_) => body["limit"] = json!("buildQueue"),
+                _ => {}
+            }
             if let CreateError::Build { tail } = &e {
                 body["error"] = json!(format!(
                     "The assignment's image did not build; its last output:\n{}",

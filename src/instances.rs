@@ -29,8 +29,10 @@ pub enum CreateError {
     Render(String),
     #[error("the assignment's image did not build")]
     Build { tail: Vec<String> },
-    #[error("the server is at its limit of {0} instances; try again shortly")]
+    #[error("the server is at its limit of {0} stored instances; try again shortly")]
     AtCapacity(usize),
+    #[error("the server is at its limit of {0} running terminals and builds; try again shortly")]
+    AtRunningCapacity(usize),
     #[error("the server's build queue is full ({0} waiting); try again shortly")]
     QueueFull(usize),
     #[error("Docker is unreachable; try again shortly")]
@@ -171,9 +173,13 @@ impl Registry {
             match tables.building.get(&spec.spec_id) {
                 Some(waiting) => waiting.clone(),
                 None => {
-                    let live = tables.by_id.len() + tables.building.len();
-                    if live >= self.config.max_instances {
+                    let stored = tables.by_id.len() + tables.building.len();
+                    if stored >= self.config.max_instances {
                         return Err(CreateError::AtCapacity(self.config.max_instances));
+                    }
+                    let running = tables.by_id.values().filter(|i| i.is_busy()).count();
+                    if running + tables.building.len() >= self.config.max_running {
+                        return Err(CreateError::AtRunningCapacity(self.config.max_running));
                     }
                     let waiting = tables.building.len().saturating_sub(self.config.max_builds);
                     if waiting >= self.config.max_build_queue {
@@ -344,6 +350,9 @@ impl Registry {
             container_id,
             created_at: now,
             last_active_at: now,
+            keep_until: spec
+                .keep_until
+                .map(|t| t.min(now + self.config.max_keep.as_secs() as i64)),
         };
         if let Err(e) = self.save(&record).await {
             let _ = self.docker.remove_container(&container).await;
@@ -560,13 +569,19 @@ impl Registry {
 
     /// Removes instances whose last session ended more than the expiry ago.
     pub async fn expire(&self) {
-        let limit = unix_now() - self.config.instance_expiry.as_secs() as i64;
+        let now = unix_now();
+        let limit = now - self.config.instance_expiry.as_secs() as i64;
+        let kept = |record: &InstanceRecord| record.keep_until.is_some_and(|t| t > now);
         let expired: Vec<Arc<Instance>> = {
             let mut tables = self.tables.lock().unwrap();
             let ids: Vec<String> = tables
                 .by_id
                 .values()
-                .filter(|i| !i.is_busy() && i.record().last_active_at <= limit)
+                .filter(|i| !i.is_busy())
+                .filter(|i| {
+                    let record = i.record();
+                    record.last_active_at <= limit && !kept(&record)
+                })
                 .map(|i| i.id.clone())
                 .collect();
             ids.iter()

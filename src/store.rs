@@ -25,6 +25,9 @@ pub struct InstanceRecord {
     pub created_at: i64,
     /// Unix seconds when the last session ended (or creation): expiry counts from here.
     pub last_active_at: i64,
+    /// Unix seconds: not expired before then (the spec's `keepUntil`, capped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_until: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +189,7 @@ mod tests {
             image: format!("ua/{id}"),
             container_id: "c".into(),
             created_at: 1,
+            keep_until: None,
             last_active_at: 2,
         }
     }

@@ -216,6 +216,7 @@ def create_spec(
     spec_id: Optional[str] = None,
     not_after: NotAfter = None,
     key: Optional[KeyLike] = None,
+    keep_until: NotAfter = None,
 ) -> str:
     """Seal a spec and return it as one line of base64 text.
 
@@ -232,6 +233,11 @@ def create_spec(
         not_after: the server refuses the spec (410) after this moment: unix
             seconds (``int``), a ``datetime`` (naive means local time) or a
             ``timedelta`` from now. Default: no limit.
+        keep_until: keep the instance (the student's files) at least until
+            this moment, even unused: same forms as ``not_after``. The server
+            caps it (``--max-keep``, 30 days by default) and expires the
+            instance as usual afterwards. Default: ``--instance-expiry``
+            (4 h) after the last session.
         key: a key line (44-character base64 ``str``) or the raw 32 bytes.
             Default: ``UA_KEY``, else the first key of the file ``UA_KEY_FILE``.
 
@@ -260,6 +266,9 @@ def create_spec(
     seconds = _unix_seconds(not_after)
     if seconds is not None:
         plaintext["notAfter"] = seconds
+    keep = _unix_seconds(keep_until)
+    if keep is not None:
+        plaintext["keepUntil"] = keep
     payload = json.dumps(plaintext, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
     return base64.b64encode(seal_bytes(secret_key, payload)).decode("ascii")
 
