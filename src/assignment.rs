@@ -1,5 +1,6 @@
-//! Assignments on disk (API §4): finding one by name without leaving the
-//! root, rendering its templates with the spec, and packing the build context.
+//! Assignments on disk (docs/API.md, "Assignments"): finding one by name
+//! without leaving the root, rendering its templates with the spec, and
+//! packing the build context.
 
 use std::fs;
 use std::io;
@@ -21,16 +22,26 @@ const TEMPLATE_SUFFIX: &str = ".tmpl";
 /// (and `.dockerignore`) from the context because our `.dockerignore` lists it.
 pub const DOCKERFILE_IN_CONTEXT: &str = ".ua-Dockerfile";
 
+/// Why an assignment could not be used; messages never hold spec data.
 #[derive(Debug, thiserror::Error)]
 pub enum AssignmentError {
+    /// No usable assignment of this name under the root.
     #[error("there is no assignment named `{0}` on this server")]
     NotFound(String),
+    /// A template did not render (the message is redacted).
     #[error("the assignment's template did not render: {0}")]
     Render(String),
+    /// `assignment.json` is not valid.
     #[error("the assignment's assignment.json is invalid: {0}")]
     Settings(String),
+    /// Reading the assignment's files failed.
     #[error("the assignment `{name}` could not be read: {cause}")]
-    Io { name: String, cause: io::Error },
+    Io {
+        /// The assignment's name.
+        name: String,
+        /// What the file system said.
+        cause: io::Error,
+    },
 }
 
 /// Per-assignment overrides from the optional `assignment.json`; the server
@@ -61,7 +72,9 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(
 /// A located assignment directory, known to lie inside the root.
 #[derive(Debug, Clone)]
 pub struct Assignment {
+    /// Its name.
     pub name: AssignmentName,
+    /// Its `assignment.json`, or the defaults.
     pub settings: Settings,
     dir: PathBuf,
     root: PathBuf,
@@ -179,6 +192,7 @@ pub struct Renderer {
 }
 
 impl Renderer {
+    /// A renderer for one spec's variables.
     pub fn new(vars: &TemplateVars) -> Renderer {
         Renderer {
             env: template_env(),
@@ -195,10 +209,13 @@ impl Renderer {
     }
 }
 
-/// The variables templates see (API §4).
+/// The variables templates see (docs/API.md, "Templates").
 pub struct TemplateVars<'a> {
+    /// The spec's `data`.
     pub data: &'a serde_json::Value,
+    /// The spec's `specID`.
     pub spec_id: &'a str,
+    /// The ID of the instance being made.
     pub instance_id: &'a str,
 }
 
@@ -228,7 +245,14 @@ fn template_env() -> Environment<'static> {
         })
     });
     env.add_filter("b64", |v: Value| Ok(BASE64.encode(text_of(&defined(v)?))));
-    env.add_filter("shell", |v: Value| Ok(shell_quote(&text_of(&defined(v)?))));
+    env.add_filter("shell", |state: &minijinja::State, v: Value| {
+        let text = text_of(&defined(v)?);
+        Ok(if state.name().ends_with(DOCKERFILE_TEMPLATE) {
+            shell_quote_one_line(&text)
+        } else {
+            shell_quote(&text)
+        })
+    });
     env
 }
 
@@ -251,6 +275,18 @@ fn text_of(value: &Value) -> String {
 /// One POSIX shell word that stands for exactly `text`.
 pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A shell word for `text` that fits on one line, for a Dockerfile: there a
+/// newline ends the instruction and a backslash-newline joins lines, so a
+/// text with newlines is printed line by line. Trailing newlines are lost
+/// (command substitution drops them); all else is exact.
+pub fn shell_quote_one_line(text: &str) -> String {
+    if !text.contains('\n') {
+        return shell_quote(text);
+    }
+    let lines: Vec<String> = text.split('\n').map(shell_quote).collect();
+    format!("\"$(printf '%s\\n' {})\"", lines.join(" "))
 }
 
 /// A render error in one line, without the debug dump that would show values.
@@ -484,6 +520,28 @@ mod tests {
         );
         write(&root.path().join("a/assignment.json"), r#"{"memory": 64}"#);
         assert!(matches!(find(), Err(AssignmentError::Settings(_))));
+    }
+
+    #[test]
+    fn shell_quoting_is_exact_in_scripts_and_dockerfiles() {
+        let texts = [
+            "plain",
+            "it's",
+            "a\\\nb",
+            "two\nlines",
+            "back\\",
+            "$HOME `x` \"q\"",
+        ];
+        for text in texts {
+            for quoted in [shell_quote(text), shell_quote_one_line(text)] {
+                let out = std::process::Command::new("sh")
+                    .args(["-c", &format!("printf %s {quoted}")])
+                    .output()
+                    .unwrap();
+                assert_eq!(String::from_utf8_lossy(&out.stdout), text, "{quoted}");
+            }
+            assert!(!shell_quote_one_line(text).contains('\n'));
+        }
     }
 
     #[test]

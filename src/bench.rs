@@ -13,6 +13,7 @@ use crate::client::{Server, Socket};
 use crate::docker::Docker;
 use crate::seal::Keyring;
 
+/// Flags of `ua bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Base URL of the ua server to measure (on this machine: the direct
@@ -49,6 +50,7 @@ pub struct BenchArgs {
     server_pid: Option<u32>,
 }
 
+/// Runs `ua bench`: measures, prints a Markdown table, cleans up.
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,6 +5,9 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
+use crate::seal::Keyring;
+
+/// A client's websocket to a ua server.
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -16,6 +19,7 @@ pub struct Server {
 }
 
 impl Server {
+    /// Parses an `http://host:port[/base]` URL.
     pub fn parse(url: &str) -> anyhow::Result<Server> {
         let Some(rest) = url.strip_prefix("http://") else {
             bail!("the server must be an http:// URL (for https, put ua behind a TLS proxy and use a browser)");
@@ -53,10 +57,32 @@ impl Server {
 
     /// `POST /spec`: the instance ID, or the server's reason in the error.
     pub async fn open_instance(&self, sealed: &str) -> anyhow::Result<String> {
+        self.post_spec(sealed, None).await
+    }
+
+    /// `POST /spec` for the assignment's author, who holds the key: a failed
+    /// build's or setup's sealed output is opened and shown in the error.
+    pub async fn open_instance_as_author(
+        &self,
+        sealed: &str,
+        keys: &Keyring,
+    ) -> anyhow::Result<String> {
+        self.post_spec(sealed, Some(keys)).await
+    }
+
+    async fn post_spec(&self, sealed: &str, keys: Option<&Keyring>) -> anyhow::Result<String> {
         let (status, json) = self.post("/spec", sealed).await?;
         if !status.is_success() {
             let error = json["error"].as_str().unwrap_or("no explanation given");
-            bail!("the server refused the spec ({status}): {error}");
+            let output = json["sealedOutput"]
+                .as_str()
+                .zip(keys)
+                .and_then(|(output, keys)| keys.open(output).ok())
+                .map(|text| String::from_utf8_lossy(&text).into_owned());
+            match output {
+                Some(output) => bail!("the server refused the spec ({status}): {error}\n{output}"),
+                None => bail!("the server refused the spec ({status}): {error}"),
+            }
         }
         json["instanceID"]
             .as_str()

@@ -1,4 +1,5 @@
-//! Flags of `ua serve`, each with its `UA_*` environment variable (API §6).
+//! Flags of `ua serve`, each with its `UA_*` environment variable
+//! (docs/API.md, "Operations").
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +90,13 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_ALLOWED_ORIGINS", default_value = "*")]
     pub allowed_origins: String,
 
+    /// Origins under which this server's own pages are reached, e.g.
+    /// `https://ua.example.edu` behind a proxy (comma-separated). The browser
+    /// terminal's websocket is accepted from them. Default: the listening
+    /// address (`http://127.0.0.1:8000`, and `localhost` for a loopback one).
+    #[arg(long, env = "UA_PUBLIC_ORIGIN", default_value = "")]
+    pub public_origin: String,
+
     /// Bytes of recent output replayed to a reconnecting client.
     #[arg(long, env = "UA_REPLAY_BYTES", default_value_t = 64 * 1024)]
     pub replay_bytes: usize,
@@ -150,20 +158,52 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The settings that `ua serve ARGS` would have (for in-process servers
+    /// in tests and fuzz targets); `UA_*` variables apply as usual.
+    pub fn from_args(args: &[&str]) -> Result<ServeConfig, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let argv = std::iter::once("serve").chain(args.iter().copied());
+        <Serve as clap::Parser>::try_parse_from(argv).map(|serve| serve.config)
+    }
+
+    /// The public origins: `--public-origin`, or else those of the address
+    /// the server listens on (none for a socket systemd passed).
+    pub fn public_origins(&self, listening: Option<std::net::SocketAddr>) -> Vec<String> {
+        let configured = origin_list(&self.public_origin);
+        if !configured.is_empty() {
+            return configured;
+        }
+        let Some(addr) = listening else {
+            return Vec::new();
+        };
+        let mut origins = vec![format!("http://{addr}")];
+        if addr.ip().is_loopback() {
+            origins.push(format!("http://localhost:{}", addr.port()));
+        }
+        origins
+    }
+
     /// The allowed origins, or `None` when any origin is allowed.
     pub fn origin_allowlist(&self) -> Option<Vec<String>> {
-        let list: Vec<String> = self
-            .allowed_origins
-            .split(',')
-            .map(|s| s.trim().trim_end_matches('/').to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let list = origin_list(&self.allowed_origins);
         if list.is_empty() || list.iter().any(|s| s == "*") {
             None
         } else {
             Some(list)
         }
     }
+}
+
+/// A comma-separated list of origins, without trailing slashes.
+fn origin_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|s| s.trim().trim_end_matches('/').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

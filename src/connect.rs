@@ -14,6 +14,7 @@ use crate::client::{Server, Socket};
 use crate::seal::Keyring;
 use crate::session;
 
+/// Flags of `ua connect`.
 #[derive(clap::Args, Debug)]
 pub struct ConnectArgs {
     /// The assignment to try, e.g. `demo.busybox`.
@@ -36,6 +37,7 @@ pub struct ConnectArgs {
     server: String,
 }
 
+/// Runs `ua connect` until the session ends, then says why.
 pub fn main(args: ConnectArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -68,7 +70,7 @@ async fn run(args: ConnectArgs) -> anyhow::Result<String> {
                 .unwrap_or_else(|| format!("connect/{assignment}"));
             let spec = serde_json::json!({ "specID": spec_id, "assignmentName": assignment, "data": data });
             let sealed = keys.seal(spec.to_string().as_bytes());
-            server.open_instance(&sealed).await?
+            server.open_instance_as_author(&sealed, &keys).await?
         }
     };
     let socket = server.terminal(&instance).await?;

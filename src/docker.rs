@@ -18,7 +18,9 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 use tokio::sync::Mutex;
 
+/// Label on everything ua makes in Docker: `ua.owned=true`.
 pub const LABEL_OWNED: &str = "ua.owned";
+/// Label naming the instance a container or image belongs to.
 pub const LABEL_INSTANCE: &str = "ua.instance";
 /// Which server (by state directory) made an object: two servers sharing a
 /// daemon never reconcile away each other's instances.
@@ -39,12 +41,21 @@ const KEEP_ALIVE: [&str; 3] = [
     "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done",
 ];
 
+/// A failed Docker call.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
+    /// The daemon did not answer (or its socket is missing).
     #[error("the Docker daemon is unreachable: {0}")]
     Unreachable(String),
+    /// The daemon answered with an error status.
     #[error("Docker answered {status}: {message}")]
-    Api { status: u16, message: String },
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The object does not exist (404).
     #[error("not found")]
     NotFound,
 }
@@ -67,19 +78,28 @@ impl From<BollardError> for DockerError {
     }
 }
 
+/// A failed image build.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The build ran and failed.
     #[error("the image did not build")]
-    Failed { tail: Vec<String> },
+    Failed {
+        /// The build's last output lines; they may show spec data.
+        tail: Vec<String>,
+    },
+    /// Docker itself failed.
     #[error(transparent)]
     Docker(#[from] DockerError),
 }
 
-/// Resource limits of one container (API §4).
+/// Resource limits of one container (docs/API.md, "Containers").
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Memory limit in bytes (swap the same).
     pub memory_bytes: i64,
+    /// Process limit.
     pub pids: i64,
+    /// CPU limit in billionths of a CPU.
     pub nano_cpus: i64,
 }
 
@@ -98,15 +118,21 @@ const CAPABILITIES: [&str; 7] = [
 /// What ua owns in Docker, found by label.
 #[derive(Debug, Clone)]
 pub struct Owned {
+    /// Docker's ID of the object.
     pub id: String,
+    /// Its `ua.instance` label, if any.
     pub instance_id: Option<String>,
+    /// Whether it runs (containers only).
     pub running: bool,
 }
 
 /// A running TTY exec: its output stream and its input.
 pub struct Exec {
+    /// The exec's ID, for resizing and inspecting it.
     pub id: String,
+    /// The TTY's output, raw bytes.
     pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>,
+    /// The TTY's input.
     pub input: Pin<Box<dyn AsyncWrite + Send>>,
 }
 
@@ -159,6 +185,7 @@ impl Docker {
         Ok(client)
     }
 
+    /// Pings the daemon, with a 3 s limit.
     pub async fn ping(&self) -> Result<(), DockerError> {
         let client = self.client().await?;
         match tokio::time::timeout(Duration::from_secs(3), client.ping()).await {
@@ -275,6 +302,7 @@ impl Docker {
         Ok(created.id)
     }
 
+    /// Starts a container; one already running is fine.
     pub async fn start(&self, container: &str) -> Result<(), DockerError> {
         let result = self
             .client()
@@ -284,6 +312,7 @@ impl Docker {
         ignore_not_modified(result)
     }
 
+    /// Stops a container (killed after 2 s); one already stopped is fine.
     pub async fn stop(&self, container: &str) -> Result<(), DockerError> {
         let options = StopContainerOptionsBuilder::new()
             .t(STOP_GRACE_SECS)
@@ -321,6 +350,7 @@ impl Docker {
         ignore_missing(result)
     }
 
+    /// Every container of this server (by label), running or not.
     pub async fn owned_containers(&self) -> Result<Vec<Owned>, DockerError> {
         let options = ListContainersOptionsBuilder::new()
             .all(true)
@@ -337,6 +367,7 @@ impl Docker {
             .collect())
     }
 
+    /// Every image of this server (by label).
     pub async fn owned_images(&self) -> Result<Vec<Owned>, DockerError> {
         let options = ListImagesOptionsBuilder::new()
             .filters(&self.owned_filter())
@@ -390,6 +421,7 @@ impl Docker {
         Ok(inspect.running.unwrap_or(false))
     }
 
+    /// Resizes an exec's TTY (only after the exec has started).
     pub async fn resize(&self, exec: &str, rows: u16, cols: u16) -> Result<(), DockerError> {
         let options = ResizeExecOptions {
             h: rows.into(),

@@ -2,10 +2,12 @@
 //! and the connection loop with graceful shutdown. Knows nothing of bollard.
 
 use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -20,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServeConfig;
 use crate::docker::DockerError;
 use crate::files::{self, FilesError};
+use crate::health::Health;
 use crate::instances::{unix_now, CreateError, Registry};
 use crate::metrics;
 use crate::observe;
@@ -46,19 +49,31 @@ type Body = Full<Bytes>;
 
 /// Everything a request handler needs.
 pub struct App {
+    /// The server's settings.
     pub config: Arc<ServeConfig>,
+    /// The live instances.
     pub registry: Arc<Registry>,
+    /// The cached `/health` probe.
+    pub health: Health,
+    /// The keys that open specs.
     pub keys: Keyring,
+    /// The allowed origins; `None` allows any.
     pub origins: Option<Vec<String>>,
+    /// Origins of this server's own pages (`--public-origin`).
+    pub public_origins: Vec<String>,
+    /// The websocket session tasks, for shutdown and the gauges.
     pub sessions: TaskTracker,
     /// The browser terminal, when on and built.
     pub web: Option<WebAssets>,
+    /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
 }
 
 /// A listening socket: TCP, or a unix socket handed over by systemd.
 pub enum Listener {
+    /// A TCP listener.
     Tcp(tokio::net::TcpListener),
+    /// A unix socket listener (passed by systemd).
     Unix(tokio::net::UnixListener),
 }
 
@@ -135,41 +150,93 @@ async fn serve_connection(stream: Box<dyn Connection>, app: Arc<App>) {
     }
 }
 
+/// Where a request goes, decided from its method and path alone. Pure, so
+/// that it is unit-tested and fuzzed; it never indexes into request text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    PostSpec,
+    CleanSpec,
+    Preflight,
+    Health,
+    Metrics,
+    Static(&'a str),
+    TerminalPage(&'a str),
+    Websocket(&'a str),
+    /// `GET /instance/{id}/files`: graded files.
+    Files(&'a str),
+    WrongMethod,
+    NotFound,
+}
+
+/// The route of `method` and `path`.
+pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    let get = method == Method::GET;
+    match (method, path) {
+        (&Method::POST, "/spec") => Route::PostSpec,
+        (&Method::POST, "/spec/clean") => Route::CleanSpec,
+        (&Method::OPTIONS, "/spec" | "/spec/clean") => Route::Preflight,
+        (&Method::GET, "/health") => Route::Health,
+        (&Method::GET, "/metrics") => Route::Metrics,
+        (_, "/spec" | "/spec/clean" | "/health" | "/metrics") => Route::WrongMethod,
+        _ => {
+            if let Some(name) = path.strip_prefix("/static/").filter(|_| get) {
+                return Route::Static(name);
+            }
+            match path.strip_prefix("/instance/").filter(|_| get) {
+                Some(rest) => match (rest.strip_suffix("/ws"), rest.strip_suffix("/files")) {
+                    (Some(id), _) => Route::Websocket(id),
+                    (None, Some(id)) => Route::Files(id),
+                    (None, None) => Route::TerminalPage(rest),
+                },
+                None => Route::NotFound,
+            }
+        }
+    }
+}
+
 async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_string();
-    let method = request.method().clone();
     let origin = request.headers().get(header::ORIGIN).cloned();
-    let mut response = match (&method, path.as_str()) {
-        (&Method::POST, "/spec") => post_spec(&app, request).await,
-        (&Method::POST, "/spec/clean") => clean_spec(&app, request).await,
-        (&Method::OPTIONS, "/spec" | "/spec/clean") => preflight(),
-        (&Method::GET, "/health") => health(&app).await,
-        (&Method::GET, "/metrics") => metrics_page(&app),
-        (&Method::GET, p) if p.starts_with("/static/") => static_file(&app, &p["/static/".len()..]),
-        (&Method::GET, p) if p.starts_with("/instance/") && p.ends_with("/files") => {
-            let id = &p["/instance/".len()..p.len() - "/files".len()];
-            graded_files(&app, id, request.uri().query().unwrap_or("")).await
-        }
-        (&Method::GET, p) if p.starts_with("/instance/") && !p.ends_with("/ws") => {
-            terminal_page(&app, &p["/instance/".len()..])
-        }
-        (&Method::GET, p) if p.starts_with("/instance/") && p.ends_with("/ws") => {
-            let id = &p["/instance/".len()..p.len() - "/ws".len()];
-            websocket(&app, request, id.to_string())
-        }
-        (_, "/spec" | "/spec/clean" | "/health" | "/metrics") => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "this path does not take that method",
-        ),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "there is no such path on this server",
-        ),
-    };
+    // A bug in a handler answers 500 instead of dropping the connection;
+    // the panic hook (crate::panics) has logged and counted it.
+    let handled = AssertUnwindSafe(route_request(&app, request, &path))
+        .catch_unwind()
+        .await;
+    let mut response = handled.unwrap_or_else(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server hit an internal error; it has been logged",
+        )
+    });
     if path.starts_with("/spec") || path.ends_with("/files") {
         add_cors(&app, origin.as_ref(), &mut response);
     }
     Ok(response)
+}
+
+async fn route_request(app: &Arc<App>, request: Request<Incoming>, path: &str) -> Response<Body> {
+    match route(request.method(), path) {
+        Route::PostSpec => post_spec(app, request).await,
+        Route::CleanSpec => clean_spec(app, request).await,
+        Route::Preflight => preflight(),
+        Route::Health => health(app).await,
+        Route::Metrics => metrics_page(app),
+        Route::Static(name) => static_file(app, name),
+        Route::TerminalPage(id) => terminal_page(app, id),
+        Route::Websocket(id) => websocket(app, request, id.to_string()),
+        Route::Files(id) => {
+            let query = request.uri().query().unwrap_or("").to_string();
+            graded_files(app, id, &query).await
+        }
+        Route::WrongMethod => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this path does not take that method",
+        ),
+        Route::NotFound => error(
+            StatusCode::NOT_FOUND,
+            "there is no such path on this server",
+        ),
+    }
 }
 
 /// A JSON answer; a 503 also says when to retry, in the `Retry-After`
@@ -320,12 +387,15 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 CreateError::QueueFull(_) => body["limit"] = json!("buildQueue"),
                 _ => {}
             }
-            if let CreateError::Build { tail } = &e {
+            if let CreateError::Build { tail, .. } = &e {
+                // Output can hold spec data in any form: only key holders read it.
+                let sealed = app.keys.seal(tail.join("\n").as_bytes());
+                log::warn!("spec {spec_id:?}: {e}; its sealed output (ua open shows it): {sealed}");
                 body["error"] = json!(format!(
-                    "The assignment's image did not build; its last output:\n{}",
-                    tail.join("\n")
+                    "{}; its last output is in sealedOutput, for the assignment's author",
+                    capitalise(&e.to_string())
                 ));
-                body["buildOutput"] = json!(tail);
+                body["sealedOutput"] = json!(sealed);
             }
             json_response(status, body)
         }
@@ -458,11 +528,10 @@ fn metrics_page(app: &App) -> Response<Body> {
 }
 
 async fn health(app: &App) -> Response<Body> {
-    let docker = app.registry.docker.ping().await;
-    let state = state_dir_writable(&app.config.state_dir).await;
+    let probe = app.health.probe().await;
     let now = app.registry.snapshot();
     let (instances, building) = (now.running + now.stopped, now.building);
-    let ok = docker.is_ok() && state.is_ok();
+    let ok = probe.ok();
     let describe = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
@@ -475,22 +544,13 @@ async fn health(app: &App) -> Response<Body> {
         },
         json!({
             "status": if ok { "ok" } else { "unhealthy" },
-            "docker": describe(&docker.map_err(|e| e.to_string())),
-            "stateDir": describe(&state),
+            "docker": describe(&probe.docker),
+            "stateDir": describe(&probe.state_dir),
             "instances": instances,
             "building": building,
             "sessions": app.sessions.len(),
         }),
     )
-}
-
-async fn state_dir_writable(dir: &std::path::Path) -> Result<(), String> {
-    let probe = dir.join(".health-probe");
-    tokio::fs::write(&probe, b"ok")
-        .await
-        .map_err(|e| format!("state directory {} is not writable: {e}", dir.display()))?;
-    let _ = tokio::fs::remove_file(&probe).await;
-    Ok(())
 }
 
 fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
@@ -503,21 +563,22 @@ fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
     }
 }
 
-/// Whether `Origin` names this server itself (its own browser terminal page).
-fn is_same_origin(request: &Request<Incoming>) -> bool {
-    let headers = request.headers();
-    let origin_host = headers
+/// Whether `Origin` is one of this server's public origins (its own
+/// browser terminal page). Never decided from `Host`, which the client sets.
+fn is_same_origin(app: &App, request: &Request<Incoming>) -> bool {
+    request
+        .headers()
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, host)| host.trim_end_matches('/'));
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    origin_host.is_some() && origin_host == host
+        .is_some_and(|o| {
+            let o = o.trim_end_matches('/');
+            app.public_origins.iter().any(|public| public == o)
+        })
 }
 
 fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> Response<Body> {
     let observe = query_has(&request, "mode=observe");
-    let same_origin = is_same_origin(&request);
+    let same_origin = is_same_origin(app, &request);
     if !same_origin && !origin_allowed(app, request.headers().get(header::ORIGIN)) {
         return error(
             StatusCode::FORBIDDEN,
@@ -615,6 +676,37 @@ fn add_cors(app: &App, origin: Option<&HeaderValue>, response: &mut Response<Bod
         }
         _ => {
             headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_method_and_path() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let ws = format!("/instance/{id}/ws");
+        let page = format!("/instance/{id}");
+        assert_eq!(route(&Method::POST, "/spec"), Route::PostSpec);
+        assert_eq!(route(&Method::OPTIONS, "/spec/clean"), Route::Preflight);
+        assert_eq!(route(&Method::GET, "/spec"), Route::WrongMethod);
+        assert_eq!(route(&Method::GET, &ws), Route::Websocket(id));
+        assert_eq!(route(&Method::GET, &page), Route::TerminalPage(id));
+        assert_eq!(route(&Method::POST, &ws), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/static/a.js"), Route::Static("a.js"));
+    }
+
+    #[test]
+    fn short_and_odd_paths_do_not_panic() {
+        // `/instance/ws` once sliced "/instance/".len()..len-"/ws".len(): 10 > 9.
+        let get = |path| route(&Method::GET, path);
+        assert_eq!(get("/instance/ws"), Route::TerminalPage("ws"));
+        assert_eq!(get("/instance//ws"), Route::Websocket(""));
+        assert_eq!(get("/instance/"), Route::TerminalPage(""));
+        for path in ["/instance", "/ws", "", "/"] {
+            assert_eq!(get(path), Route::NotFound, "{path}");
         }
     }
 }

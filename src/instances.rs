@@ -15,7 +15,6 @@ use crate::assignment::{
 use crate::config::ServeConfig;
 use crate::docker::{BuildError, Docker, DockerError, Limits};
 use crate::metrics;
-use crate::redact::Redactor;
 use crate::spec::Spec;
 use crate::store::{new_instance_id, InstanceRecord, Store};
 use crate::terminal::{Attachment, CloseReason, Ended, Observation, Terminal, TerminalSettings};
@@ -23,20 +22,33 @@ use crate::terminal::{Attachment, CloseReason, Ended, Observation, Terminal, Ter
 /// Why an instance could not be made. Messages never hold spec data.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CreateError {
+    /// No such assignment (404).
     #[error("there is no assignment named `{0}` on this server")]
     NoAssignment(String),
+    /// A template or `assignment.json` is unusable (422).
     #[error("the assignment's template did not render: {0}")]
     Render(String),
-    #[error("the assignment's image did not build")]
-    Build { tail: Vec<String> },
+    /// The image did not build (422).
+    #[error("{reason}")]
+    Build {
+        /// What failed, in words with no spec data.
+        reason: String,
+        /// The build's last output lines, raw: they leave the server only sealed.
+        tail: Vec<String>,
+    },
+    /// At `--max-instances`: stored instances, disk-bound (503).
     #[error("the server is at its limit of {0} stored instances; try again shortly")]
     AtCapacity(usize),
+    /// At `--max-running`: running terminals plus builds, memory-bound (503).
     #[error("the server is at its limit of {0} running terminals and builds; try again shortly")]
     AtRunningCapacity(usize),
+    /// The build queue is full (503).
     #[error("the server's build queue is full ({0} waiting); try again shortly")]
     QueueFull(usize),
+    /// Docker is unreachable (503).
     #[error("Docker is unreachable; try again shortly")]
     DockerDown,
+    /// Anything else (500).
     #[error("the instance could not be created: {0}")]
     Internal(String),
 }
@@ -50,10 +62,13 @@ impl From<DockerError> for CreateError {
     }
 }
 
+/// Why a terminal could not be attached.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
+    /// The instance was cleaned or expired meanwhile (4003).
     #[error("the instance is gone")]
     Gone,
+    /// Docker failed (1011).
     #[error(transparent)]
     Docker(#[from] DockerError),
 }
@@ -67,6 +82,7 @@ pub enum ObserveRefusal {
     TooMany,
 }
 
+/// Seconds since the Unix epoch, now.
 pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -75,7 +91,9 @@ pub fn unix_now() -> i64 {
 
 /// One spec's image and container, and the terminal running in it.
 pub struct Instance {
+    /// The instance ID.
     pub id: String,
+    /// The spec it was made for.
     pub spec_id: String,
     record: Mutex<InstanceRecord>,
     /// The running terminal, if any. The lock also serialises starting and
@@ -118,8 +136,10 @@ struct Tables {
     building_ids: HashSet<String>,
 }
 
+/// The live instances; keeps the store and Docker in step with them.
 pub struct Registry {
     config: Arc<ServeConfig>,
+    /// The Docker client.
     pub docker: Arc<Docker>,
     store: Arc<Store>,
     builds: Semaphore,
@@ -130,6 +150,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty registry; `reconcile` fills it from the store.
     pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
         Arc::new(Registry {
             builds: Semaphore::new(config.max_builds.max(1)),
@@ -142,6 +163,7 @@ impl Registry {
         })
     }
 
+    /// The live instance with this ID, if any.
     pub fn lookup(&self, instance_id: &str) -> Option<Arc<Instance>> {
         self.tables.lock().unwrap().by_id.get(instance_id).cloned()
     }
@@ -304,22 +326,24 @@ impl Registry {
             let _ = self.docker.remove_image(&image).await;
             let limit = humantime::format_duration(build_timeout);
             return Err(CreateError::Build {
-                tail: vec![format!(
-                    "the build took longer than {limit} and was stopped"
-                )],
+                reason: format!(
+                    "the assignment's image took longer than {limit} to build and was stopped"
+                ),
+                tail: Vec::new(),
             });
         };
         match built {
             Ok(()) => {}
             Err(BuildError::Failed { tail }) => {
-                let redactor = Redactor::new(&spec.data);
-                let tail = tail.iter().map(|line| redactor.redact(line)).collect();
                 log::warn!(
                     "build failed for spec {:?} (assignment {})",
                     spec.spec_id,
                     spec.assignment
                 );
-                return Err(CreateError::Build { tail });
+                return Err(CreateError::Build {
+                    reason: "the assignment's image did not build".into(),
+                    tail,
+                });
             }
             Err(BuildError::Docker(e)) => return Err(e.into()),
         }
@@ -633,7 +657,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Brings records and Docker into agreement at start (API §5).
+    /// Brings records and Docker into agreement at start (docs/API.md, "Lifecycle").
     pub async fn reconcile(&self) -> Result<(), DockerError> {
         let store = self.store.clone();
         let records = tokio::task::spawn_blocking(move || store.load_all())

@@ -7,6 +7,7 @@
 //! - `assignment`: finding and rendering an assignment, the build context
 //! - `redact`: keeping spec data out of messages
 //! - `docker`: every call to the Docker daemon
+//! - `health`: the `/health` probe, cached so that it cannot load Docker
 //! - `store`: instance records on disk and the state-directory lock
 //! - `instances`: the live registry: create, attach, clean, expire, reconcile
 //! - `terminal`: one running terminal, its flow control and replay buffer
@@ -15,6 +16,7 @@
 //! - `observe`: a read-only websocket on a terminal (staff views)
 //! - `files`: graded files read out of a container
 //! - `metrics`: counters for `/metrics`
+//! - `panics`: panics logged once per kind and counted, never a raw backtrace
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together
@@ -31,10 +33,12 @@ pub mod config;
 pub mod connect;
 pub mod docker;
 pub mod files;
+pub mod health;
 pub mod http;
 pub mod instances;
 pub mod metrics;
 pub mod observe;
+pub mod panics;
 pub mod redact;
 pub mod seal;
 pub mod server;

@@ -23,12 +23,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(config::ServeConfig),
+    Serve(Box<config::ServeConfig>),
     /// Print a new key line for a key file.
     Keygen,
     /// Seal a plaintext spec (JSON) into the one-line form clients send.
     Seal(SealArgs),
-    /// Open a sealed spec and print its plaintext (for debugging).
+    /// Open a sealed spec, or the sealedOutput of a failed build, and print its plaintext.
     Open(SealArgs),
     /// Try an assignment from this terminal: seal a spec, get an instance, attach.
     Connect(connect::ConnectArgs),
@@ -59,7 +59,7 @@ fn read_input(file: &Option<PathBuf>) -> std::io::Result<Vec<u8>> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(config) => server::main(config),
+        Command::Serve(config) => server::main(*config),
         Command::Keygen => {
             println!("{}", seal::keygen());
             Ok(())

@@ -9,6 +9,7 @@ const BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
+/// A histogram of durations in seconds, with fixed buckets.
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS.len()],
     total: AtomicU64,
@@ -24,6 +25,7 @@ impl Histogram {
         }
     }
 
+    /// Records one duration in seconds.
     pub fn observe(&self, seconds: f64) {
         if let Some(i) = BUCKETS.iter().position(|&bound| seconds <= bound) {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
@@ -61,6 +63,7 @@ impl<const N: usize> Labelled<N> {
         }
     }
 
+    /// Adds `n` to the counter of `label`; unknown labels are ignored.
     pub fn add(&self, label: &str, n: u64) {
         if let Some(i) = self.labels.iter().position(|&l| l == label) {
             self.counts[i].fetch_add(n, Ordering::Relaxed);
@@ -79,12 +82,17 @@ impl<const N: usize> Labelled<N> {
     }
 }
 
+/// Render and build time of new instances.
 pub static BUILD_SECONDS: Histogram = Histogram::new();
+/// `POST /spec` to its answer, for new instances.
 pub static SPEC_READY_SECONDS: Histogram = Histogram::new();
+/// Terminal bytes proxied, by direction.
 pub static BYTES: Labelled<2> = Labelled::new(["out", "in"]);
+/// Sessions ended, by close code (`client`: the client closed).
 pub static CLOSES: Labelled<8> = Labelled::new([
     "1000", "1001", "1009", "1011", "4001", "4002", "4003", "client",
 ]);
+/// Errors, by kind.
 pub static ERRORS: Labelled<9> = Labelled::new([
     "bad_request",
     "no_assignment",
@@ -99,13 +107,19 @@ pub static ERRORS: Labelled<9> = Labelled::new([
 
 /// Gauges read at scrape time.
 pub struct Snapshot {
+    /// Instances with a live terminal (or one in its grace period).
     pub running: usize,
+    /// Instances without one.
     pub stopped: usize,
+    /// Instances being made, queued ones included.
     pub building: usize,
+    /// Builds waiting for a slot.
     pub queued: usize,
+    /// Open websockets.
     pub sessions: usize,
 }
 
+/// The `/metrics` page: the gauges in `now` and every counter.
 pub fn render(now: &Snapshot) -> String {
     let mut out = String::with_capacity(4096);
     let _ = writeln!(
@@ -155,6 +169,11 @@ pub fn render(now: &Snapshot) -> String {
         "Websocket sessions ended, by close code.",
     );
     ERRORS.render(&mut out, "ua_errors_total", "kind", "Errors by kind.");
+    let _ = writeln!(
+        out,
+        "# HELP ua_panics_total Internal errors (bugs) caught in a task.\n# TYPE ua_panics_total counter\nua_panics_total {}",
+        crate::panics::PANICS.load(std::sync::atomic::Ordering::Relaxed)
+    );
     out
 }
 

@@ -11,11 +11,13 @@ use serde_json::Value;
 const MIN_SECRET_LEN: usize = 4;
 const MARK: &str = "[redacted]";
 
+/// Blanks a spec's data out of text.
 pub struct Redactor {
     secrets: Vec<String>,
 }
 
 impl Redactor {
+    /// A redactor for the strings (and numbers) in `data`.
     pub fn new(data: &Value) -> Redactor {
         let mut leaves = Vec::new();
         collect_strings(data, &mut leaves);
@@ -37,6 +39,7 @@ impl Redactor {
         Redactor { secrets }
     }
 
+    /// `text` with every known secret replaced by `[redacted]`.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for secret in &self.secrets {

@@ -1,5 +1,6 @@
-//! The shared key file and sealed specs (API §1): NaCl `crypto_secretbox`,
-//! byte-compatible with PyNaCl's `SecretBox(key).encrypt(plaintext)`.
+//! The shared key file and sealed specs (docs/API.md, "Keys" and "Sealed
+//! specs"): NaCl `crypto_secretbox`, byte-compatible with PyNaCl's
+//! `SecretBox(key).encrypt(plaintext)`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -10,36 +11,61 @@ use xsalsa20poly1305::aead::{Aead, KeyInit};
 use xsalsa20poly1305::XSalsa20Poly1305;
 use zeroize::Zeroizing;
 
+/// Bytes in a key.
 pub const KEY_LEN: usize = 32;
+/// Bytes in a nonce, at the start of a sealed box.
 pub const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
 type Key = Zeroizing<[u8; KEY_LEN]>;
 
+/// Why a key file cannot be used; each message names the file and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
+    /// The file cannot be read.
     #[error("cannot read key file {path}: {cause} (create one with `ua keygen > {path} && chmod 600 {path}`)")]
     Unreadable {
+        /// The key file.
         path: PathBuf,
+        /// What the file system said.
         cause: std::io::Error,
     },
+    /// Group or others may read it.
     #[error(
         "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
     )]
-    TooOpen { path: PathBuf, mode: u32 },
+    TooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A line is not a key.
     #[error("key file {path}, line {line}: not a key; each key is 32 bytes in standard base64 (44 characters), as `ua keygen` prints")]
-    Malformed { path: PathBuf, line: usize },
+    Malformed {
+        /// The key file.
+        path: PathBuf,
+        /// The line's number, from 1.
+        line: usize,
+    },
+    /// It holds no key.
     #[error("key file {path} holds no key; add one made by `ua keygen`")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The key file.
+        path: PathBuf,
+    },
 }
 
 /// Why a sealed spec did not open. Never carries any of the plaintext.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OpenError {
+    /// Not standard base64.
     #[error("the sealed spec is not standard base64")]
     NotBase64,
+    /// Shorter than a nonce and a tag.
     #[error("the sealed spec is too short to be a sealed box")]
     TooShort,
+    /// No key opens it.
     #[error("the sealed spec was forged, altered, or sealed with a key this server does not hold")]
     Forged,
 }
@@ -50,7 +76,7 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// Reads and checks a key file (API §1).
+    /// Reads and checks a key file (docs/API.md, "Keys").
     pub fn load(path: &Path) -> Result<Keyring, KeyFileError> {
         let unreadable = |cause| KeyFileError::Unreadable {
             path: path.to_owned(),

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServeConfig;
 use crate::docker::Docker;
+use crate::health::Health;
 use crate::http::{self, App};
 use crate::instances::Registry;
 use crate::seal::Keyring;
@@ -23,8 +24,10 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// How long sessions get to close before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// Runs `ua serve` until SIGTERM or SIGINT.
 pub fn main(config: ServeConfig) -> anyhow::Result<()> {
     systemd::init_logging(config.log_level);
+    crate::panics::install_hook();
     let inherited =
         systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
     let keys = Keyring::load(&config.key_file)?;
@@ -69,11 +72,17 @@ async fn run(
         http::Listener::Tcp(l) => log::info!("listening on http://{}", l.local_addr()?),
         http::Listener::Unix(_) => log::info!("listening on the unix socket systemd passed"),
     }
+    let listening = match &listener {
+        http::Listener::Tcp(l) => l.local_addr().ok(),
+        http::Listener::Unix(_) => None,
+    };
     let shutdown = CancellationToken::new();
     let app = Arc::new(App {
         origins: config.origin_allowlist(),
+        public_origins: config.public_origins(listening),
         config: config.clone(),
         registry: registry.clone(),
+        health: Health::new(docker.clone(), &config.state_dir),
         keys,
         sessions: TaskTracker::new(),
         web: config

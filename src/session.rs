@@ -1,5 +1,6 @@
 //! One websocket session: terminado frames in and out of an attached
-//! terminal, pings, the idle timeout and the close codes (API §3).
+//! terminal, pings, the idle timeout and the close codes (docs/API.md,
+//! "Terminal websocket" and "Close codes").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,14 +19,21 @@ use tokio_util::sync::CancellationToken;
 use crate::instances::{Instance, Registry};
 use crate::metrics;
 use crate::terminado::{self, ClientMessage, Utf8Decoder};
-use crate::terminal::{Attachment, CloseReason, MAX_CHUNK};
+use crate::terminal::{Attachment, CloseReason, Resizer, MAX_CHUNK};
 
+/// Close code: the command exited.
 pub const CLOSE_EXITED: u16 = 1000;
+/// Close code: the server is shutting down.
 pub const CLOSE_SHUTDOWN: u16 = 1001;
+/// Close code: a message or frame over 1 MiB.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: the terminal could not start, or its connection to Docker broke.
 pub const CLOSE_INTERNAL: u16 = 1011;
+/// Close code: taken over by a newer connection.
 pub const CLOSE_TAKEN_OVER: u16 = 4001;
+/// Close code: idle timeout.
 pub const CLOSE_IDLE: u16 = 4002;
+/// Close code: the instance was cleaned or expired.
 pub const CLOSE_GONE: u16 = 4003;
 /// Observers: the terminal is not running (nothing to watch).
 pub const CLOSE_NOT_RUNNING: u16 = 4004;
@@ -41,7 +49,9 @@ const MIN_DEAD_AFTER: Duration = Duration::from_secs(60);
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
+/// A session's settings, from the server's.
 pub struct SessionSettings {
+    /// No client input and no output for this long closes the session with 4002.
     pub idle_timeout: Duration,
 }
 
@@ -83,12 +93,12 @@ pub async fn run(
         output,
         closed,
         input,
-        exec_id,
+        resizer,
         detacher,
     } = attachment;
     let (sink, stream) = socket.split();
     let clock = Clock::new();
-    let reader = read_frames(stream, &registry, &exec_id, input, &clock);
+    let reader = read_frames(stream, &resizer, input, &clock);
     let mut session = Writer {
         sink,
         clock: &clock,
@@ -155,8 +165,7 @@ pub(crate) type Sink = futures_util::stream::SplitSink<
 /// Reads client frames until the client goes; returns why.
 async fn read_frames(
     mut stream: Stream,
-    registry: &Registry,
-    exec_id: &str,
+    resizer: &Resizer,
     input: mpsc::Sender<Bytes>,
     clock: &Clock,
 ) -> ReadEnd {
@@ -182,11 +191,7 @@ async fn read_frames(
                     return ReadEnd::Gone("terminal input closed".into());
                 }
             }
-            ClientMessage::SetSize { rows, cols } => {
-                if let Err(e) = registry.docker.resize(exec_id, rows, cols).await {
-                    log::debug!("resize failed: {e}");
-                }
-            }
+            ClientMessage::SetSize { rows, cols } => resizer.resize(rows, cols),
             ClientMessage::Ignored(why) => log::debug!("ignored a client frame: {why}"),
         }
     }

@@ -1,5 +1,6 @@
-//! The plaintext spec (API §1): parsing and validation. Error messages name
-//! the field at fault but never echo its value: specs carry answers.
+//! The plaintext spec (docs/API.md, "Sealed specs"): parsing and validation.
+//! Error messages name the field at fault but never echo its value: specs
+//! carry answers.
 
 use std::path::PathBuf;
 
@@ -8,16 +9,22 @@ use serde_json::Value;
 /// Longest `specID` accepted, in characters.
 pub const MAX_SPEC_ID_CHARS: usize = 200;
 
+/// Why an opened spec is refused; names the field, never its value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
+    /// Not a UTF-8 JSON object.
     #[error("the opened spec is not a UTF-8 JSON object")]
     NotJsonObject,
+    /// A required field is absent (or null).
     #[error("the spec has no `{0}` field")]
     Missing(&'static str),
+    /// A field has the wrong type.
     #[error("the spec's `{0}` field has the wrong type")]
     WrongType(&'static str),
+    /// `specID` is empty or over 200 characters.
     #[error("the spec's `specID` must be 1 to 200 characters")]
     SpecIdLength,
+    /// `assignmentName` is not segments of `[A-Za-z0-9_-]` joined by `.` or `/`.
     #[error("the spec's `assignmentName` must be segments of letters, digits, `_` or `-`, joined by `.` or `/`")]
     BadAssignmentName,
 }
@@ -27,6 +34,7 @@ pub enum SpecError {
 pub struct AssignmentName(Vec<String>);
 
 impl AssignmentName {
+    /// Parses `a.b` or `a/b`; nothing that could leave the root passes.
     pub fn parse(text: &str) -> Result<AssignmentName, SpecError> {
         let segments: Vec<String> = text.split(['.', '/']).map(str::to_owned).collect();
         let valid_segment = |s: &String| {
@@ -56,15 +64,20 @@ impl std::fmt::Display for AssignmentName {
 /// An opened and validated spec.
 #[derive(Debug, Clone)]
 pub struct Spec {
+    /// `specID`: the spec's identity.
     pub spec_id: String,
+    /// `assignmentName`.
     pub assignment: AssignmentName,
+    /// `data`: the templates' context, which may hold answers.
     pub data: Value,
+    /// `notAfter`, in unix seconds.
     pub not_after: Option<i64>,
     /// Unix seconds: keep the instance at least until then (capped by `--max-keep`).
     pub keep_until: Option<i64>,
 }
 
 impl Spec {
+    /// Parses and checks the plaintext of an opened spec.
     pub fn parse(plaintext: &[u8]) -> Result<Spec, SpecError> {
         let value: Value =
             serde_json::from_slice(plaintext).map_err(|_| SpecError::NotJsonObject)?;

@@ -14,12 +14,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceRecord {
+    /// The instance ID.
     #[serde(rename = "instanceID")]
     pub instance_id: String,
+    /// The spec it was made for.
     #[serde(rename = "specID")]
     pub spec_id: String,
+    /// The assignment's name.
     pub assignment: String,
+    /// The image its container was made from.
     pub image: String,
+    /// Docker's ID of its container.
     pub container_id: String,
     /// Unix seconds.
     pub created_at: i64,
@@ -30,12 +35,25 @@ pub struct InstanceRecord {
     pub keep_until: Option<i64>,
 }
 
+/// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another server holds the lock.
     #[error("state directory {dir} is locked by another ua server (pid {pid}); stop it or pick another --state-dir")]
-    Locked { dir: PathBuf, pid: String },
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The other server's pid, as the lock file says.
+        pid: String,
+    },
+    /// The directory or its lock cannot be made or written.
     #[error("cannot use state directory {dir}: {cause}")]
-    Io { dir: PathBuf, cause: io::Error },
+    Io {
+        /// The state directory.
+        dir: PathBuf,
+        /// What the file system said.
+        cause: io::Error,
+    },
 }
 
 /// The state directory, locked for this process for as long as it lives.
@@ -111,6 +129,7 @@ impl Store {
         self.sync_dir()
     }
 
+    /// Deletes a record; a missing one is fine.
     pub fn delete(&self, instance_id: &str) -> io::Result<()> {
         match fs::remove_file(self.path_of(instance_id)) {
             Ok(()) => self.sync_dir(),
@@ -173,6 +192,7 @@ pub fn new_instance_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether `text` has the form of an instance ID (so it is safe as a file name).
 pub fn is_instance_id(text: &str) -> bool {
     text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -13,11 +13,15 @@ use crate::http::Listener;
 /// A socket taken from systemd before the runtime starts (`ListenFd::from_env`
 /// edits the environment, which is only safe while single-threaded).
 pub enum Inherited {
+    /// A TCP listening socket.
     Tcp(std::net::TcpListener),
+    /// A unix listening socket.
     Unix(std::os::unix::net::UnixListener),
+    /// No socket was passed.
     None,
 }
 
+/// Takes the first socket systemd passed, if any.
 pub fn take_inherited_socket() -> std::io::Result<Inherited> {
     let mut fds = ListenFd::from_env();
     if fds.len() == 0 {
@@ -49,14 +53,17 @@ impl Inherited {
     }
 }
 
+/// Tells systemd the server is ready.
 pub fn notify_ready() {
     let _ = sd_notify::notify(&[NotifyState::Ready]);
 }
 
+/// Tells systemd the server is stopping.
 pub fn notify_stopping() {
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
 }
 
+/// Sets the status line that `systemctl status` shows.
 pub fn notify_status(status: &str) {
     let _ = sd_notify::notify(&[NotifyState::Status(status)]);
 }
@@ -66,6 +73,7 @@ pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|timeout| timeout / 2)
 }
 
+/// Feeds systemd's watchdog.
 pub fn notify_watchdog() {
     let _ = sd_notify::notify(&[NotifyState::Watchdog]);
 }
@@ -108,6 +116,7 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// Logs to stderr at `level`, with journal priorities under systemd.
 pub fn init_logging(level: log::LevelFilter) {
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let logger = StderrLogger { level, journal };

@@ -1,5 +1,5 @@
-//! The terminado websocket codec (API §3) and the incremental UTF-8 decoder
-//! that keeps characters whole across reads. Knows nothing of sockets.
+//! The terminado websocket codec (docs/API.md, "Terminal websocket") and the
+//! incremental UTF-8 decoder that keeps characters whole across reads. Knows nothing of sockets.
 
 use serde_json::Value;
 
@@ -9,15 +9,20 @@ const MAX_DIMENSION: u64 = 4096;
 /// A frame from the client, decoded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientMessage {
+    /// `["stdin", text]`: keys for the terminal.
     Stdin(String),
+    /// `["set_size", rows, cols, …]` with a sane size.
     SetSize {
+        /// Rows, 1 to 4096.
         rows: u16,
+        /// Columns, 1 to 4096.
         cols: u16,
     },
     /// Anything else; the reason is for debug logs and never holds frame text.
     Ignored(&'static str),
 }
 
+/// Decodes one client frame; it never fails: junk is `Ignored`.
 pub fn decode(frame: &str) -> ClientMessage {
     let Ok(Value::Array(items)) = serde_json::from_str::<Value>(frame) else {
         return ClientMessage::Ignored("not a JSON array");
@@ -47,14 +52,17 @@ pub fn decode(frame: &str) -> ClientMessage {
     }
 }
 
+/// `["setup", {}]`, the first message of a connection.
 pub fn setup() -> String {
     r#"["setup",{}]"#.to_string()
 }
 
+/// `["stdout", text]`: terminal output.
 pub fn stdout(text: &str) -> String {
     serde_json::to_string(&("stdout", text)).expect("a string always serialises")
 }
 
+/// `["disconnect", 1]`: the command exited.
 pub fn disconnect() -> String {
     r#"["disconnect",1]"#.to_string()
 }

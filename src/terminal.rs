@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::docker::{Docker, Exec};
@@ -31,6 +31,8 @@ const INPUT_QUEUE: usize = 16;
 const FLOOD_READ: usize = 1024;
 /// During a flood, how long to wait for more output before sending.
 const FLOOD_WAIT: Duration = Duration::from_millis(1);
+/// Resizes reach Docker at most this often; the last size wins.
+const RESIZE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a finished terminal waits for its client to take the last output.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 /// Read-only observers per terminal (staff views); more are refused.
@@ -89,8 +91,11 @@ pub struct Attachment {
     pub output: mpsc::Receiver<Bytes>,
     /// Fires once when the terminal side closes this client.
     pub closed: oneshot::Receiver<CloseReason>,
+    /// Input for the terminal (shared by its clients).
     pub input: mpsc::Sender<Bytes>,
-    pub exec_id: String,
+    /// Asks for a new terminal size.
+    pub resizer: Resizer,
+    /// Tells the terminal when this client goes.
     pub detacher: Detacher,
 }
 
@@ -98,6 +103,19 @@ pub struct Attachment {
 pub struct Observation {
     pub output: mpsc::Receiver<Bytes>,
     pub closed: oneshot::Receiver<CloseReason>,
+}
+
+/// Asks for a new terminal size. Sizes are coalesced: however fast a client
+/// sends them, Docker gets at most one resize per [`RESIZE_INTERVAL`].
+#[derive(Clone)]
+pub struct Resizer {
+    size: Arc<watch::Sender<Option<(u16, u16)>>>,
+}
+
+impl Resizer {
+    pub fn resize(&self, rows: u16, cols: u16) {
+        self.size.send_replace(Some((rows, cols)));
+    }
 }
 
 /// Tells the terminal when its client goes.
@@ -124,10 +142,11 @@ pub struct TerminalSettings {
 /// A handle on a running terminal, kept by its instance.
 #[derive(Clone)]
 pub struct Terminal {
+    /// Tells this terminal from a later one of the same instance.
     pub generation: u64,
-    exec_id: String,
     commands: mpsc::Sender<Command>,
     input: mpsc::Sender<Bytes>,
+    resizer: Resizer,
 }
 
 impl Terminal {
@@ -147,23 +166,28 @@ impl Terminal {
         let (commands, command_rx) = mpsc::channel(8);
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
         tokio::spawn(write_input(exec.input, input_rx));
+        let (size, sizes) = watch::channel(None);
+        tokio::spawn(resize_terminal(docker.clone(), exec.id.clone(), sizes));
         let pump = Pump {
             output: exec.output,
             commands: command_rx,
             replay: Replay::new(settings.replay_bytes),
             grace: settings.grace,
             docker,
-            exec_id: exec.id.clone(),
+            exec_id: exec.id,
         };
         tokio::spawn(async move { on_end(pump.run().await).await });
         Terminal {
             generation,
-            exec_id: exec.id,
             commands,
             input,
+            resizer: Resizer {
+                size: Arc::new(size),
+            },
         }
     }
 
+    /// Whether the terminal has ended.
     pub fn is_over(&self) -> bool {
         self.commands.is_closed()
     }
@@ -182,7 +206,7 @@ impl Terminal {
             output,
             closed,
             input: self.input.clone(),
-            exec_id: self.exec_id.clone(),
+            resizer: self.resizer.clone(),
             detacher: Detacher {
                 client_id,
                 commands: self.commands.clone(),
@@ -250,7 +274,12 @@ impl Pump {
         // A chunk read but not yet taken by the client: while it waits, no more is read.
         let mut pending: Option<Bytes> = None;
         let mut grace_ends = Some(Instant::now() + self.grace);
+        // Output read with no client attached: once it has refilled the
+        // replay buffer, reading stops and the program blocks on its output
+        // instead of spinning through the grace period.
+        let mut unseen: usize = 0;
         loop {
+            let keep_reading = client.is_some() || unseen < self.replay.capacity;
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
@@ -260,12 +289,14 @@ impl Pump {
                         }
                         pending = self.replay.snapshot();
                         client = Some(new);
+                        unseen = 0;
                         grace_ends = None;
                     }
                     Some(Command::Detach(id)) => {
                         if client.as_ref().is_some_and(|c| c.id == id) {
                             client = None;
                             pending = None;
+                            unseen = 0;
                             grace_ends = Some(Instant::now() + self.grace);
                         }
                     }
@@ -273,6 +304,7 @@ impl Pump {
                         if let Some(old) = client.take() {
                             let _ = old.close.send(reason);
                             pending = None;
+                            unseen = 0;
                             grace_ends = Some(Instant::now() + self.grace);
                         }
                     }
@@ -295,13 +327,15 @@ impl Pump {
                     // The client's receiver is gone; its detach is on the way.
                     None => pending = None,
                 },
-                item = self.output.next(), if pending.is_none() => match item {
+                item = self.output.next(), if pending.is_none() && keep_reading => match item {
                     Some(Ok(first)) => {
                         let chunk = self.coalesce(first.into_bytes()).await;
                         self.replay.push(&chunk);
                         observers.send(&chunk);
                         if client.is_some() {
                             pending = Some(chunk);
+                        } else {
+                            unseen += chunk.len();
                         }
                     }
                     Some(Err(e)) => {
@@ -430,6 +464,25 @@ async fn finish(client: Option<Client>, pending: Option<Bytes>, reason: CloseRea
         let _ = tokio::time::timeout(FINAL_FLUSH, client.output.send(chunk)).await;
     }
     let _ = client.close.send(reason);
+}
+
+/// Applies the latest asked size, then waits before the next: a client
+/// sending sizes in a loop costs Docker a few calls a second. Ends when the
+/// terminal and its attachments are gone.
+async fn resize_terminal(
+    docker: Arc<Docker>,
+    exec_id: String,
+    mut sizes: watch::Receiver<Option<(u16, u16)>>,
+) {
+    while sizes.changed().await.is_ok() {
+        let Some((rows, cols)) = *sizes.borrow_and_update() else {
+            continue;
+        };
+        if let Err(e) = docker.resize(&exec_id, rows, cols).await {
+            log::debug!("resize failed: {e}");
+        }
+        tokio::time::sleep(RESIZE_INTERVAL).await;
+    }
 }
 
 async fn write_input(mut input: Pin<Box<dyn AsyncWrite + Send>>, mut queue: mpsc::Receiver<Bytes>) {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+/// The browser terminal's files by name, with their content types.
 pub struct WebAssets {
     files: HashMap<String, (&'static str, Bytes)>,
 }
@@ -57,6 +58,7 @@ impl WebAssets {
         Some(WebAssets { files })
     }
 
+    /// The terminal page (`index.html`).
     pub fn page(&self) -> (&'static str, Bytes) {
         self.files["index.html"].clone()
     }

@@ -1,6 +1,7 @@
-//! Instances living and dying (API §3 behaviour, §5): reattach within the
-//! grace period, idle close, expiry, crash safety, reconcile, the state lock
-//! and SIGTERM. Short durations come from the flags.
+//! Instances living and dying (docs/API.md, "Terminal websocket" and
+//! "Lifecycle"): reattach within the grace period, idle close, expiry, crash
+//! safety, reconcile, the state lock and SIGTERM. Short durations come from
+//! the flags.
 
 mod common;
 

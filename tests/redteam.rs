@@ -1,0 +1,315 @@
+//! Regression tests for what the red-team pass broke (issue 15): each one
+//! failed on the server before its fix.
+
+mod common;
+
+use common::*;
+
+/// Requests whose paths once panicked a handler (a slice out of bounds)
+/// get a plain answer, and the log has no panic in it.
+#[test]
+fn odd_instance_paths_answer_without_a_panic() {
+    let server = TestServer::start();
+    for path in [
+        "/instance/ws",
+        "/instance/",
+        "/instance//ws",
+        "/instance/x/ws",
+    ] {
+        let response = server.http("GET", path, "");
+        assert!(
+            matches!(response.status, 400 | 404),
+            "{path}: {} {}",
+            response.status,
+            response.body
+        );
+    }
+    let metrics = server.http("GET", "/metrics", "").body;
+    assert!(metrics.contains("\nua_panics_total 0\n"), "{metrics}");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// A failed build's output leaves the server only sealed: whatever form the
+/// data takes in it (split by a newline, shell-quoted with a `'`), the 422
+/// body and the log hold none of it, and `ua open` shows the author all of it.
+#[test]
+fn build_output_is_sealed_so_no_form_of_the_data_leaks() {
+    let server = TestServer::start();
+    write(
+        &server.assignments().join("broken/Dockerfile.tmpl"),
+        "FROM ua-busybox:latest\nRUN echo {{ data.greeting }}\nRUN echo {{ data.quoted | shell }} && exit 3\n",
+    );
+    // Each piece would have shown in the 422 body under pattern redaction.
+    let cases = [
+        (
+            r#""Answer-Part-One\nanswer-part-two""#,
+            vec!["Answer-Part-One", "ANSWER-PART-TWO", "answer-part-two"],
+        ),
+        (r#""it's-the-SECRET-ANSWER""#, vec!["SECRET-ANSWER"]),
+    ];
+    for (i, (value, pieces)) in cases.iter().enumerate() {
+        let spec = format!(
+            r#"{{"specID":"leak-{i}","assignmentName":"broken","data":{{"greeting":{value},"quoted":{value}}}}}"#
+        );
+        let response = server.http("POST", "/spec", &server.seal(&spec));
+        assert_eq!(response.status, 422, "{}", response.body);
+        let body = response.json();
+        assert!(body.get("buildOutput").is_none(), "{body}");
+        let sealed = body["sealedOutput"].as_str().expect("sealedOutput");
+        let opened = ua_with_input("open", &server.key_file(), sealed);
+        assert!(opened.status.success());
+        let output = String::from_utf8_lossy(&opened.stdout);
+        assert!(
+            pieces.iter().any(|piece| output.contains(piece)),
+            "the author sees the output: {output}"
+        );
+        for piece in pieces {
+            let lower = piece.to_lowercase();
+            assert!(
+                !response.body.to_lowercase().contains(&lower),
+                "{piece} in {}",
+                response.body
+            );
+            assert!(
+                !server.log().to_lowercase().contains(&lower),
+                "{piece} in the log"
+            );
+        }
+        assert!(
+            server.log().contains(sealed),
+            "the journal has the sealed tail"
+        );
+    }
+    assert!(server.containers().is_empty() && server.records().is_empty());
+}
+
+/// The `shell` filter in a Dockerfile keeps newlines and backslash-newlines
+/// exactly (a Dockerfile would otherwise end the instruction or join lines).
+#[test]
+fn shell_quoting_in_a_dockerfile_is_faithful() {
+    let server = TestServer::start();
+    write(
+        &server.assignments().join("quoted/Dockerfile.tmpl"),
+        "FROM ua-busybox:latest\nRUN printf '%s' {{ data.text | shell }} > /quoted\nCMD [\"/bin/sh\"]\n",
+    );
+    let text = "one\\\ntwo\nthree's";
+    let spec =
+        serde_json::json!({"specID": "quoted", "assignmentName": "quoted", "data": {"text": text}});
+    let id = server.instance(&server.seal(&spec.to_string()));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        let out = term.run("od -c /quoted | head -3").await;
+        // od -c shows the backslash as `\` and each newline as `\n`.
+        let squeezed: String = out.split_whitespace().collect();
+        assert!(squeezed.contains(r"one\\ntwo\nthree's"), "{out}");
+    });
+}
+
+/// A unix socket in front of the real Docker socket that counts the Docker
+/// API calls going through it whose request line has `needle` in it.
+struct CallCounter {
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl CallCounter {
+    fn new(path: &std::path::Path, needle: &'static str) -> CallCounter {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let pings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let _guard = runtime.enter();
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let counter = pings.clone();
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let daemon = tokio::net::UnixStream::connect("/var/run/docker.sock")
+                        .await
+                        .unwrap();
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_daemon, mut to_daemon) = daemon.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_daemon, &mut to_client).await;
+                    });
+                    let mut buffer = vec![0; 64 * 1024];
+                    while let Ok(n) = from_client.read(&mut buffer).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let text = String::from_utf8_lossy(&buffer[..n]);
+                        counter.fetch_add(text.matches(needle).count(), Ordering::Relaxed);
+                        if to_daemon.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        drop(_guard);
+        CallCounter {
+            calls: pings,
+            _runtime: runtime,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Any rate of `/health` costs Docker at most one ping per probe period.
+#[test]
+fn health_is_cached_so_it_cannot_load_docker() {
+    docker_ready();
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("docker.sock");
+    let counter = CallCounter::new(&socket, "/_ping");
+    let docker_host = format!("unix://{}", socket.display());
+    let server = TestServer::start_with_env(&[], &[("DOCKER_HOST", &docker_host)]);
+    let before = counter.count();
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    while answered < 300 {
+        let health = server.http("GET", "/health", "");
+        assert_eq!(health.status, 200, "{}", health.body);
+        assert_eq!(health.json()["docker"], "ok");
+        answered += 1;
+    }
+    let periods = started.elapsed().as_secs() / 2 + 1;
+    let pings = counter.count() - before;
+    assert!(pings >= 1, "the counter sees the probe's pings");
+    assert!(
+        pings as u64 <= periods + 1,
+        "{pings} pings for {answered} /health requests over {periods} probe periods"
+    );
+}
+
+/// The status of a websocket upgrade sent with these `Host` and `Origin`.
+fn upgrade_with(port: u16, path: &str, host: &str, origin: &str) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Same-origin is decided against the server's public origins, never against
+/// the `Host` header a client (or a DNS-rebinding page) controls.
+#[test]
+fn same_origin_ignores_the_host_header() {
+    let server = TestServer::start_with(&["--allowed-origins", "https://pl.example.edu"]);
+    let id = server.instance(&server.demo_spec("origin"));
+    let path = format!("/instance/{id}/ws");
+    let own = format!("http://127.0.0.1:{}", server.port);
+    let upgrade = |host: &str, origin: &str| upgrade_with(server.port, &path, host, origin);
+    assert_eq!(upgrade("evil.example", "https://evil.example"), 403);
+    assert_eq!(upgrade("evil.example", "http://evil.example"), 403);
+    assert_eq!(upgrade("127.0.0.1", "https://pl.example.edu"), 101);
+    // The default public origin: the address it listens on.
+    assert_eq!(upgrade(&own["http://".len()..], &own), 101);
+
+    // Behind a proxy the operator names the public origin; the listening
+    // address is then not one.
+    let proxied = TestServer::start_with(&[
+        "--allowed-origins",
+        "https://pl.example.edu",
+        "--public-origin",
+        "https://ua.example.edu",
+    ]);
+    let id = proxied.instance(&proxied.demo_spec("origin"));
+    let path = format!("/instance/{id}/ws");
+    let own = format!("http://127.0.0.1:{}", proxied.port);
+    assert_eq!(
+        upgrade_with(
+            proxied.port,
+            &path,
+            "ua.example.edu",
+            "https://ua.example.edu"
+        ),
+        101
+    );
+    assert_eq!(upgrade_with(proxied.port, &path, &own[7..], &own), 403);
+}
+
+/// However fast a client sends `set_size`, Docker gets a few resizes a
+/// second, and the last size wins.
+#[test]
+fn resizes_are_coalesced_and_the_last_one_wins() {
+    docker_ready();
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("docker.sock");
+    let counter = CallCounter::new(&socket, "/resize");
+    let docker_host = format!("unix://{}", socket.display());
+    let server = TestServer::start_with_env(&[], &[("DOCKER_HOST", &docker_host)]);
+    let id = server.instance(&server.demo_spec("resizes"));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        term.wait_for("hi resizes").await;
+        let started = std::time::Instant::now();
+        for i in 0..1000u16 {
+            term.send(&format!(
+                r#"["set_size", {}, {}]"#,
+                20 + i % 30,
+                80 + i % 50
+            ))
+            .await;
+        }
+        term.send(r#"["set_size", 33, 111]"#).await;
+        let sent_for = started.elapsed();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let out = term.run("stty size").await;
+        assert!(out.contains("33 111"), "{out}");
+        let calls = counter.count();
+        // One call per 200 ms at most, and the first and the last.
+        let most = sent_for.as_millis() as usize / 200 + 3;
+        assert!(
+            calls <= most,
+            "{calls} resize calls for 1001 set_size frames sent in {sent_for:?}"
+        );
+    });
+}
+
+/// CPU ticks (user + system) that `program` has used in the container.
+fn cpu_ticks(container: &str, program: &str) -> u64 {
+    let pid = docker(&["exec", container, "pidof", program]);
+    let stat = docker(&["exec", container, "cat", &format!("/proc/{pid}/stat")]);
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// With no client attached, a program flooding output blocks once the
+/// replay buffer is full, instead of being read at full speed all grace long.
+#[test]
+fn a_flood_with_no_client_blocks_instead_of_spinning() {
+    let server = TestServer::start_with(&["--reattach-grace", "60s"]);
+    let id = server.instance(&server.demo_spec("flood"));
+    let container = format!("ua-{id}");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        term.wait_for("hi flood").await;
+        term.type_line("yes").await;
+        term.wait_for("y\r\ny\r\ny").await;
+        // While a client reads, the program runs.
+        let before = cpu_ticks(&container, "yes");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        assert!(cpu_ticks(&container, "yes") > before, "yes runs while read");
+        term.close().await;
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = cpu_ticks(&container, "yes");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = cpu_ticks(&container, "yes");
+    assert!(
+        after - before <= 1,
+        "yes used {} CPU ticks in 2 s with no client",
+        after - before
+    );
+}
