@@ -56,6 +56,9 @@ pub struct Settings {
     pub pids_limit: Option<i64>,
     /// CPU limit, in CPUs.
     pub cpus: Option<f64>,
+    /// Size limit of the container's writable layer, in MiB (0: none).
+    #[serde(rename = "diskMB")]
+    pub disk_mb: Option<i64>,
     /// Longest the build may take, written like `90s` or `5m`.
     #[serde(default, deserialize_with = "duration_text")]
     pub build_timeout: Option<std::time::Duration>,

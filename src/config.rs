@@ -113,6 +113,16 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_CPUS", default_value_t = 1.0)]
     pub cpus: f64,
 
+    /// Size limit of each container's writable layer in MiB; 0: none. Needs
+    /// overlay2 on xfs mounted with `pquota`; elsewhere ua says so and runs
+    /// containers without it.
+    #[arg(long, env = "UA_DISK_MB", default_value_t = 0)]
+    pub disk_mb: i64,
+
+    /// Largest disk limit an assignment.json may ask for, in MiB.
+    #[arg(long, env = "UA_MAX_DISK_MB", default_value_t = 10240)]
+    pub max_disk_mb: i64,
+
     /// Largest memory limit an assignment.json may ask for, in MiB.
     #[arg(long, env = "UA_MAX_MEMORY_MB", default_value_t = 2048)]
     pub max_memory_mb: i64,

@@ -101,6 +101,8 @@ pub struct Limits {
     pub pids: i64,
     /// CPU limit in billionths of a CPU.
     pub nano_cpus: i64,
+    /// Size limit of the writable layer in bytes; 0: none.
+    pub disk_bytes: i64,
 }
 
 /// Capabilities a shell session may need: file ownership and permissions,
@@ -140,6 +142,9 @@ pub struct Exec {
 pub struct Docker {
     client: Mutex<Option<bollard::Docker>>,
     state_dir: String,
+    /// Whether the daemon enforces a container size limit (`--storage-opt
+    /// size`), or why not; `None` until known.
+    disk_quota: std::sync::Mutex<Option<Result<(), String>>>,
 }
 
 impl Docker {
@@ -148,6 +153,7 @@ impl Docker {
         Docker {
             client: Mutex::new(None),
             state_dir: state_dir.display().to_string(),
+            disk_quota: std::sync::Mutex::new(None),
         }
     }
 
@@ -186,6 +192,39 @@ impl Docker {
     }
 
     /// Pings the daemon, with a 3 s limit.
+    /// Whether containers can get a disk limit here, or why not. Asked of
+    /// `docker info` once; a daemon that refuses a limit later corrects it.
+    pub async fn disk_quota(&self) -> Result<(), String> {
+        if let Some(known) = self.disk_quota.lock().unwrap().clone() {
+            return known;
+        }
+        let info = self
+            .client()
+            .await
+            .map_err(|e| e.to_string())?
+            .info()
+            .await
+            .map_err(|e| DockerError::from(e).to_string())?;
+        let driver = info.driver.unwrap_or_default();
+        let backing = info
+            .driver_status
+            .unwrap_or_default()
+            .into_iter()
+            .find(|pair| pair.first().is_some_and(|k| k == "Backing Filesystem"))
+            .and_then(|pair| pair.get(1).cloned())
+            .unwrap_or_default();
+        let known = if driver == "overlay2" && backing == "xfs" {
+            Ok(())
+        } else {
+            Err(format!(
+                "not enforced: the storage driver is {driver} on {backing}; per-container \
+                 disk limits need overlay2 on xfs mounted with pquota"
+            ))
+        };
+        *self.disk_quota.lock().unwrap() = Some(known.clone());
+        known
+    }
+
     pub async fn ping(&self) -> Result<(), DockerError> {
         let client = self.client().await?;
         match tokio::time::timeout(Duration::from_secs(3), client.ping()).await {
@@ -294,11 +333,31 @@ impl Docker {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::new().name(name).build();
-        let created = self
-            .client()
-            .await?
-            .create_container(Some(options), body)
-            .await?;
+        let mut body = body;
+        let want_quota = limits.disk_bytes > 0 && self.disk_quota().await.is_ok();
+        if want_quota {
+            let size = HashMap::from([("size".to_string(), limits.disk_bytes.to_string())]);
+            body.host_config
+                .get_or_insert_with(Default::default)
+                .storage_opt = Some(size);
+        }
+        let client = self.client().await?;
+        let created = match client
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Err(BollardError::DockerResponseServerError { message, .. })
+                if want_quota && message.contains("storage-opt") =>
+            {
+                log::warn!("per-container disk limits are not enforced: {message}");
+                *self.disk_quota.lock().unwrap() = Some(Err(format!("not enforced: {message}")));
+                if let Some(host) = body.host_config.as_mut() {
+                    host.storage_opt = None;
+                }
+                client.create_container(Some(options), body).await?
+            }
+            other => other?,
+        };
         Ok(created.id)
     }
 

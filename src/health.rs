@@ -19,6 +19,8 @@ pub const PROBE_PERIOD: Duration = Duration::from_secs(2);
 pub struct Probe {
     pub docker: Result<(), String>,
     pub state_dir: Result<(), String>,
+    /// Whether container disk limits are enforced; never makes ua unhealthy.
+    pub disk_quota: Result<(), String>,
 }
 
 impl Probe {
@@ -54,6 +56,7 @@ impl Health {
         let probe = Probe {
             docker: self.docker.ping().await.map_err(|e| e.to_string()),
             state_dir: state_dir_writable(&self.state_dir).await,
+            disk_quota: self.docker.disk_quota().await,
         };
         *last = Some((Instant::now(), probe.clone()));
         probe

@@ -546,6 +546,7 @@ async fn health(app: &App) -> Response<Body> {
             "status": if ok { "ok" } else { "unhealthy" },
             "docker": describe(&probe.docker),
             "stateDir": describe(&probe.state_dir),
+            "diskQuota": describe(&probe.disk_quota),
             "instances": instances,
             "building": building,
             "sessions": app.sessions.len(),

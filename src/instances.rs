@@ -3,7 +3,7 @@
 //! store and Docker in step; it knows nothing of websocket frames.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -147,6 +147,9 @@ pub struct Registry {
     queued: AtomicUsize,
     tables: Mutex<Tables>,
     next_generation: AtomicU64,
+    /// Set once `reconcile` has loaded the records: before it, the tables
+    /// know none of them, so nothing may be created or tidied away.
+    reconciled: AtomicBool,
 }
 
 impl Registry {
@@ -160,6 +163,7 @@ impl Registry {
             store: Arc::new(store),
             tables: Mutex::new(Tables::default()),
             next_generation: AtomicU64::new(1),
+            reconciled: AtomicBool::new(false),
         })
     }
 
@@ -185,6 +189,10 @@ impl Registry {
     /// The instance of `spec`, made if needed. A session attached to an
     /// existing instance is closed: the newer client takes over.
     pub async fn get_or_create(self: &Arc<Self>, spec: Spec) -> Result<String, CreateError> {
+        if !self.is_reconciled() {
+            // Docker was away at start: the records are not loaded yet.
+            return Err(CreateError::DockerDown);
+        }
         let mut waiting = {
             let mut tables = self.tables.lock().unwrap();
             if let Some(id) = tables.by_spec.get(&spec.spec_id) {
@@ -394,26 +402,9 @@ impl Registry {
         Ok(Instance::new(record))
     }
 
-    /// The container limits: the assignment's, capped at the operator's maxima.
+    /// The container limits of an assignment on this server.
     fn limits(&self, settings: &Settings) -> Limits {
-        let config = &self.config;
-        let memory_mb = settings
-            .memory_mb
-            .unwrap_or(config.memory_mb)
-            .clamp(16, config.max_memory_mb);
-        let pids = settings
-            .pids_limit
-            .unwrap_or(config.pids_limit)
-            .clamp(16, config.max_pids_limit);
-        let cpus = settings
-            .cpus
-            .unwrap_or(config.cpus)
-            .clamp(0.01, config.max_cpus);
-        Limits {
-            memory_bytes: memory_mb * 1024 * 1024,
-            pids,
-            nano_cpus: (cpus * 1e9) as i64,
-        }
+        container_limits(settings, &self.config)
     }
 
     async fn save(&self, record: &InstanceRecord) -> std::io::Result<()> {
@@ -631,6 +622,10 @@ impl Registry {
     /// started after reconcile ran, or one created for a build whose record
     /// was never written.
     pub async fn tidy(&self) -> Result<(), DockerError> {
+        if !self.is_reconciled() {
+            // Without the records every container would look unowned.
+            return Ok(());
+        }
         for container in self.docker.owned_containers().await? {
             let Some(id) = container.instance_id.as_deref() else {
                 continue;
@@ -655,6 +650,11 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// Whether `reconcile` has run to the end.
+    pub fn is_reconciled(&self) -> bool {
+        self.reconciled.load(Ordering::Acquire)
     }
 
     /// Brings records and Docker into agreement at start (docs/API.md, "Lifecycle").
@@ -710,6 +710,7 @@ impl Registry {
             tables.by_id.insert(id, Instance::new(record));
         }
         log::info!("reconciled: {} instances", tables.by_id.len());
+        self.reconciled.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -731,5 +732,62 @@ impl Registry {
             }
         });
         futures_util::future::join_all(stops).await;
+    }
+}
+
+/// The container limits: the assignment's, capped at the operator's maxima.
+pub fn container_limits(settings: &Settings, config: &ServeConfig) -> Limits {
+    let memory_mb = settings
+        .memory_mb
+        .unwrap_or(config.memory_mb)
+        .clamp(16, config.max_memory_mb);
+    let pids = settings
+        .pids_limit
+        .unwrap_or(config.pids_limit)
+        .clamp(16, config.max_pids_limit);
+    let cpus = settings
+        .cpus
+        .unwrap_or(config.cpus)
+        .clamp(0.01, config.max_cpus);
+    let disk_mb = settings
+        .disk_mb
+        .unwrap_or(config.disk_mb)
+        .clamp(0, config.max_disk_mb);
+    Limits {
+        memory_bytes: memory_mb * 1024 * 1024,
+        pids,
+        nano_cpus: (cpus * 1e9) as i64,
+        disk_bytes: disk_mb * 1024 * 1024,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_limits_are_capped_by_the_operator() {
+        let config =
+            ServeConfig::from_args(&["--disk-mb", "512", "--max-disk-mb", "1024"]).unwrap();
+        let asked = |disk_mb| Settings {
+            disk_mb,
+            ..Settings::default()
+        };
+        let mib = 1024 * 1024;
+        assert_eq!(
+            container_limits(&asked(None), &config).disk_bytes,
+            512 * mib
+        );
+        assert_eq!(
+            container_limits(&asked(Some(64)), &config).disk_bytes,
+            64 * mib
+        );
+        assert_eq!(
+            container_limits(&asked(Some(1 << 20)), &config).disk_bytes,
+            1024 * mib
+        );
+        assert_eq!(container_limits(&asked(Some(-5)), &config).disk_bytes, 0);
+        let unlimited = ServeConfig::from_args(&[]).unwrap();
+        assert_eq!(container_limits(&asked(None), &unlimited).disk_bytes, 0);
     }
 }

@@ -61,8 +61,14 @@ async fn run(
     match registry.reconcile().await {
         Ok(()) => {}
         Err(e) => log::error!(
-            "could not reconcile with Docker at start ({e}); instances are kept as recorded"
+            "could not reconcile with Docker at start ({e}); instances are kept as recorded \
+             and reconciled when Docker answers"
         ),
+    }
+    match (docker.disk_quota().await, config.disk_mb) {
+        (Ok(()), _) => log::info!("per-container disk limits can be enforced"),
+        (Err(why), 0) => log::info!("per-container disk limits are {why}"),
+        (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
     }
     let listener = inherited
         .into_listener(config.listen)
@@ -135,6 +141,15 @@ async fn background_work(app: Arc<App>) {
     loop {
         tokio::select! {
             _ = sweep.tick() => {
+                if !app.registry.is_reconciled() {
+                    match app.registry.reconcile().await {
+                        Ok(()) => log::info!("Docker answers again: reconciled"),
+                        Err(e) => {
+                            log::debug!("reconcile skipped: {e}");
+                            continue;
+                        }
+                    }
+                }
                 app.registry.expire().await;
                 if let Err(e) = app.registry.tidy().await {
                     log::debug!("tidy skipped: {e}");

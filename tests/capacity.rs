@@ -219,3 +219,43 @@ fn when_docker_goes_away_ua_says_so_and_recovers_by_itself() {
     });
     drop(proxy);
 }
+
+/// A server that starts while Docker is away keeps every instance: it
+/// reconciles once Docker answers, instead of tidying away containers it
+/// has not loaded the records of.
+#[test]
+fn a_start_while_docker_is_away_loses_no_instance() {
+    docker_ready();
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("docker.sock");
+    let mut proxy = DockerProxy::new(&socket);
+    let docker_host = format!("unix://{}", socket.display());
+    let mut server = TestServer::start_with_env(
+        &["--instance-expiry", "1h"],
+        &[("DOCKER_HOST", &docker_host)],
+    );
+    let spec = server.demo_spec("away-at-start");
+    let id = server.instance(&spec);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        term.run("echo kept > kept.txt").await;
+    });
+    server.terminate();
+    proxy.down();
+    server.spawn();
+    let refused = server.http("POST", "/spec", &spec);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    proxy.up();
+    // Sweeps run every 10 s at most: a few of them with Docker back.
+    eventually(Duration::from_secs(30), "the server reconciles", || {
+        server.log().contains("reconciled") && server.http("POST", "/spec", &spec).status == 200
+    });
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(server.instance(&spec), id, "the same instance");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        let out = term.run("cat kept.txt").await;
+        assert!(out.contains("kept"), "{out}");
+    });
+    drop(proxy);
+}

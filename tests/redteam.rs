@@ -313,3 +313,37 @@ fn a_flood_with_no_client_blocks_instead_of_spinning() {
         after - before
     );
 }
+
+/// Where the daemon cannot limit a container's disk (overlay2 on ext4 here),
+/// ua says so once at start and in /health, and containers still start.
+#[test]
+fn disk_limits_say_when_the_daemon_cannot_enforce_them() {
+    let server = TestServer::start_with(&["--disk-mb", "64"]);
+    let health = server.http("GET", "/health", "");
+    assert_eq!(health.status, 200, "{}", health.body);
+    let quota = health.json()["diskQuota"].as_str().unwrap().to_string();
+    let driver = docker(&["info", "--format", "{{.Driver}} {{json .DriverStatus}}"]);
+    if driver.contains("\"xfs\"") {
+        assert_eq!(quota, "ok", "{driver}");
+    } else {
+        assert!(quota.contains("xfs") && quota.contains("pquota"), "{quota}");
+        let warnings = server
+            .log()
+            .lines()
+            .filter(|l| l.contains("--disk-mb 64: per-container disk limits are not enforced"))
+            .count();
+        assert_eq!(warnings, 1, "{}", server.log());
+    }
+    let id = server.instance(&server.demo_spec("disk"));
+    let storage = docker(&[
+        "inspect",
+        "-f",
+        "{{json .HostConfig.StorageOpt}}",
+        &format!("ua-{id}"),
+    ]);
+    if quota == "ok" {
+        assert!(storage.contains("size"), "{storage}");
+    } else {
+        assert!(!storage.contains("size"), "{storage}");
+    }
+}
