@@ -13,7 +13,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e} (write durations like 90s, 5m or 4h)"))
 }
 
-fn default_max_instances() -> usize {
+/// Running terminals plus builds: memory-bound, one per 32 MiB of RAM.
+fn default_max_running() -> usize {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let total_kib: usize = meminfo
         .lines()
@@ -22,6 +23,11 @@ fn default_max_instances() -> usize {
         .unwrap_or(4 << 20);
     (total_kib / (32 << 10)).max(16)
 }
+
+/// Stored instances: each costs its container's writable layer and its
+/// image's per-spec layers on Docker's disk (typically a few MiB), plus a
+/// small record; 10 000 of them at 5 MiB is about 50 GiB.
+pub const DEFAULT_MAX_INSTANCES: usize = 10_000;
 
 fn default_max_builds() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -62,10 +68,19 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_MAX_BUILDS", default_value_t = default_max_builds())]
     pub max_builds: usize,
 
-    /// Live instances; past it `POST /spec` answers 503. Default: one per
-    /// 32 MiB of the machine's memory.
-    #[arg(long, env = "UA_MAX_INSTANCES", default_value_t = default_max_instances())]
+    /// Running containers plus builds (memory-bound); past it a new spec's
+    /// `POST /spec` answers 503. Default: one per 32 MiB of memory, at least 16.
+    #[arg(long, env = "UA_MAX_RUNNING", default_value_t = default_max_running())]
+    pub max_running: usize,
+
+    /// Stored instances, running or stopped (disk-bound); past it a new spec's
+    /// `POST /spec` answers 503.
+    #[arg(long, env = "UA_MAX_INSTANCES", default_value_t = DEFAULT_MAX_INSTANCES)]
     pub max_instances: usize,
+
+    /// Longest a spec's `keepUntil` may keep an instance, from its creation.
+    #[arg(long, env = "UA_MAX_KEEP", default_value = "30d", value_parser = parse_duration)]
+    pub max_keep: Duration,
 
     /// Builds that may wait for a build slot; past it `POST /spec` answers 503.
     #[arg(long, env = "UA_MAX_BUILD_QUEUE", default_value_t = 256)]

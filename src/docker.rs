@@ -717,6 +717,43 @@ impl Docker {
         };
         Ok(self.client().await?.resize_exec(exec, options).await?)
     }
+
+    /// The image's working directory (`/` when it sets none).
+    pub async fn image_workdir(&self, image: &str) -> Result<String, DockerError> {
+        let config = self.client().await?.inspect_image(image).await?.config;
+        let dir = config.and_then(|c| c.working_dir).unwrap_or_default();
+        Ok(if dir.is_empty() { "/".into() } else { dir })
+    }
+
+    /// The start of Docker's tar archive of `path` in a container (running
+    /// or not), at most `limit` bytes of it; `None` when the path is missing.
+    pub async fn read_archive(
+        &self,
+        container: &str,
+        path: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, DockerError> {
+        let options = bollard::query_parameters::DownloadFromContainerOptions {
+            path: path.to_string(),
+        };
+        let client = self.client().await?;
+        let mut stream = client.download_from_container(container, Some(options));
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk.map_err(DockerError::from) {
+                Ok(chunk) => archive.extend_from_slice(&chunk),
+                Err(DockerError::NotFound) => return Ok(None),
+                // Docker answers 400 for some unreadable paths: treat as missing.
+                Err(DockerError::Api { status: 400, .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            if archive.len() >= limit {
+                archive.truncate(limit);
+                break;
+            }
+        }
+        Ok(Some(archive))
+    }
 }
 
 /// The last lines of a build's or an exec's output, each cut at

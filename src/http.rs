@@ -20,9 +20,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServeConfig;
+use crate::docker::DockerError;
+use crate::files::{self, FilesError};
 use crate::health::Health;
 use crate::instances::{unix_now, CreateError, Registry};
 use crate::metrics;
+use crate::observe;
 use crate::seal::Keyring;
 use crate::session::{self, SessionSettings};
 use crate::spec::Spec;
@@ -159,6 +162,8 @@ pub enum Route<'a> {
     Static(&'a str),
     TerminalPage(&'a str),
     Websocket(&'a str),
+    /// `GET /instance/{id}/files`: graded files.
+    Files(&'a str),
     WrongMethod,
     NotFound,
 }
@@ -178,9 +183,10 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
                 return Route::Static(name);
             }
             match path.strip_prefix("/instance/").filter(|_| get) {
-                Some(rest) => match rest.strip_suffix("/ws") {
-                    Some(id) => Route::Websocket(id),
-                    None => Route::TerminalPage(rest),
+                Some(rest) => match (rest.strip_suffix("/ws"), rest.strip_suffix("/files")) {
+                    (Some(id), _) => Route::Websocket(id),
+                    (None, Some(id)) => Route::Files(id),
+                    (None, None) => Route::TerminalPage(rest),
                 },
                 None => Route::NotFound,
             }
@@ -202,7 +208,7 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
             "the server hit an internal error; it has been logged",
         )
     });
-    if path.starts_with("/spec") {
+    if path.starts_with("/spec") || path.ends_with("/files") {
         add_cors(&app, origin.as_ref(), &mut response);
     }
     Ok(response)
@@ -218,6 +224,10 @@ async fn route_request(app: &Arc<App>, request: Request<Incoming>, path: &str) -
         Route::Static(name) => static_file(app, name),
         Route::TerminalPage(id) => terminal_page(app, id),
         Route::Websocket(id) => websocket(app, request, id.to_string()),
+        Route::Files(id) => {
+            let query = request.uri().query().unwrap_or("").to_string();
+            graded_files(app, id, &query).await
+        }
         Route::WrongMethod => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "this path does not take that method",
@@ -327,11 +337,18 @@ fn capitalise(text: &str) -> String {
 }
 
 async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
+    let observe = query_has(&request, "mode=observe");
     let spec = match read_spec(app, request).await {
         Ok(spec) => spec,
         Err(response) => return response,
     };
     let spec_id = spec.spec_id.clone();
+    if observe {
+        return match app.registry.instance_of_spec(&spec_id) {
+            Some(id) => json_response(StatusCode::OK, json!({ "instanceID": id })),
+            None => error(StatusCode::NOT_FOUND, "this spec has no instance"),
+        };
+    }
     match app.registry.get_or_create(spec).await {
         Ok(instance_id) => json_response(StatusCode::OK, json!({ "instanceID": instance_id })),
         Err(e) => {
@@ -342,6 +359,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 | CreateError::Setup { .. }
                 | CreateError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 CreateError::AtCapacity(_)
+                | CreateError::AtRunningCapacity(_)
                 | CreateError::QueueFull(_)
                 | CreateError::Pull { .. }
                 | CreateError::DockerDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -354,7 +372,9 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                     CreateError::Build { .. } => "build",
                     CreateError::Setup { .. } => "setup",
                     CreateError::Pull { .. } => "pull",
-                    CreateError::AtCapacity(_) | CreateError::QueueFull(_) => "capacity",
+                    CreateError::AtCapacity(_)
+                    | CreateError::AtRunningCapacity(_)
+                    | CreateError::QueueFull(_) => "capacity",
                     CreateError::DockerDown => "docker",
                     CreateError::Internal(_) => "internal",
                 },
@@ -364,6 +384,13 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 log::warn!("spec {spec_id:?}: {e}");
             }
             let mut body = json!({ "error": capitalise(&e.to_string()) });
+            // Which limit was hit: memory-bound (running) or disk-bound (instances).
+            match &e {
+                CreateError::AtCapacity(_) => body["limit"] = json!("instances"),
+                CreateError::AtRunningCapacity(_) => body["limit"] = json!("running"),
+                CreateError::QueueFull(_) => body["limit"] = json!("buildQueue"),
+                _ => {}
+            }
             if let Some(tail) = failure_output(&e) {
                 // Output can hold spec data in any form: only key holders read it.
                 let sealed = app.keys.seal(tail.join("\n").as_bytes());
@@ -385,6 +412,53 @@ fn failure_output(e: &CreateError) -> Option<&[String]> {
     match e {
         CreateError::Build { tail, .. } | CreateError::Setup { tail, .. } => Some(tail),
         _ => None,
+    }
+}
+
+fn query_has(request: &Request<Incoming>, pair: &str) -> bool {
+    request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == pair))
+}
+
+/// `GET /instance/{id}/files?path=…`: graded files out of the container.
+async fn graded_files(app: &App, instance_id: &str, query: &str) -> Response<Body> {
+    let instance = is_instance_id(instance_id)
+        .then(|| app.registry.lookup(instance_id))
+        .flatten();
+    let Some(instance) = instance else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "there is no such instance (it may have expired or been cleaned); send the spec again",
+        );
+    };
+    let read = match files::paths_from_query(query) {
+        Ok(paths) => {
+            let container = app.registry.container_of(&instance);
+            let image = app.registry.image_of(&instance);
+            files::read(&app.registry.docker, &container, &image, &paths).await
+        }
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(FilesError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, &m),
+        Err(FilesError::TooBig(m)) => error(StatusCode::PAYLOAD_TOO_LARGE, &m),
+        Err(FilesError::Docker(DockerError::Unreachable(e))) => {
+            log::warn!("instance {instance_id}: files not read: {e}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Docker is unreachable; try again shortly",
+            )
+        }
+        Err(FilesError::Docker(e)) => {
+            log::warn!("instance {instance_id}: files not read: {e}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the files could not be read from the container",
+            )
+        }
     }
 }
 
@@ -517,6 +591,7 @@ fn is_same_origin(app: &App, request: &Request<Incoming>) -> bool {
 }
 
 fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> Response<Body> {
+    let observe = query_has(&request, "mode=observe");
     let same_origin = is_same_origin(app, &request);
     if !same_origin && !origin_allowed(app, request.headers().get(header::ORIGIN)) {
         return error(
@@ -557,6 +632,16 @@ fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> 
     let settings = SessionSettings {
         idle_timeout: app.config.idle_timeout,
     };
+    if observe {
+        app.sessions.spawn(observe::run(
+            websocket,
+            app.registry.clone(),
+            instance,
+            settings,
+            app.shutdown.clone(),
+        ));
+        return response;
+    }
     app.sessions.spawn(session::run(
         websocket,
         app.registry.clone(),

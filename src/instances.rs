@@ -19,7 +19,7 @@ use crate::provision::{assignment_error, Pinned, Prepared, Provisioner};
 use crate::redact::Redactor;
 use crate::spec::Spec;
 use crate::store::{new_instance_id, InstanceRecord, Store};
-use crate::terminal::{Attachment, CloseReason, Ended, Terminal, TerminalSettings};
+use crate::terminal::{Attachment, CloseReason, Ended, Observation, Terminal, TerminalSettings};
 
 /// Why an instance could not be made. Messages never hold spec data.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -57,9 +57,12 @@ pub enum CreateError {
     /// The assignment is unusable as it stands (422).
     #[error("{0}")]
     Invalid(String),
-    /// At `--max-instances` (503).
-    #[error("the server is at its limit of {0} instances; try again shortly")]
+    /// At `--max-instances`: stored instances, disk-bound (503).
+    #[error("the server is at its limit of {0} stored instances; try again shortly")]
     AtCapacity(usize),
+    /// At `--max-running`: running terminals plus builds, memory-bound (503).
+    #[error("the server is at its limit of {0} running terminals and builds; try again shortly")]
+    AtRunningCapacity(usize),
     /// The build queue is full (503).
     #[error("the server's build queue is full ({0} waiting); try again shortly")]
     QueueFull(usize),
@@ -89,6 +92,15 @@ pub enum AttachError {
     /// Docker failed (1011).
     #[error(transparent)]
     Docker(#[from] DockerError),
+}
+
+/// Why an observer was not added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObserveRefusal {
+    /// No terminal runs (the container is stopped): 4004.
+    NotRunning,
+    /// The terminal has all the observers it takes: 1013.
+    TooMany,
 }
 
 /// Seconds since the Unix epoch, now.
@@ -226,9 +238,13 @@ impl Registry {
             match tables.building.get(&spec.spec_id) {
                 Some(waiting) => waiting.clone(),
                 None => {
-                    let live = tables.by_id.len() + tables.building.len();
-                    if live >= self.config.max_instances {
+                    let stored = tables.by_id.len() + tables.building.len();
+                    if stored >= self.config.max_instances {
                         return Err(CreateError::AtCapacity(self.config.max_instances));
+                    }
+                    let running = tables.by_id.values().filter(|i| i.is_busy()).count();
+                    if running + tables.building.len() >= self.config.max_running {
+                        return Err(CreateError::AtRunningCapacity(self.config.max_running));
                     }
                     let waiting = tables.building.len().saturating_sub(self.config.max_builds);
                     if waiting >= self.config.max_build_queue {
@@ -486,6 +502,9 @@ impl Registry {
             created_at: now,
             last_active_at: now,
             shared_image: shared,
+            keep_until: spec
+                .keep_until
+                .map(|t| t.min(now + self.config.max_keep.as_secs() as i64)),
         };
         self.save(&record).await.map_err(|e| {
             CreateError::Internal(format!("the instance record was not saved: {e}"))
@@ -576,6 +595,35 @@ impl Registry {
         let attachment = terminal.attach(client_id).await.ok_or(AttachError::Gone)?;
         *slot = Some(terminal);
         Ok(attachment)
+    }
+
+    /// Adds a read-only observer to the instance's running terminal; never
+    /// starts anything.
+    pub async fn observe(&self, instance: &Arc<Instance>) -> Result<Observation, ObserveRefusal> {
+        let terminal = instance.terminal.lock().await.clone();
+        let Some(terminal) = terminal.filter(|t| !t.is_over()) else {
+            return Err(ObserveRefusal::NotRunning);
+        };
+        match terminal.observe().await {
+            Some(observation) => Ok(observation),
+            None if terminal.is_over() => Err(ObserveRefusal::NotRunning),
+            None => Err(ObserveRefusal::TooMany),
+        }
+    }
+
+    /// The instance of a spec, if it has one (never builds, never takes over).
+    pub fn instance_of_spec(&self, spec_id: &str) -> Option<String> {
+        self.tables.lock().unwrap().by_spec.get(spec_id).cloned()
+    }
+
+    /// The container's ID (for reading files from it).
+    pub fn container_of(&self, instance: &Instance) -> String {
+        instance.record().container_id
+    }
+
+    /// The image's ID (for its working directory).
+    pub fn image_of(&self, instance: &Instance) -> String {
+        instance.record().image
     }
 
     /// A terminal is over: stop the container (files kept) and start the
@@ -671,13 +719,19 @@ impl Registry {
 
     /// Removes instances whose last session ended more than the expiry ago.
     pub async fn expire(&self) {
-        let limit = unix_now() - self.config.instance_expiry.as_secs() as i64;
+        let now = unix_now();
+        let limit = now - self.config.instance_expiry.as_secs() as i64;
+        let kept = |record: &InstanceRecord| record.keep_until.is_some_and(|t| t > now);
         let expired: Vec<Arc<Instance>> = {
             let mut tables = self.tables.lock().unwrap();
             let ids: Vec<String> = tables
                 .by_id
                 .values()
-                .filter(|i| !i.is_busy() && i.record().last_active_at <= limit)
+                .filter(|i| !i.is_busy())
+                .filter(|i| {
+                    let record = i.record();
+                    record.last_active_at <= limit && !kept(&record)
+                })
                 .map(|i| i.id.clone())
                 .collect();
             ids.iter()

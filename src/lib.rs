@@ -17,6 +17,8 @@
 //! - `terminal`: one running terminal, its flow control and replay buffer
 //! - `terminado`: the websocket codec and the UTF-8 decoder
 //! - `session`: one websocket attached to a terminal
+//! - `observe`: a read-only websocket on a terminal (staff views)
+//! - `files`: graded files read out of a container
 //! - `metrics`: counters for `/metrics`
 //! - `panics`: panics logged once per kind and counted, never a raw backtrace
 //! - `web`: the browser terminal's files
@@ -38,11 +40,13 @@ pub mod client;
 pub mod config;
 pub mod connect;
 pub mod docker;
+pub mod files;
 pub mod health;
 pub mod http;
 pub mod instance_files;
 pub mod instances;
 pub mod metrics;
+pub mod observe;
 pub mod panics;
 pub mod provision;
 pub mod redact;

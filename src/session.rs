@@ -35,6 +35,10 @@ pub const CLOSE_TAKEN_OVER: u16 = 4001;
 pub const CLOSE_IDLE: u16 = 4002;
 /// Close code: the instance was cleaned or expired.
 pub const CLOSE_GONE: u16 = 4003;
+/// Observers: the terminal is not running (nothing to watch).
+pub const CLOSE_NOT_RUNNING: u16 = 4004;
+/// Observers: too many, or fell behind; try again later.
+pub const CLOSE_TRY_LATER: u16 = 1013;
 
 /// How long the closing handshake may take.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
@@ -121,14 +125,14 @@ pub async fn run(
 
 /// Milliseconds since the session began of the last client activity and the
 /// last sign of life (which includes pongs).
-struct Clock {
+pub(crate) struct Clock {
     start: Instant,
     last_activity: AtomicU64,
     last_heard: AtomicU64,
 }
 
 impl Clock {
-    fn new() -> Clock {
+    pub(crate) fn new() -> Clock {
         Clock {
             start: Instant::now(),
             last_activity: AtomicU64::new(0),
@@ -138,7 +142,7 @@ impl Clock {
     fn now(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
-    fn heard(&self, active: bool) {
+    pub(crate) fn heard(&self, active: bool) {
         let now = self.now();
         self.last_heard.store(now, Ordering::Relaxed);
         if active {
@@ -150,10 +154,10 @@ impl Clock {
     }
 }
 
-type Stream = futures_util::stream::SplitStream<
+pub(crate) type Stream = futures_util::stream::SplitStream<
     hyper_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
 >;
-type Sink = futures_util::stream::SplitSink<
+pub(crate) type Sink = futures_util::stream::SplitSink<
     hyper_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
     Message,
 >;
@@ -195,21 +199,21 @@ async fn read_frames(
 }
 
 /// Why the reading side stopped.
-enum ReadEnd {
+pub(crate) enum ReadEnd {
     Gone(String),
     /// A frame over the limit: close with 1009.
     TooBig,
 }
 
-struct Writer<'a> {
-    sink: Sink,
-    clock: &'a Clock,
-    idle_timeout: Duration,
+pub(crate) struct Writer<'a> {
+    pub(crate) sink: Sink,
+    pub(crate) clock: &'a Clock,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl Writer<'_> {
     /// Sends `setup`, then output as it comes, pings, and the close frame.
-    async fn write_output(
+    pub(crate) async fn write_output(
         &mut self,
         mut output: mpsc::Receiver<Bytes>,
         mut closed: oneshot::Receiver<CloseReason>,
@@ -295,13 +299,15 @@ impl Writer<'_> {
             CloseReason::Gone => (CLOSE_GONE, "the instance was cleaned or expired"),
             CloseReason::Shutdown => (CLOSE_SHUTDOWN, "the server is shutting down"),
             CloseReason::Failed => (CLOSE_INTERNAL, "the terminal's connection to Docker broke"),
+            CloseReason::NotRunning => (CLOSE_NOT_RUNNING, "not running"),
+            CloseReason::Lagging => (CLOSE_TRY_LATER, "fell behind the output; reconnect"),
         };
         self.send_briefly(closing(code, words)).await;
         words.into()
     }
 
     /// Sends a last message, giving up on a peer that reads nothing.
-    async fn send_briefly(&mut self, message: Message) {
+    pub(crate) async fn send_briefly(&mut self, message: Message) {
         let _ = tokio::time::timeout(CLOSE_DEADLINE, self.sink.send(message)).await;
     }
 }

@@ -72,6 +72,8 @@ pub struct Spec {
     pub data: Value,
     /// `notAfter`, in unix seconds.
     pub not_after: Option<i64>,
+    /// Unix seconds: keep the instance at least until then (capped by `--max-keep`).
+    pub keep_until: Option<i64>,
 }
 
 impl Spec {
@@ -100,20 +102,14 @@ impl Spec {
             None | Some(Value::Null) => Value::Object(Default::default()),
             Some(v) => v,
         };
-        let not_after = match fields.remove("notAfter") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(
-                n.as_i64()
-                    .or_else(|| n.as_f64().map(|f| f as i64))
-                    .ok_or(SpecError::WrongType("notAfter"))?,
-            ),
-            Some(_) => return Err(SpecError::WrongType("notAfter")),
-        };
+        let not_after = unix_seconds(fields.remove("notAfter"), "notAfter")?;
+        let keep_until = unix_seconds(fields.remove("keepUntil"), "keepUntil")?;
         Ok(Spec {
             spec_id,
             assignment,
             data,
             not_after,
+            keep_until,
         })
     }
 
@@ -123,9 +119,35 @@ impl Spec {
     }
 }
 
+/// An optional time field in unix seconds.
+fn unix_seconds(value: Option<Value>, field: &'static str) -> Result<Option<i64>, SpecError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .map(Some)
+            .ok_or(SpecError::WrongType(field)),
+        Some(_) => Err(SpecError::WrongType(field)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_until_is_optional_unix_seconds() {
+        let spec =
+            Spec::parse(br#"{"specID":"s","assignmentName":"a","keepUntil":1893456000}"#).unwrap();
+        assert_eq!(spec.keep_until, Some(1893456000));
+        let spec = Spec::parse(br#"{"specID":"s","assignmentName":"a"}"#).unwrap();
+        assert_eq!(spec.keep_until, None);
+        assert_eq!(
+            Spec::parse(br#"{"specID":"s","assignmentName":"a","keepUntil":"soon"}"#).unwrap_err(),
+            SpecError::WrongType("keepUntil")
+        );
+    }
 
     #[test]
     fn parses_the_documented_example() {

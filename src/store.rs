@@ -34,6 +34,9 @@ pub struct InstanceRecord {
     /// the instance leaves it (absent in records of older versions: false).
     #[serde(default)]
     pub shared_image: bool,
+    /// Unix seconds: not expired before then (the spec's `keepUntil`, capped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_until: Option<i64>,
 }
 
 /// Why the state directory cannot be used.
@@ -210,6 +213,7 @@ mod tests {
             image: format!("ua/{id}"),
             container_id: "c".into(),
             created_at: 1,
+            keep_until: None,
             last_active_at: 2,
             shared_image: false,
         }

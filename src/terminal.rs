@@ -35,6 +35,11 @@ const FLOOD_WAIT: Duration = Duration::from_millis(1);
 const RESIZE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a finished terminal waits for its client to take the last output.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
+/// Read-only observers per terminal (staff views); more are refused.
+pub const MAX_OBSERVERS: usize = 8;
+/// Output chunks queued per observer; an observer that falls further behind
+/// is closed (it never slows the student's terminal).
+const OBSERVER_QUEUE: usize = 16;
 
 /// Why a client's connection is being closed by the terminal side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,10 @@ pub enum CloseReason {
     Shutdown,
     /// The terminal's stream broke (Docker trouble): 1011.
     Failed,
+    /// Observers only: the terminal stopped (nobody came back in the grace): 4004.
+    NotRunning,
+    /// Observers only: it fell behind the output: 1013.
+    Lagging,
 }
 
 /// How a terminal ended, for whoever stops its container.
@@ -67,6 +76,7 @@ enum Command {
     Detach(u64),
     Kick(CloseReason),
     End(CloseReason),
+    Observe(Client, oneshot::Sender<bool>),
 }
 
 struct Client {
@@ -87,6 +97,12 @@ pub struct Attachment {
     pub resizer: Resizer,
     /// Tells the terminal when this client goes.
     pub detacher: Detacher,
+}
+
+/// What a read-only observer gets: the replay, then live output; no input.
+pub struct Observation {
+    pub output: mpsc::Receiver<Bytes>,
+    pub closed: oneshot::Receiver<CloseReason>,
 }
 
 /// Asks for a new terminal size. Sizes are coalesced: however fast a client
@@ -198,6 +214,25 @@ impl Terminal {
         })
     }
 
+    /// Adds a read-only observer; `None` when the terminal is over or has
+    /// [`MAX_OBSERVERS`] already.
+    pub async fn observe(&self) -> Option<Observation> {
+        let (output_tx, output) = mpsc::channel(OBSERVER_QUEUE);
+        let (close, closed) = oneshot::channel();
+        let (accepted_tx, accepted) = oneshot::channel();
+        let observer = Client {
+            id: 0,
+            output: output_tx,
+            close,
+        };
+        let command = Command::Observe(observer, accepted_tx);
+        self.commands.send(command).await.ok()?;
+        accepted
+            .await
+            .unwrap_or(false)
+            .then_some(Observation { output, closed })
+    }
+
     /// Closes the attached client, if any, keeping the program running.
     pub async fn kick(&self, reason: CloseReason) {
         let _ = self.commands.send(Command::Kick(reason)).await;
@@ -224,6 +259,17 @@ struct Pump {
 
 impl Pump {
     async fn run(mut self) -> Ended {
+        let mut observers = Observers::default();
+        let ended = self.pump(&mut observers).await;
+        let reason = match ended {
+            Ended::GraceOver => CloseReason::NotRunning,
+            _ => observers.reason,
+        };
+        observers.close_all(reason);
+        ended
+    }
+
+    async fn pump(&mut self, observers: &mut Observers) -> Ended {
         let mut client: Option<Client> = None;
         // A chunk read but not yet taken by the client: while it waits, no more is read.
         let mut pending: Option<Bytes> = None;
@@ -266,7 +312,11 @@ impl Pump {
                         if let Some(old) = client.take() {
                             let _ = old.close.send(reason);
                         }
+                        observers.reason = reason;
                         return Ended::OnRequest;
+                    }
+                    Some(Command::Observe(observer, accepted)) => {
+                        let _ = accepted.send(observers.add(observer, self.replay.snapshot()));
                     }
                     None => return Ended::OnRequest,
                 },
@@ -281,6 +331,7 @@ impl Pump {
                     Some(Ok(first)) => {
                         let chunk = self.coalesce(first.into_bytes()).await;
                         self.replay.push(&chunk);
+                        observers.send(&chunk);
                         if client.is_some() {
                             pending = Some(chunk);
                         } else {
@@ -289,6 +340,7 @@ impl Pump {
                     }
                     Some(Err(e)) => {
                         log::warn!("terminal output broke off: {e}");
+                        observers.reason = CloseReason::Failed;
                         finish(client, pending, CloseReason::Failed).await;
                         return Ended::Exited;
                     }
@@ -298,6 +350,7 @@ impl Pump {
                             Ok(false) => CloseReason::Exited,
                             Ok(true) | Err(_) => CloseReason::Failed,
                         };
+                        observers.reason = reason;
                         finish(client, pending, reason).await;
                         return Ended::Exited;
                     }
@@ -335,6 +388,57 @@ impl Pump {
             }
         }
         joined.map_or(first, BytesMut::freeze)
+    }
+}
+
+/// The read-only observers of a terminal. They get output only when it is
+/// read for the student (or the replay), so they never change its pace.
+struct Observers {
+    list: Vec<Client>,
+    /// Why they are closed when the terminal ends.
+    reason: CloseReason,
+}
+
+impl Default for Observers {
+    fn default() -> Observers {
+        Observers {
+            list: Vec::new(),
+            reason: CloseReason::NotRunning,
+        }
+    }
+}
+
+impl Observers {
+    fn add(&mut self, observer: Client, replay: Option<Bytes>) -> bool {
+        self.list.retain(|o| !o.output.is_closed());
+        if self.list.len() >= MAX_OBSERVERS {
+            return false;
+        }
+        if let Some(replay) = replay {
+            let _ = observer.output.try_send(replay);
+        }
+        self.list.push(observer);
+        true
+    }
+
+    fn send(&mut self, chunk: &Bytes) {
+        let mut kept = Vec::with_capacity(self.list.len());
+        for observer in self.list.drain(..) {
+            match observer.output.try_send(chunk.clone()) {
+                Ok(()) => kept.push(observer),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let _ = observer.close.send(CloseReason::Lagging);
+                }
+            }
+        }
+        self.list = kept;
+    }
+
+    fn close_all(&mut self, reason: CloseReason) {
+        for observer in self.list.drain(..) {
+            let _ = observer.close.send(reason);
+        }
     }
 }
 

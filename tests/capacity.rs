@@ -19,7 +19,7 @@ fn past_max_instances_post_spec_answers_503_and_leaves_nothing() {
         refused.json()["error"]
             .as_str()
             .unwrap()
-            .contains("limit of 2 instances"),
+            .contains("limit of 2 stored instances"),
         "{}",
         refused.body
     );

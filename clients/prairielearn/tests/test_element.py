@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -101,11 +102,94 @@ def test_spec_name_and_height():
     assert div.get("data-spec") == "T3RoZXI="
 
 
-def test_missing_or_bad_spec_shows_an_error():
-    html, _ = rendered('<uassign_terminal host="h"></uassign_terminal>', {"params": {}, "panel": "question"})
-    assert "alert" in html and 'data[&quot;params&quot;][&quot;spec&quot;]' in html and "data-spec" not in html
+@pytest.mark.parametrize("params", [{}, {"spec": ""}, {"spec": 42}, {"spec": '"><script>alert(1)</script>'}])
+def test_missing_or_bad_spec_fails_in_prepare(params):
+    data = {**question_data(), "params": params}
+    with pytest.raises(ValueError, match="uassign_terminal"):
+        element.prepare('<uassign_terminal host="h"></uassign_terminal>', data)
+
+
+def test_a_bad_spec_never_reaches_the_page():
     html, _ = rendered('<uassign_terminal host="h"></uassign_terminal>', question_data(spec='"><script>alert(1)</script>'))
-    assert "not a sealed spec" in html and "<script>" not in html and "data-spec" not in html
+    assert "not a sealed spec" in html and "<script>alert" not in html and "data-spec" not in html
+
+
+def test_mathjax_ignores_the_terminal_and_each_element_mounts_itself():
+    html, root = rendered('<uassign_terminal host="h"></uassign_terminal>')
+    div = terminal_div(root)
+    assert "mathjax_ignore" in div.get("class").split()
+    (wrapper,) = root.xpath(".//div[contains(@class, 'uassign-terminal-element')]")
+    assert "mathjax_ignore" in wrapper.get("class").split()
+    (script,) = wrapper.xpath(".//script")
+    assert f'document.getElementById("{div.get("id")}")' in script.text
+
+
+@pytest.mark.parametrize("flags", [{"editable": False}, {"editable": True, "manual_grading": True}])
+def test_staff_views_are_read_only(flags):
+    html, root = rendered(
+        '<uassign_terminal host="h" graded-files="hello.c"></uassign_terminal>', {**question_data(), **flags}
+    )
+    div = terminal_div(root)
+    assert div.get("data-mode") == "observe"
+    assert not root.xpath(".//button[contains(@class, 'uassign-terminal-reset')]")
+    assert not root.xpath(".//input[@type='hidden']")
+
+
+def test_students_get_reset_and_the_files_field():
+    html, root = rendered('<uassign_terminal host="h" graded-files="hello.c, sub/notes.txt"></uassign_terminal>')
+    div = terminal_div(root)
+    assert div.get("data-mode") == "terminal"
+    assert json.loads(div.get("data-graded-files")) == ["hello.c", "sub/notes.txt"]
+    (field,) = root.xpath(".//input[@type='hidden']")
+    assert field.get("name") == div.get("data-files-field") == "_uassign_files_spec"
+    assert root.xpath(".//button[contains(@class, 'uassign-terminal-reset')]")
+    _, root = rendered('<uassign_terminal host="h" reset="false"></uassign_terminal>')
+    assert not root.xpath(".//button[contains(@class, 'uassign-terminal-reset')]")
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def parsed(raw, names="hello.c, notes.txt"):
+    data = {**question_data(), "raw_submitted_answers": {"_uassign_files_spec": raw}, "submitted_answers": {}, "format_errors": {}}
+    if raw is None:
+        data["raw_submitted_answers"] = {}
+    element.parse(f'<uassign_terminal host="h" graded-files="{names}"></uassign_terminal>', data)
+    return data
+
+
+def test_parse_puts_graded_files_in_submitted_answers():
+    raw = json.dumps({"files": [{"name": "hello.c", "contents": b64("int main;")}, {"name": "notes.txt", "contents": b64("n")},
+                                {"name": "/etc/passwd", "contents": b64("root")}], "missing": []})
+    data = parsed(raw)
+    assert data["submitted_answers"]["_files"] == [{"name": "hello.c", "contents": b64("int main;")}, {"name": "notes.txt", "contents": b64("n")}]
+    assert data["format_errors"] == {}
+    assert "_uassign_files_spec" not in data["submitted_answers"]
+
+
+def test_parse_reports_missing_files_and_failures_as_format_errors():
+    data = parsed(json.dumps({"files": [{"name": "hello.c", "contents": b64("x")}], "missing": ["notes.txt"]}))
+    assert [f["name"] for f in data["submitted_answers"]["_files"]] == ["hello.c"]
+    assert "notes.txt was not found" in data["format_errors"]["_files"][0]
+    for raw in (None, "", "not json", "[]", json.dumps({"files": [{"name": "hello.c", "contents": "!!"}]})):
+        assert data_errors(raw), raw
+    data = parsed(json.dumps({"error": "Docker is unreachable; try again shortly"}))
+    assert "Docker is unreachable" in data["format_errors"]["_files"][0]
+
+
+def data_errors(raw):
+    return parsed(raw, "hello.c")["format_errors"].get("_files")
+
+
+def test_the_submission_panel_lists_the_submitted_files():
+    data = {**question_data(), "panel": "submission", "submitted_answers": {"_files": [{"name": "hello.c", "contents": b64("abc")}]}}
+    html = element.render('<uassign_terminal host="h" graded-files="hello.c"></uassign_terminal>', data)
+    assert "hello.c" in html and "3 bytes" in html
+    data["panel"] = "question"
+    data["editable"] = False
+    html = element.render('<uassign_terminal host="h" graded-files="hello.c"></uassign_terminal>', data)
+    assert "uassign-terminal-file-contents" in html and "abc" in html
 
 
 @pytest.mark.parametrize(
@@ -118,6 +202,8 @@ def test_missing_or_bad_spec_shows_an_error():
         '<uassign_terminal host="h" insecure="maybe"></uassign_terminal>',
         '<uassign_terminal host="h" colour="red"></uassign_terminal>',
         '<uassign_terminal host="h" height="1em; background: red"></uassign_terminal>',
+        '<uassign_terminal host="h" graded-files="a.c, a.c"></uassign_terminal>',
+        '<uassign_terminal host="h" reset="sometimes"></uassign_terminal>',
     ],
 )
 def test_author_mistakes_fail_in_prepare(html):
@@ -130,3 +216,5 @@ def test_only_the_question_panel_has_a_terminal():
     element.prepare(html, question_data())
     for panel in ("submission", "answer"):
         assert element.render(html, {**question_data(), "panel": panel}) == ""
+    html = '<uassign_terminal host="h" graded-files="a.c"></uassign_terminal>'
+    assert element.render(html, {**question_data(), "panel": "answer"}) == ""

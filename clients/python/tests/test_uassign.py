@@ -390,3 +390,11 @@ def test_timeout_is_ua_error(stub):
 
 def test_version():
     assert uassign.__version__
+
+
+def test_keep_until_is_sealed_as_keepUntil(key):
+    path, line = key
+    sealed = create_spec("demo.busybox", spec_id=unique("keep"), key=line, keep_until=dt.timedelta(days=14))
+    opened = ua_open(sealed, path)
+    assert abs(opened["keepUntil"] - (time.time() + 14 * 86400)) < 60
+    assert "keepUntil" not in ua_open(create_spec("demo.busybox", spec_id=unique("nokeep"), key=line), path)

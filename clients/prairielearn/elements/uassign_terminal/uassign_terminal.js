@@ -12,6 +12,17 @@
  *      running for its reattach grace, 60 s by default, and replays the
  *      recent output on reconnect).
  *
+ * In read-only mode (data-mode="observe": staff views, closed assessments)
+ * it never takes the terminal: it asks POST {http-base}/spec?mode=observe for
+ * the instance and opens its websocket with ?mode=observe (output only).
+ *
+ * With graded files (data-graded-files), a submission of the question's form
+ * first fetches {http-base}/instance/{id}/files?path=... into a hidden field,
+ * which the controller's parse() turns into submitted_answers["_files"].
+ *
+ * Each element is mounted by the inline script rendered with it (keyed by its
+ * uuid), so elements inserted after the page loaded start too.
+ *
  * Needs window.Terminal and window.FitAddon (vendor/xterm-bundle.js).
  */
 (function () {
@@ -26,6 +37,11 @@
   var CLOSE_TAKEN_OVER = 4001;
   var CLOSE_IDLE = 4002;
   var CLOSE_GONE = 4003;
+  var CLOSE_NOT_RUNNING = 4004;
+  var RESET_CONFIRM =
+    "Reset to a fresh copy? Everything in this terminal's environment is lost: " +
+    "your files, your command history and any running programs. " +
+    "You get the environment as it was first given to you. This cannot be undone.";
 
   // Automatic retries: quick at first (a reload or a blip lands back in the
   // same program within the server's grace period), then every 15 s.
@@ -62,6 +78,10 @@
     this.messageEl = root.querySelector(".uassign-terminal-message");
     this.detailEl = root.querySelector(".uassign-terminal-detail");
     this.button = root.querySelector(".uassign-terminal-action");
+    this.cancelButton = root.querySelector(".uassign-terminal-cancel");
+    this.observing = root.getAttribute("data-mode") === "observe";
+    this.gradedFiles = parseJson(root.getAttribute("data-graded-files") || "[]") || [];
+    this.wrapper = root.parentNode;
 
     this.ws = null;
     this.state = "idle"; // idle | posting | connecting | open | waiting | stopped
@@ -81,6 +101,7 @@
       fontFamily: 'Menlo, Consolas, "DejaVu Sans Mono", "Liberation Mono", monospace',
       fontSize: 14,
       scrollback: 5000,
+      disableStdin: this.observing,
     });
     this.fitAddon = new window.FitAddon.FitAddon();
     this.term.loadAddon(this.fitAddon);
@@ -88,11 +109,32 @@
 
     var self = this;
     this.term.onData(function (data) {
-      self.send(["stdin", data]);
+      if (!self.observing) {
+        self.send(["stdin", data]);
+      }
     });
     this.term.onResize(function (size) {
-      self.send(["set_size", size.rows, size.cols]);
+      if (!self.observing) {
+        self.send(["set_size", size.rows, size.cols]);
+      }
     });
+    if (this.cancelButton) {
+      this.cancelButton.addEventListener("click", function () {
+        var action = self.cancelAction;
+        if (action) {
+          action();
+        }
+      });
+    }
+    var resetButton = this.wrapper && this.wrapper.querySelector(".uassign-terminal-reset");
+    if (resetButton && !this.observing) {
+      resetButton.addEventListener("click", function () {
+        self.confirmReset();
+      });
+    }
+    if (!this.observing && this.gradedFiles.length > 0) {
+      this.hookSubmission();
+    }
     this.button.addEventListener("click", function () {
       var action = self.buttonAction;
       self.wantFocus = true;
@@ -160,6 +202,10 @@
 
   Session.prototype.show = function (message, detail, buttonLabel, buttonAction) {
     this.overlay.hidden = false;
+    if (this.cancelButton) {
+      this.cancelButton.hidden = true;
+    }
+    this.cancelAction = null;
     this.root.setAttribute("data-state", this.state);
     this.messageEl.textContent = message;
     this.detailEl.textContent = detail || "";
@@ -186,6 +232,174 @@
     });
   };
 
+  // Asks before resetting: the overlay names what is lost, with Reset and Cancel.
+  Session.prototype.confirmReset = function () {
+    var self = this;
+    var before = {
+      overlay: !this.overlay.hidden,
+      message: this.messageEl.textContent,
+      detail: this.detailEl.textContent,
+      button: this.button.hidden ? null : this.button.textContent,
+      action: this.buttonAction,
+    };
+    this.show("Reset to a fresh copy?", RESET_CONFIRM, "Reset", function () {
+      self.reset();
+    });
+    this.root.setAttribute("data-confirm", "reset");
+    this.cancelButton.hidden = false;
+    this.cancelAction = function () {
+      self.root.removeAttribute("data-confirm");
+      if (before.overlay) {
+        self.show(before.message, before.detail, before.button, before.action);
+      } else {
+        self.hide();
+        self.term.focus();
+      }
+    };
+  };
+
+  // Cleans the spec (its instance is removed) and starts a fresh one.
+  Session.prototype.reset = function () {
+    var self = this;
+    this.root.removeAttribute("data-confirm");
+    this.clearTimers();
+    this.generation += 1;
+    var generation = this.generation;
+    if (this.ws) {
+      var old = this.ws;
+      this.ws = null;
+      try {
+        old.close(1000);
+      } catch (e) {
+        // already closing
+      }
+    }
+    this.state = "posting";
+    this.show("Resetting to a fresh copy…", "");
+    fetch(this.httpBase + "/spec/clean?async=false", {
+      method: "POST",
+      body: this.spec,
+      headers: { "Content-Type": "text/plain" },
+      mode: "cors",
+      credentials: "omit",
+      cache: "no-store",
+    }).then(
+      function (response) {
+        if (generation !== self.generation) {
+          return;
+        }
+        if (response.ok) {
+          self.term.reset();
+          self.connect("manual");
+        } else {
+          self.stop("The terminal could not be reset.", "HTTP " + response.status, "Try again", "reset-failed");
+        }
+      },
+      function () {
+        if (generation === self.generation) {
+          self.stop("The terminal could not be reset.", "Cannot reach the terminal server.", "Try again", "reset-failed");
+        }
+      }
+    );
+  };
+
+  // The instance ID: the one in use, else the spec's current one (never
+  // taking the terminal over).
+  Session.prototype.findInstance = function () {
+    if (this.instanceID) {
+      return Promise.resolve(this.instanceID);
+    }
+    return fetch(this.httpBase + "/spec?mode=observe", {
+      method: "POST",
+      body: this.spec,
+      headers: { "Content-Type": "text/plain" },
+      mode: "cors",
+      credentials: "omit",
+      cache: "no-store",
+    }).then(function (response) {
+      return response.json().then(function (body) {
+        if (response.ok && body && typeof body.instanceID === "string") {
+          return body.instanceID;
+        }
+        throw new Error((body && body.error) || "HTTP " + response.status);
+      });
+    });
+  };
+
+  // The graded files as the controller's parse() reads them:
+  // {"files": [{"name", "contents"}], "missing": [...]} or {"error": "..."}.
+  Session.prototype.collectFiles = function () {
+    var self = this;
+    return this.findInstance()
+      .then(function (id) {
+        var query = self.gradedFiles
+          .map(function (name) {
+            return "path=" + encodeURIComponent(name);
+          })
+          .join("&");
+        return fetch(self.httpBase + "/instance/" + encodeURIComponent(id) + "/files?" + query, {
+          mode: "cors",
+          credentials: "omit",
+          cache: "no-store",
+        });
+      })
+      .then(function (response) {
+        return response.text().then(function (text) {
+          var body = parseJson(text);
+          if (response.ok && body && Array.isArray(body.files)) {
+            return text;
+          }
+          return JSON.stringify({ error: (body && body.error) || "HTTP " + response.status });
+        });
+      })
+      .catch(function (e) {
+        return JSON.stringify({ error: String((e && e.message) || e) });
+      });
+  };
+
+  // Holds the question form's submission until the graded files are in
+  // its hidden field, then submits with the same button.
+  Session.prototype.hookSubmission = function () {
+    var self = this;
+    var field = this.wrapper && this.wrapper.querySelector("input.uassign-terminal-files");
+    var form = field && field.form;
+    if (!form) {
+      return;
+    }
+    var ready = false;
+    form.addEventListener(
+      "submit",
+      function (event) {
+        if (ready) {
+          ready = false;
+          return;
+        }
+        event.preventDefault();
+        event.stopImmediatePropagation();
+        var submitter = event.submitter || null;
+        self.root.setAttribute("data-submitting", "true");
+        self.collectFiles().then(function (json) {
+          field.value = json;
+          ready = true;
+          self.root.removeAttribute("data-submitting");
+          if (form.requestSubmit) {
+            form.requestSubmit(submitter);
+          } else {
+            if (submitter && submitter.name) {
+              var extra = document.createElement("input");
+              extra.type = "hidden";
+              extra.name = submitter.name;
+              extra.value = submitter.value;
+              form.appendChild(extra);
+            }
+            form.submit();
+          }
+        });
+      },
+      true
+    );
+  };
+
   // Closes any socket and asks the server for the instance again (POST
   // /spec also takes the terminal over from any other tab or window).
   Session.prototype.connect = function (why) {
@@ -209,7 +423,9 @@
     }
     this.state = "posting";
     this.root.removeAttribute("data-close-reason");
-    if (why === "start" || why === "manual") {
+    if (this.observing) {
+      this.show("Looking for the student's terminal…");
+    } else if (why === "start" || why === "manual") {
       this.show(
         "Starting your terminal…",
         why === "start" ? "The first start can take a minute while its environment is prepared." : ""
@@ -217,7 +433,7 @@
     } else {
       this.show("Reconnecting…");
     }
-    fetch(this.httpBase + "/spec", {
+    fetch(this.httpBase + (this.observing ? "/spec?mode=observe" : "/spec"), {
       method: "POST",
       body: this.spec,
       headers: { "Content-Type": "text/plain" },
@@ -251,6 +467,8 @@
     if (response.ok && body && typeof body.instanceID === "string") {
       this.instanceID = body.instanceID;
       this.openSocket(body.instanceID, generation);
+    } else if (this.observing && response.status === 404 && error) {
+      this.notRunning();
     } else if (response.status === 503) {
       this.retry(error || "The terminal server is busy.", retryAfterMs(response, body));
     } else if (response.status >= 500 && !error) {
@@ -278,7 +496,9 @@
     var self = this;
     var ws;
     try {
-      ws = new WebSocket(this.wsBase + "/instance/" + encodeURIComponent(instanceID) + "/ws");
+      ws = new WebSocket(
+        this.wsBase + "/instance/" + encodeURIComponent(instanceID) + "/ws" + (this.observing ? "?mode=observe" : "")
+      );
     } catch (e) {
       this.stop("The terminal address is not valid.", String(e), "Try again", "bad-url");
       return;
@@ -305,7 +525,9 @@
         self.term.reset();
         self.hide();
         self.fit();
-        self.send(["set_size", self.term.rows, self.term.cols]);
+        if (!self.observing) {
+          self.send(["set_size", self.term.rows, self.term.cols]);
+        }
         // Focus after a click on the overlay's button, or if it had focus;
         // never on page load (it would scroll the question away).
         if (self.wantFocus || self.root.contains(document.activeElement)) {
@@ -332,7 +554,10 @@
     if (this.leaving) {
       return;
     }
-    if (exited || code === CLOSE_EXITED) {
+    if (this.observing && (code === CLOSE_NOT_RUNNING || code === CLOSE_GONE || exited || code === CLOSE_EXITED)) {
+      this.instanceID = null;
+      this.notRunning();
+    } else if (exited || code === CLOSE_EXITED) {
       this.stop("The program in this terminal has ended.", "", "Restart", "exited");
     } else if (code === CLOSE_TAKEN_OVER) {
       this.stop("This terminal was opened in another tab or window.", "", "Use it here", "taken-over");
@@ -364,6 +589,16 @@
     } else {
       this.retry("The connection to the terminal was lost.");
     }
+  };
+
+  // Read-only view: the student's terminal is not running (or gone).
+  Session.prototype.notRunning = function () {
+    this.stop(
+      "The student's terminal is not running.",
+      this.gradedFiles.length > 0 ? "The files of the last submission are shown below, if there was one." : "",
+      "Look again",
+      "not-running"
+    );
   };
 
   // Waits, then connects again; gives up after GIVE_UP_AFTER_MS of failures.
@@ -416,6 +651,8 @@
     return root.uassignTerminal;
   }
 
+  // A fallback for pages that drop inline scripts; each element normally
+  // mounts itself from its own inline script.
   function mountAll() {
     var roots = document.querySelectorAll(".uassign-terminal[data-spec]");
     for (var i = 0; i < roots.length; i++) {

@@ -12,14 +12,29 @@ Attributes:
                ws:// (local testing only; the terminal and the spec travel
                unencrypted).
     height     the terminal's height, a CSS length (default "28em").
+    graded-files  comma-separated paths in the container (relative to the
+               image's WORKDIR) copied out at each submission into
+               data["submitted_answers"]["_files"], as PrairieLearn's file
+               elements do (for pl-external-grader, pl-file-preview, manual
+               grading). A missing file is a format error.
+    reset      "true" (default): a "Reset to a fresh copy" button.
 
 The sealed spec is made in the question's server.py (uassign.create_spec). It is
 safe in the page: only the ua server can open it. The browser posts it to
 {host}/spec and attaches to the instance's websocket (uassign_terminal.js).
+
+When the question is not editable (a staff member viewing a student's
+variant, manual grading, a closed assessment) the element never posts the spec
+for a terminal: it shows a read-only view of the student's terminal when it
+runs (ua's observe mode) and the graded files of the last submission.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import html
+import json
 import os
 import re
 import urllib.parse
@@ -34,6 +49,10 @@ HEIGHT_DEFAULT = "28em"
 MUSTACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "uassign_terminal.mustache")
 _CSS_LENGTH = re.compile(r"^\d+(\.\d+)?(px|em|rem|vh|%)$")
 _SEALED = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+RESET_DEFAULT = True
+# The graded files travel through the page: bound what parse() accepts
+# (ua itself answers at most 5 MiB).
+MAX_FILES_FIELD = 8 << 20
 
 
 def _spec_name(element) -> str:
@@ -68,47 +87,183 @@ def server_urls(host: str, insecure: bool) -> tuple[str, str]:
     return f"{scheme}://{netloc}{path}", f"{ws_scheme}://{netloc}{path}"
 
 
+def graded_file_names(text: str) -> list[str]:
+    """The graded-files attribute as a list of paths."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if "\0" in name or len(name) > 4096:
+            raise ValueError(f'<uassign_terminal>: graded-files has an invalid path "{name[:80]}"')
+    if len(set(names)) != len(names):
+        raise ValueError("<uassign_terminal>: graded-files names a file twice")
+    if len(names) > 64:
+        raise ValueError("<uassign_terminal>: graded-files names more than 64 files")
+    return names
+
+
 def _settings(element_html: str) -> dict:
     element = lxml.html.fragment_fromstring(element_html)
-    pl.check_attribs(element, required_attribs=["host"], optional_attribs=["spec_name", "spec-name", "insecure", "height"])
+    pl.check_attribs(
+        element,
+        required_attribs=["host"],
+        optional_attribs=["spec_name", "spec-name", "insecure", "height", "graded-files", "reset"],
+    )
     insecure = pl.get_boolean_attrib(element, "insecure", INSECURE_DEFAULT)
     http_base, ws_base = server_urls(pl.get_string_attrib(element, "host"), insecure)
     height = pl.get_string_attrib(element, "height", HEIGHT_DEFAULT).strip()
     if not _CSS_LENGTH.match(height):
         raise ValueError(f'<uassign_terminal>: height="{height}" must be a CSS length such as 28em or 480px')
-    return {"spec_name": _spec_name(element), "http_base": http_base, "ws_base": ws_base, "height": height}
+    return {
+        "spec_name": _spec_name(element),
+        "http_base": http_base,
+        "ws_base": ws_base,
+        "height": height,
+        "graded_files": graded_file_names(pl.get_string_attrib(element, "graded-files", "")),
+        "reset": pl.get_boolean_attrib(element, "reset", RESET_DEFAULT),
+    }
+
+
+def _spec_problem(data: dict, spec_name: str) -> str | None:
+    spec = data.get("params", {}).get(spec_name)
+    if not isinstance(spec, str) or not spec.strip():
+        return (
+            f'No sealed spec in data["params"]["{spec_name}"]: set it in server.py generate() '
+            f"with uassign.create_spec(...)."
+        )
+    if not _SEALED.match(spec.strip()):
+        return f'data["params"]["{spec_name}"] is not a sealed spec (one line of base64 from uassign.create_spec).'
+    return None
+
+
+def _files_field(settings: dict) -> str:
+    """The form field the browser fills with the graded files at submission."""
+    return "_uassign_files_" + settings["spec_name"]
 
 
 def prepare(element_html: str, data: dict) -> None:
-    """Checks the attributes (an author's mistake shows when the question is loaded)."""
-    _settings(element_html)
+    """Checks the attributes and the sealed spec: an author's mistake raises
+    here, so PrairieLearn reports it to the course staff, not to students."""
+    settings = _settings(element_html)
+    problem = _spec_problem(data, settings["spec_name"])
+    if problem is not None:
+        raise ValueError("<uassign_terminal>: " + problem)
+
+
+def _is_read_only(data: dict) -> bool:
+    return not data.get("editable", False) or bool(data.get("manual_grading", False))
+
+
+def _submitted_files(data: dict, names: list[str]) -> list[dict]:
+    """The graded files of the submission, for display, in attribute order."""
+    by_name = {}
+    for f in data.get("submitted_answers", {}).get("_files", None) or []:
+        if isinstance(f, dict) and f.get("name") in names:
+            try:
+                raw = base64.b64decode(f.get("contents", ""), validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            by_name[f["name"]] = raw
+    out = []
+    for name in names:
+        if name in by_name:
+            raw = by_name[name]
+            out.append({"name": name, "size": len(raw), "text": raw.decode("utf-8", errors="replace")})
+    return out
 
 
 def render(element_html: str, data: dict) -> str:
-    """The terminal in the question panel; nothing in the submission and answer panels."""
-    if data.get("panel") != "question":
-        return ""
+    """The question panel: the terminal (editable) or a read-only view of it
+    (staff views, closed assessments). The submission panel lists the graded
+    files submitted; the answer panel is empty."""
     settings = _settings(element_html)
-    spec = data.get("params", {}).get(settings["spec_name"])
-    error = None
-    if not isinstance(spec, str) or not spec.strip():
-        error = (
-            f'No sealed spec in data["params"]["{settings["spec_name"]}"]: set it in server.py generate() '
-            f"with uassign.create_spec(...)."
-        )
-        spec = ""
-    elif not _SEALED.match(spec.strip()):
-        error = f'data["params"]["{settings["spec_name"]}"] is not a sealed spec (one line of base64 from uassign.create_spec).'
-        spec = ""
+    panel = data.get("panel")
+    if panel == "answer":
+        return ""
+    files = _submitted_files(data, settings["graded_files"])
+    if panel == "submission":
+        if not settings["graded_files"]:
+            return ""
+        return _render(settings, {"submission": True, "files": files, "has_files": bool(files)})
+    if panel != "question":
+        return ""
+    error = _spec_problem(data, settings["spec_name"])
+    read_only = _is_read_only(data)
+    spec = "" if error else data["params"][settings["spec_name"]].strip()
+    return _render(
+        settings,
+        {
+            "question": True,
+            "uuid": pl.get_uuid(),
+            "spec": spec,
+            "error": error,
+            "mode": "observe" if read_only else "terminal",
+            "read_only": read_only,
+            "graded_files": json.dumps(settings["graded_files"]),
+            "has_graded_files": bool(settings["graded_files"]),
+            "files_field": _files_field(settings),
+            "reset": settings["reset"] and not read_only,
+            "files": files if read_only else [],
+            "has_files": read_only and bool(files),
+        },
+    )
+
+
+def _render(settings: dict, values: dict) -> str:
     with open(MUSTACHE, encoding="utf-8") as f:
         return chevron.render(
             f,
             {
-                "uuid": pl.get_uuid(),
-                "spec": spec.strip(),
                 "http_base": settings["http_base"],
                 "ws_base": settings["ws_base"],
                 "height": settings["height"],
-                "error": error,
+                **values,
             },
         ).strip()
+
+
+def parse(element_html: str, data: dict) -> None:
+    """Puts the graded files the browser fetched from ua at submission into
+    data["submitted_answers"]["_files"] (as PrairieLearn's file elements do);
+    a file that is missing or could not be read is a format error."""
+    settings = _settings(element_html)
+    names = settings["graded_files"]
+    if not names:
+        return
+    field = _files_field(settings)
+    raw = data.get("raw_submitted_answers", {}).get(field)
+    data.get("submitted_answers", {}).pop(field, None)
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_FILES_FIELD:
+        _files_error(data, "The files of your terminal were not submitted; reload the page and submit again.")
+        return
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        _files_error(data, "The files of your terminal were not submitted; reload the page and submit again.")
+        return
+    if isinstance(answer.get("error"), str):
+        _files_error(data, "Your files could not be read from the terminal: " + answer["error"][:500])
+        return
+    got = {}
+    for f in answer.get("files") or []:
+        if isinstance(f, dict) and f.get("name") in names and isinstance(f.get("contents"), str):
+            try:
+                base64.b64decode(f["contents"], validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            got[f["name"]] = f["contents"]
+    existing = data["submitted_answers"].get("_files")
+    if isinstance(existing, list):
+        data["submitted_answers"]["_files"] = [f for f in existing if not (isinstance(f, dict) and f.get("name") in got)]
+    for name in names:
+        if name in got:
+            pl.add_submitted_file(data, name, got[name])
+        else:
+            _files_error(data, f"{name} was not found in your terminal (it must be a regular file, at most 1 MiB).")
+
+
+def _files_error(data: dict, message: str) -> None:
+    if hasattr(pl, "add_files_format_error"):
+        pl.add_files_format_error(data, message)
+    else:
+        data["format_errors"].setdefault("_files", []).append(message)

@@ -60,3 +60,15 @@ def get_boolean_attrib(element, name: str, *args: Any):
 
 def get_uuid() -> str:
     return str(uuid.uuid4())
+
+
+def add_files_format_error(data, error: str) -> None:
+    if data["format_errors"].get("_files") is None:
+        data["format_errors"]["_files"] = []
+    data["format_errors"]["_files"].append(error)
+
+
+def add_submitted_file(data, file_name: str, base64_contents: str) -> None:
+    if data["submitted_answers"].get("_files") is None:
+        data["submitted_answers"]["_files"] = []
+    data["submitted_answers"]["_files"].append({"name": file_name, "contents": base64_contents})

@@ -10,6 +10,8 @@ Written for PrairieLearn's ``server.py`` but usable from any Python program::
 
 A *sealed spec* is the base64 text of PyNaCl's ``SecretBox(key).encrypt(json)``
 (XSalsa20-Poly1305 with a fresh random nonce), exactly what ``ua seal`` prints.
+PyNaCl is used when installed; without it a pure-Python secretbox gives the
+same result (no compiled files: it runs in PrairieLearn's Python as is).
 Only the holder of the shared key can make or read one; the student who carries
 it in a web page cannot read or change it.
 
@@ -33,8 +35,12 @@ import urllib.request
 import uuid
 from typing import Any, Optional, Union
 
-import nacl.secret
-import nacl.utils
+try:  # the fast path; without PyNaCl (PrairieLearn's Python) the pure-Python box
+    import nacl.secret as _nacl_secret
+except ImportError:  # pragma: no cover - exercised by forcing the pure path in tests
+    _nacl_secret = None
+
+from . import _secretbox
 
 __all__ = [
     "UaError",
@@ -49,7 +55,7 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-KEY_SIZE = nacl.secret.SecretBox.KEY_SIZE  # 32 bytes
+KEY_SIZE = _secretbox.KEY_SIZE  # 32 bytes
 DEFAULT_TIMEOUT = 300.0  # seconds; a first POST /spec builds an image
 _ASSIGNMENT_RE = re.compile(r"^[A-Za-z0-9_-]+(?:[./][A-Za-z0-9_-]+)*$")
 
@@ -210,6 +216,7 @@ def create_spec(
     spec_id: Optional[str] = None,
     not_after: NotAfter = None,
     key: Optional[KeyLike] = None,
+    keep_until: NotAfter = None,
 ) -> str:
     """Seal a spec and return it as one line of base64 text.
 
@@ -226,6 +233,11 @@ def create_spec(
         not_after: the server refuses the spec (410) after this moment: unix
             seconds (``int``), a ``datetime`` (naive means local time) or a
             ``timedelta`` from now. Default: no limit.
+        keep_until: keep the instance (the student's files) at least until
+            this moment, even unused: same forms as ``not_after``. The server
+            caps it (``--max-keep``, 30 days by default) and expires the
+            instance as usual afterwards. Default: ``--instance-expiry``
+            (4 h) after the last session.
         key: a key line (44-character base64 ``str``) or the raw 32 bytes.
             Default: ``UA_KEY``, else the first key of the file ``UA_KEY_FILE``.
 
@@ -254,9 +266,28 @@ def create_spec(
     seconds = _unix_seconds(not_after)
     if seconds is not None:
         plaintext["notAfter"] = seconds
+    keep = _unix_seconds(keep_until)
+    if keep is not None:
+        plaintext["keepUntil"] = keep
     payload = json.dumps(plaintext, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    sealed = nacl.secret.SecretBox(secret_key).encrypt(payload, nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE))
-    return base64.b64encode(bytes(sealed)).decode("ascii")
+    return base64.b64encode(seal_bytes(secret_key, payload)).decode("ascii")
+
+
+def seal_bytes(key: bytes, plaintext: bytes) -> bytes:
+    """``nonce || tag || ciphertext`` (NaCl secretbox): PyNaCl when it is
+    installed, else the pure-Python implementation (same bytes for the same nonce)."""
+    nonce = os.urandom(_secretbox.NONCE_SIZE)
+    if _nacl_secret is not None:
+        return bytes(_nacl_secret.SecretBox(key).encrypt(plaintext, nonce))
+    return _secretbox.encrypt(key, plaintext, nonce)
+
+
+def open_bytes(key: bytes, sealed: bytes) -> bytes:
+    """Opens a sealed spec's bytes (for tests and debugging); raises
+    ``uassign._secretbox.CryptoError`` (or PyNaCl's ``CryptoError``) if forged."""
+    if _nacl_secret is not None:
+        return bytes(_nacl_secret.SecretBox(key).decrypt(sealed))
+    return _secretbox.decrypt(key, sealed)
 
 
 # ---------------------------------------------------------------- HTTP

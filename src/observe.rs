@@ -1,0 +1,87 @@
+//! A read-only websocket on an instance's terminal (`?mode=observe`), for
+//! staff views: `setup`, the replay, then live output. Input and `set_size`
+//! are ignored; it never starts a container, never takes over, never counts
+//! as the student's activity and never ends the student's session.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper_tungstenite::tungstenite::{Error as WsError, Message};
+use hyper_tungstenite::HyperWebsocket;
+use tokio_util::sync::CancellationToken;
+
+use crate::instances::{Instance, ObserveRefusal, Registry};
+use crate::metrics;
+use crate::session::{
+    closing, Clock, ReadEnd, SessionSettings, Stream, Writer, CLOSE_NOT_RUNNING, CLOSE_TOO_BIG,
+    CLOSE_TRY_LATER,
+};
+use crate::terminal::Observation;
+
+/// Runs one observer websocket until it closes.
+pub async fn run(
+    websocket: HyperWebsocket,
+    registry: Arc<Registry>,
+    instance: Arc<Instance>,
+    settings: SessionSettings,
+    shutdown: CancellationToken,
+) {
+    let mut socket = match websocket.await {
+        Ok(socket) => socket,
+        Err(e) => {
+            log::debug!("instance {}: websocket handshake failed: {e}", instance.id);
+            return;
+        }
+    };
+    let Observation { output, closed } = match registry.observe(&instance).await {
+        Ok(observation) => observation,
+        Err(refusal) => {
+            let (code, words) = match refusal {
+                ObserveRefusal::NotRunning => (CLOSE_NOT_RUNNING, "not running"),
+                ObserveRefusal::TooMany => (
+                    CLOSE_TRY_LATER,
+                    "this terminal has all the observers it takes; try again later",
+                ),
+            };
+            let _ = socket.send(closing(code, words)).await;
+            let _ = socket.close(None).await;
+            return;
+        }
+    };
+    log::info!("instance {}: observer attached", instance.id);
+    let (sink, stream) = socket.split();
+    let clock = Clock::new();
+    let mut writer = Writer {
+        sink,
+        clock: &clock,
+        idle_timeout: settings.idle_timeout,
+    };
+    let outcome = tokio::select! {
+        end = ignore_frames(stream, &clock) => match end {
+            ReadEnd::Gone(why) => why,
+            ReadEnd::TooBig => {
+                writer.send_briefly(closing(CLOSE_TOO_BIG, "frame over 1 MiB")).await;
+                "frame too big".to_string()
+            }
+        },
+        why = writer.write_output(output, closed, &shutdown) => why,
+    };
+    log::info!("instance {}: observer closed ({outcome})", instance.id);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer.sink.close()).await;
+}
+
+/// Reads the observer's frames only to notice pongs and its going away.
+async fn ignore_frames(mut stream: Stream, clock: &Clock) -> ReadEnd {
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(Message::Close(_)) => {
+                metrics::CLOSES.add("client", 1);
+                return ReadEnd::Gone("client closed".into());
+            }
+            Ok(_) => clock.heard(false),
+            Err(WsError::Capacity(_)) => return ReadEnd::TooBig,
+            Err(e) => return ReadEnd::Gone(format!("read error: {e}")),
+        }
+    }
+    ReadEnd::Gone("connection lost".into())
+}
