@@ -398,3 +398,27 @@ def test_keep_until_is_sealed_as_keepUntil(key):
     opened = ua_open(sealed, path)
     assert abs(opened["keepUntil"] - (time.time() + 14 * 86400)) < 60
     assert "keepUntil" not in ua_open(create_spec("demo.busybox", spec_id=unique("nokeep"), key=line), path)
+
+
+def test_a_failed_build_shows_its_output_to_the_key_holder_only(key, tmp_path):
+    broken = tmp_path / "assignments" / "lab" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "Dockerfile.tmpl").write_text(
+        "FROM ua-busybox:latest\nRUN echo {{ data.secret | shell }} && exit 3\n"
+    )
+    server = UaServer(assignments=tmp_path / "assignments")
+    try:
+        secret = "the-answer-" + uuid.uuid4().hex[:8]
+        sealed = create_spec("lab.broken", {"secret": secret}, unique("broken"), key=server.key_line)
+        with pytest.raises(UaError) as student:
+            open_instance(sealed, server.url)
+        assert student.value.status == 422
+        assert student.value.output is None
+        assert secret not in str(student.value) and secret not in json.dumps(student.value.body)
+        assert isinstance(student.value.body["sealedOutput"], str)
+        with pytest.raises(UaError) as author:
+            open_instance(sealed, server.url, key=server.key_line)
+        assert secret in author.value.output
+        assert secret in str(author.value)
+    finally:
+        server.stop()

@@ -87,8 +87,9 @@ def require_docker() -> None:
 class UaServer:
     """One `ua serve` on 127.0.0.1 with a fresh key and state directory."""
 
-    def __init__(self, extra_args: Optional[List[str]] = None) -> None:
+    def __init__(self, extra_args: Optional[List[str]] = None, assignments: Optional[Path] = None) -> None:
         require_docker()
+        self.assignments = assignments or ASSIGNMENTS
         self.dir = Path(tempfile.mkdtemp(prefix="uassign-test-"))
         self.state_dir = self.dir / "state"
         self.state_dir.mkdir()
@@ -113,7 +114,7 @@ class UaServer:
             [
                 ua_binary(), "serve",
                 "--key-file", str(self.key_file),
-                "--assignments", str(ASSIGNMENTS),
+                "--assignments", str(self.assignments),
                 "--state-dir", str(self.state_dir),
                 "--listen", listen,
                 *self.extra_args,

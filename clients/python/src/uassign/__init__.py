@@ -76,7 +76,10 @@ class UaError(Exception):
             the seconds to wait before trying again, from ``Retry-After``;
             ``None`` otherwise.
         body: the decoded JSON body of the error answer when there was one
-            (e.g. ``buildOutput`` for a ``422``), else ``None``.
+            (e.g. ``sealedOutput`` for a ``422``), else ``None``.
+        output: for a failed build or setup (``422``), its last output lines,
+            opened from the answer's ``sealedOutput`` with the key (the
+            assignment's author holds it); ``None`` without a key.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class UaError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.body = body
+        self.output: Optional[str] = None
 
     def __str__(self) -> str:
         if self.status is None:
@@ -382,7 +386,25 @@ def _post(url: str, sealed: str, timeout: float) -> tuple[int, Any]:
         raise UaError(f"the ua server at {url} answered {status} with a body that is not JSON", status=status) from None
 
 
-def open_instance(sealed: str, server: Optional[str] = None, *, timeout: float = DEFAULT_TIMEOUT) -> str:
+def _open_output(body: Any, key: Optional[KeyLike]) -> Optional[str]:
+    """The plaintext of a 422's ``sealedOutput``, when a key opens it."""
+    sealed = body.get("sealedOutput") if isinstance(body, dict) else None
+    if not isinstance(sealed, str):
+        return None
+    try:
+        opened = open_bytes(load_key(key), base64.b64decode(sealed))
+    except Exception:  # no key here, or not ours: the words alone stand
+        return None
+    return opened.decode("utf-8", "replace")
+
+
+def open_instance(
+    sealed: str,
+    server: Optional[str] = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    key: Optional[KeyLike] = None,
+) -> str:
     """Send a sealed spec to ``POST {server}/spec`` and return the instance ID.
 
     The first call for a ``spec_id`` renders and builds the assignment (this
@@ -395,6 +417,9 @@ def open_instance(sealed: str, server: Optional[str] = None, *, timeout: float =
             ``"http://127.0.0.1:8000"``; a path prefix is kept, a trailing
             slash is fine. Default: ``UA_SERVER``.
         timeout: seconds to wait for the answer.
+        key: the key that opens a failed build's or setup's ``sealedOutput``
+            (a key line, its bytes or the raw 32 bytes); default: as
+            :func:`load_key` finds it, else the output stays sealed.
 
     Returns:
         The instance ID (the only credential for its terminal: keep it private
@@ -404,12 +429,20 @@ def open_instance(sealed: str, server: Optional[str] = None, *, timeout: float =
     Raises:
         UaError: ``status`` 400 (forged, wrongly keyed or malformed spec),
             404 (no such assignment), 410 (past ``not_after``), 413, 422 (the
-            template did not render or the image did not build; ``body`` has
-            ``buildOutput``), 503 (at capacity or Docker away; see
-            ``retry_after``), or ``None`` for network failures.
+            template did not render, the image did not build or the setup
+            failed; with a key, ``output`` has the last output lines opened
+            from ``sealedOutput`` and the message ends with them), 503 (at
+            capacity or Docker away; see ``retry_after``), or ``None`` for
+            network failures.
     """
     url = _base_url(server) + "/spec"
-    status, body = _post(url, sealed, timeout)
+    try:
+        status, body = _post(url, sealed, timeout)
+    except UaError as e:
+        e.output = _open_output(e.body, key)
+        if e.output is not None:
+            e.message = f"{e.message}\n{e.output}"
+        raise
     instance_id = body.get("instanceID") if isinstance(body, dict) else None
     if not isinstance(instance_id, str) or not instance_id:
         raise UaError(f"the ua server at {url} answered {status} without an instanceID", status=status, body=body)
