@@ -98,6 +98,9 @@ pub enum BuildError {
         /// The build's last output lines; they may show spec data.
         tail: Vec<String>,
     },
+    /// The build ran past its time limit and was stopped.
+    #[error("the build took longer than {0:?}")]
+    TimedOut(Duration),
     /// Docker itself failed.
     #[error(transparent)]
     Docker(#[from] DockerError),
@@ -275,13 +278,59 @@ impl Docker {
     }
 
     /// Builds `context` (a tar) into `tag`, never pulling, with the labels.
-    pub async fn build(
+    /// Builds `context` into `tag` within `limit`. A build that fails or runs
+    /// out of time leaves nothing: the step images it made are removed (the
+    /// classic builder keeps them, unlabelled, and they hold whatever the
+    /// rendered context put into them).
+    pub async fn build_within(
         &self,
         context: Vec<u8>,
         dockerfile: &str,
         tag: &str,
         labels: &HashMap<String, String>,
         network: bool,
+        limit: Duration,
+    ) -> Result<(), BuildError> {
+        let mut steps = Vec::new();
+        let building = self.build(context, dockerfile, tag, labels, network, &mut steps);
+        // Dropping the build request makes the daemon cancel the build.
+        let result = match tokio::time::timeout(limit, building).await {
+            Ok(result) => result,
+            Err(_) => Err(BuildError::TimedOut(limit)),
+        };
+        if result.is_err() {
+            let _ = self.remove_image(tag).await;
+            for step in steps.iter().rev() {
+                if let Err(e) = self.remove_step_image(step).await {
+                    log::warn!("step image {step} of a failed build not removed: {e}");
+                }
+            }
+        }
+        result
+    }
+
+    /// Removes one image left by a failed build, leaving its parents alone.
+    async fn remove_step_image(&self, image: &str) -> Result<(), DockerError> {
+        let options = RemoveImageOptionsBuilder::new().noprune(true).build();
+        let result = self
+            .client()
+            .await?
+            .remove_image(image, Some(options), None)
+            .await;
+        ignore_missing(result)
+    }
+
+    /// Builds `context` into `tag`, never pulling, with the labels; the IDs
+    /// of the step images it makes (not those taken from the cache, nor the
+    /// `FROM` image) are added to `steps` as they appear.
+    async fn build(
+        &self,
+        context: Vec<u8>,
+        dockerfile: &str,
+        tag: &str,
+        labels: &HashMap<String, String>,
+        network: bool,
+        steps: &mut Vec<String>,
     ) -> Result<(), BuildError> {
         let client = self.client().await?;
         let options = BuildImageOptionsBuilder::new()
@@ -295,11 +344,13 @@ impl Docker {
         let mut stream =
             client.build_image(options, None, Some(bollard::body_full(context.into())));
         let mut tail = Tail::default();
+        let mut step_images = StepImages::default();
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
                     if let Some(text) = info.stream.as_deref() {
                         tail.keep(text);
+                        steps.extend(step_images.made_in(text));
                     }
                     if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                         tail.keep(&detail);
@@ -756,6 +807,38 @@ impl Docker {
     }
 }
 
+/// Reads the classic builder's progress lines for the images it makes:
+/// `Step n/m : …` then ` ---> <id>` for the step's image, where the `FROM`
+/// step's image and ` ---> Using cache` ones are not the build's own.
+#[derive(Default)]
+struct StepImages {
+    not_ours: bool,
+}
+
+impl StepImages {
+    fn made_in(&mut self, text: &str) -> Vec<String> {
+        let mut made = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(step) = line.strip_prefix("Step ") {
+                let instruction = step.split_once(" : ").map_or("", |(_, i)| i);
+                self.not_ours = instruction
+                    .get(..5)
+                    .is_some_and(|word| word.eq_ignore_ascii_case("FROM "));
+            } else if let Some(rest) = line.strip_prefix("---> ") {
+                if rest == "Using cache" {
+                    self.not_ours = true;
+                } else if !rest.is_empty() && rest.chars().all(|c| c.is_ascii_hexdigit()) {
+                    if !self.not_ours {
+                        made.push(rest.to_string());
+                    }
+                    self.not_ours = false;
+                }
+            }
+        }
+        made
+    }
+}
+
 /// The last lines of a build's or an exec's output, each cut at
 /// [`BUILD_LINE_CHARS`].
 #[derive(Default)]
@@ -850,5 +933,25 @@ mod tests {
         assert_eq!(lines.len(), BUILD_TAIL_LINES);
         assert_eq!(lines[0], "line 11");
         assert_eq!(lines[19].chars().count(), BUILD_LINE_CHARS + 1);
+    }
+
+    #[test]
+    fn step_images_are_those_the_build_made() {
+        let mut steps = StepImages::default();
+        let stream = [
+            "Step 1/4 : FROM ua-busybox:latest\n",
+            " ---> 8f1a2b3c4d5e\n",
+            "Step 2/4 : COPY a /a\n",
+            " ---> Using cache\n",
+            " ---> 0123456789ab\n",
+            "Step 3/4 : RUN echo hi\n",
+            " ---> Running in 5f5f5f5f5f5f\n",
+            "hi\n",
+            "Removing intermediate container 5f5f5f5f5f5f\n",
+            " ---> abcdefabcdef\n",
+            "Step 4/4 : from other\n ---> 999999999999\nStep 5/5 : RUN exit 3\n",
+        ];
+        let made: Vec<String> = stream.iter().flat_map(|text| steps.made_in(text)).collect();
+        assert_eq!(made, vec!["abcdefabcdef".to_string()]);
     }
 }

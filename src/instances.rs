@@ -400,46 +400,27 @@ impl Registry {
         let labels = self.docker.labels(instance_id);
         let build_timeout = self.provisioner.build_timeout(assignment);
         let building_started = std::time::Instant::now();
-        let building = self.docker.build(
-            context.tar,
-            DOCKERFILE_IN_CONTEXT,
-            &image,
-            &labels,
-            self.config.build_network,
-        );
-        // Dropping the build request makes the daemon cancel the build.
-        let built = tokio::time::timeout(build_timeout, building).await;
+        let built = self
+            .docker
+            .build_within(
+                context.tar,
+                DOCKERFILE_IN_CONTEXT,
+                &image,
+                &labels,
+                self.config.build_network,
+                build_timeout,
+            )
+            .await;
         metrics::BUILD_SECONDS.observe(started.elapsed().as_secs_f64());
         metrics::PHASE_SECONDS.record("build", instance_id, building_started);
-        let Ok(built) = built else {
+        built.map(|()| image).map_err(|e| {
             log::warn!(
-                "build timed out for spec {:?} after {build_timeout:?}",
-                spec.spec_id
+                "build failed for spec {:?} (assignment {}): {e}",
+                spec.spec_id,
+                spec.assignment
             );
-            let _ = self.docker.remove_image(&image).await;
-            let limit = humantime::format_duration(build_timeout);
-            return Err(CreateError::Build {
-                reason: format!(
-                    "the assignment's image took longer than {limit} to build and was stopped"
-                ),
-                tail: Vec::new(),
-            });
-        };
-        match built {
-            Ok(()) => Ok(image),
-            Err(BuildError::Failed { tail }) => {
-                log::warn!(
-                    "build failed for spec {:?} (assignment {})",
-                    spec.spec_id,
-                    spec.assignment
-                );
-                Err(CreateError::Build {
-                    reason: "the assignment's image did not build".into(),
-                    tail,
-                })
-            }
-            Err(BuildError::Docker(e)) => Err(e.into()),
-        }
+            build_failure(e)
+        })
     }
 
     /// Creates the container, puts in the instance's files and runs its
@@ -897,6 +878,25 @@ impl Registry {
             }
         });
         futures_util::future::join_all(stops).await;
+    }
+}
+
+/// A failed build as the client hears of it (its output stays raw here and
+/// leaves the server only sealed).
+pub fn build_failure(e: BuildError) -> CreateError {
+    match e {
+        BuildError::Failed { tail } => CreateError::Build {
+            reason: "the assignment's image did not build".into(),
+            tail,
+        },
+        BuildError::TimedOut(limit) => CreateError::Build {
+            reason: format!(
+                "the assignment's image took longer than {} to build and was stopped",
+                humantime::format_duration(limit)
+            ),
+            tail: Vec::new(),
+        },
+        BuildError::Docker(e) => e.into(),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::assignment::{Assignment, AssignmentError, Mode, Renderer, TemplateVar
 use crate::assignment_image::{self, Candidate, HashCache};
 use crate::base_images::{base_images, PullPolicy};
 use crate::config::ServeConfig;
-use crate::docker::{BuildError, Docker, DockerError};
+use crate::docker::{Docker, DockerError};
 use crate::instance_files::{self, Entry, Owner};
 use crate::instances::CreateError;
 use crate::metrics::{self, PHASE_SECONDS};
@@ -270,42 +270,30 @@ impl Provisioner {
         log::info!("building assignment image {tag}");
         let labels = self.docker.assignment_labels(&name, &context.hash);
         let timeout = self.build_timeout(assignment);
-        let building = self.docker.build(
-            context.tar,
-            crate::assignment::DOCKERFILE_IN_CONTEXT,
-            &tag,
-            &labels,
-            self.config.build_network,
-        );
-        let built = tokio::time::timeout(timeout, building).await;
+        let built = self
+            .docker
+            .build_within(
+                context.tar,
+                crate::assignment::DOCKERFILE_IN_CONTEXT,
+                &tag,
+                &labels,
+                self.config.build_network,
+                timeout,
+            )
+            .await;
         metrics::BUILD_SECONDS.observe(started.elapsed().as_secs_f64());
         PHASE_SECONDS.record("build", instance_id, started);
         match built {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 log::info!(
                     "assignment image {tag} built in {} ms",
                     started.elapsed().as_millis()
                 );
                 Ok(tag)
             }
-            Ok(Err(BuildError::Failed { tail })) => {
-                log::warn!("assignment image {tag} did not build");
-                Err(CreateError::Build {
-                    reason: "the assignment's image did not build".into(),
-                    tail,
-                })
-            }
-            Ok(Err(BuildError::Docker(e))) => Err(e.into()),
-            Err(_) => {
-                log::warn!("assignment image {tag}: build timed out after {timeout:?}");
-                let _ = self.docker.remove_image(&tag).await;
-                let limit = humantime::format_duration(timeout);
-                Err(CreateError::Build {
-                    reason: format!(
-                        "the assignment's image took longer than {limit} to build and was stopped"
-                    ),
-                    tail: Vec::new(),
-                })
+            Err(e) => {
+                log::warn!("assignment image {tag} did not build: {e}");
+                Err(crate::instances::build_failure(e))
             }
         }
     }

@@ -347,3 +347,41 @@ fn disk_limits_say_when_the_daemon_cannot_enforce_them() {
         assert!(!storage.contains("size"), "{storage}");
     }
 }
+
+/// A failed build leaves no image behind, not even the unlabelled step
+/// images of its successful steps (which hold what the rendered context
+/// put into them).
+#[test]
+fn a_failed_build_leaves_no_step_images() {
+    let server = TestServer::start();
+    let marker = format!("step-marker-{}", rand_tag());
+    let dir = server.assignments().join("steps");
+    write(
+        &dir.join("Dockerfile.tmpl"),
+        &format!(
+            "FROM ua-busybox:latest\nCOPY answer.txt /answer.txt\nRUN echo {marker} > /m\nRUN exit 3\n"
+        ),
+    );
+    write(&dir.join("context/answer.txt.tmpl"), "{{ data.answer }}\n");
+    let with_marker = || -> Vec<String> {
+        let ids = docker(&["images", "-a", "-q", "--no-trunc"]);
+        let ids: Vec<&str> = ids.lines().collect();
+        let mut args = vec![
+            "image",
+            "inspect",
+            "-f",
+            "{{.Id}} {{json .ContainerConfig.Cmd}}",
+        ];
+        args.extend(ids.iter().copied());
+        docker(&args)
+            .lines()
+            .filter(|l| l.contains(&marker))
+            .map(str::to_string)
+            .collect()
+    };
+    let spec = r#"{"specID":"steps","assignmentName":"steps","data":{"answer":"forty-two"}}"#;
+    let response = server.http("POST", "/spec", &server.seal(spec));
+    assert_eq!(response.status, 422, "{}", response.body);
+    assert!(with_marker().is_empty(), "{:?}", with_marker());
+    assert!(server.images().is_empty() && server.containers().is_empty());
+}
