@@ -11,10 +11,10 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
-    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    ResizeExecOptions, StartContainerOptions, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, ResizeExecOptions, StartContainerOptions,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
@@ -606,6 +606,20 @@ impl Docker {
             status: inspect.exit_code.unwrap_or(-1),
             tail: tail.into(),
         })
+    }
+
+    /// Whether the container exists (running or not).
+    pub async fn container_exists(&self, container: &str) -> Result<bool, DockerError> {
+        let result = self
+            .client()
+            .await?
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await;
+        match result.map_err(DockerError::from) {
+            Ok(_) => Ok(true),
+            Err(DockerError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Starts a container; one already running is fine.

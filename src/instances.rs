@@ -228,6 +228,13 @@ impl Registry {
             // Docker was away at start: the records are not loaded yet.
             return Err(CreateError::DockerDown);
         }
+        let existing = self.spec_instance(&spec.spec_id);
+        if let Some(instance) = existing {
+            if !self.container_vanished(&instance).await {
+                return Ok(self.take_over(instance));
+            }
+            self.forget_vanished(&instance).await;
+        }
         let mut waiting = {
             let mut tables = self.tables.lock().unwrap();
             if let Some(id) = tables.by_spec.get(&spec.spec_id) {
@@ -268,6 +275,47 @@ impl Registry {
             .clone()
             .expect("waited for a result");
         result.map(|instance| instance.id.clone())
+    }
+
+    fn spec_instance(&self, spec_id: &str) -> Option<Arc<Instance>> {
+        let tables = self.tables.lock().unwrap();
+        tables
+            .by_spec
+            .get(spec_id)
+            .and_then(|id| tables.by_id.get(id))
+            .cloned()
+    }
+
+    /// Whether the instance's container was removed behind ua's back (Docker
+    /// trouble is not taken for that: the instance is kept).
+    async fn container_vanished(&self, instance: &Instance) -> bool {
+        let container = instance.record().container_id;
+        matches!(self.docker.container_exists(&container).await, Ok(false))
+    }
+
+    /// Drops an instance whose container vanished, so that its spec makes a
+    /// new one: its files went with the container.
+    async fn forget_vanished(&self, instance: &Arc<Instance>) {
+        let taken = {
+            let mut tables = self.tables.lock().unwrap();
+            let current = tables
+                .by_id
+                .get(&instance.id)
+                .is_some_and(|known| Arc::ptr_eq(known, instance));
+            if current {
+                tables.by_id.remove(&instance.id);
+                tables.by_spec.remove(&instance.spec_id);
+            }
+            current
+        };
+        if taken {
+            log::warn!(
+                "instance {}: its container was removed outside ua; dropping the instance \
+                 (its files are gone), and its spec makes a new one",
+                instance.id
+            );
+            self.remove(instance, "dropped").await;
+        }
     }
 
     fn take_over(&self, instance: Arc<Instance>) -> String {
@@ -544,7 +592,14 @@ impl Registry {
         }
         let record = instance.record();
         let started = std::time::Instant::now();
-        self.docker.start(&record.container_id).await?;
+        if let Err(e) = self.docker.start(&record.container_id).await {
+            if matches!(e, DockerError::NotFound) {
+                drop(slot);
+                self.forget_vanished(instance).await;
+                return Err(AttachError::Gone);
+            }
+            return Err(e.into());
+        }
         metrics::PHASE_SECONDS.record("start", &instance.id, started);
         let started = std::time::Instant::now();
         let (mut command, user) = self.docker.image_command(&record.image).await?;

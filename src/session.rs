@@ -74,17 +74,17 @@ pub async fn run(
     let attachment = match registry.attach(&instance, client_id).await {
         Ok(attachment) => attachment,
         Err(e) => {
-            let code = match e {
-                crate::instances::AttachError::Gone => CLOSE_GONE,
+            let (code, words) = match e {
+                crate::instances::AttachError::Gone => {
+                    (CLOSE_GONE, "the instance is gone; send the spec again")
+                }
                 _ => {
                     log::error!("instance {}: terminal not started: {e}", instance.id);
                     metrics::ERRORS.add("attach", 1);
-                    CLOSE_INTERNAL
+                    (CLOSE_INTERNAL, "the terminal could not be started")
                 }
             };
-            let _ = socket
-                .send(closing(code, "the terminal could not be started"))
-                .await;
+            let _ = socket.send(closing(code, words)).await;
             return;
         }
     };
@@ -296,7 +296,7 @@ impl Writer<'_> {
         let (code, words) = match reason {
             CloseReason::Exited => (CLOSE_EXITED, "the command exited"),
             CloseReason::TakenOver => (CLOSE_TAKEN_OVER, "taken over by a newer connection"),
-            CloseReason::Gone => (CLOSE_GONE, "the instance was cleaned or expired"),
+            CloseReason::Gone => (CLOSE_GONE, "the instance is gone; send the spec again"),
             CloseReason::Shutdown => (CLOSE_SHUTDOWN, "the server is shutting down"),
             CloseReason::Failed => (CLOSE_INTERNAL, "the terminal's connection to Docker broke"),
             CloseReason::NotRunning => (CLOSE_NOT_RUNNING, "not running"),

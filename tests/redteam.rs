@@ -385,3 +385,45 @@ fn a_failed_build_leaves_no_step_images() {
     assert!(with_marker().is_empty(), "{:?}", with_marker());
     assert!(server.images().is_empty() && server.containers().is_empty());
 }
+
+/// An instance whose container was removed behind ua's back is dropped on
+/// attach (4003, not 1011) and on POST, and its spec gets a working terminal.
+#[test]
+fn a_vanished_container_is_replaced_on_the_next_try() {
+    let server = TestServer::start();
+    let spec = server.demo_spec("vanished");
+    let first = server.instance(&spec);
+    docker(&["rm", "-f", &format!("ua-{first}")]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let (mut socket, _) = tokio_tungstenite::connect_async(server.ws_url(&first))
+            .await
+            .unwrap();
+        let closed = loop {
+            match socket.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(closed.unwrap().code), 4003);
+    });
+    assert!(
+        server.log().contains("removed outside ua"),
+        "{}",
+        server.log()
+    );
+    let second = server.instance(&spec);
+    assert_ne!(second, first);
+    // And straight on POST, with no attach in between.
+    docker(&["rm", "-f", &format!("ua-{second}")]);
+    let third = server.instance(&spec);
+    assert_ne!(third, second);
+    rt.block_on(async {
+        let mut term = Term::connect(&server.ws_url(&third)).await;
+        let out = term.run("echo working-$((6*7))").await;
+        assert!(out.contains("working-42"), "{out}");
+    });
+    assert_eq!(server.records().len(), 1);
+}
