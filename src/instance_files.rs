@@ -131,6 +131,10 @@ pub fn pack(
     exists: impl Fn(&Path) -> bool,
 ) -> io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
+    // The files are the instance's: they date from its making, not from 1970.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     for entry in entries {
         let absolute = Path::new("/").join(&entry.path);
         let (uid, gid) = match &owner.home {
@@ -141,6 +145,7 @@ pub fn pack(
         header.set_uid(uid);
         header.set_gid(gid);
         header.set_mode(entry.mode);
+        header.set_mtime(now);
         match &entry.kind {
             Kind::Dir if exists(&absolute) => continue,
             Kind::Dir => {
