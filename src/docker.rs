@@ -311,13 +311,8 @@ impl Docker {
 
     /// Removes one image left by a failed build, leaving its parents alone.
     async fn remove_step_image(&self, image: &str) -> Result<(), DockerError> {
-        let options = RemoveImageOptionsBuilder::new().noprune(true).build();
-        let result = self
-            .client()
-            .await?
-            .remove_image(image, Some(options), None)
-            .await;
-        ignore_missing(result)
+        self.remove_image_with(image, RemoveImageOptionsBuilder::new().noprune(true))
+            .await
     }
 
     /// Builds `context` into `tag`, never pulling, with the labels; the IDs
@@ -662,22 +657,25 @@ impl Docker {
     /// Removes an image that no container uses; a missing one is fine.
     /// Docker refuses (an error) while a container uses it.
     pub async fn remove_unused_image(&self, image: &str) -> Result<(), DockerError> {
-        let options = RemoveImageOptionsBuilder::new().force(false).build();
-        let result = self
-            .client()
-            .await?
-            .remove_image(image, Some(options), None)
-            .await;
-        ignore_missing(result)
+        self.remove_image_with(image, RemoveImageOptionsBuilder::new().force(false))
+            .await
     }
 
     /// Removes an image; a missing one is fine.
     pub async fn remove_image(&self, image: &str) -> Result<(), DockerError> {
-        let options = RemoveImageOptionsBuilder::new().force(true).build();
+        self.remove_image_with(image, RemoveImageOptionsBuilder::new().force(true))
+            .await
+    }
+
+    async fn remove_image_with(
+        &self,
+        image: &str,
+        options: RemoveImageOptionsBuilder,
+    ) -> Result<(), DockerError> {
         let result = self
             .client()
             .await?
-            .remove_image(image, Some(options), None)
+            .remove_image(image, Some(options.build()), None)
             .await;
         ignore_missing(result)
     }
