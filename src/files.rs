@@ -112,7 +112,7 @@ fn regular_file(archive: &[u8], name: &str) -> Result<Option<Vec<u8>>, FilesErro
     let size = entry.size();
     if size > MAX_FILE as u64 {
         return Err(FilesError::TooBig(format!(
-            "{name} is over the 1 MiB limit per file"
+            "the file {name} is over the 1 MiB limit per file"
         )));
     }
     let mut contents = Vec::with_capacity(size as usize);

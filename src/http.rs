@@ -391,7 +391,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 CreateError::QueueFull(_) => body["limit"] = json!("buildQueue"),
                 _ => {}
             }
-            if let Some(tail) = failure_output(&e) {
+            if let Some(tail) = failure_output(&e).filter(|tail| !tail.is_empty()) {
                 // Output can hold spec data in any form: only key holders read it.
                 let sealed = app.keys.seal(tail.join("\n").as_bytes());
                 log::warn!("spec {spec_id:?}: {e}; its sealed output (ua open shows it): {sealed}");
