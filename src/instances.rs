@@ -70,6 +70,24 @@ pub enum AttachError {
     Docker(#[from] DockerError),
 }
 
+/// The longest one Docker call of background work (removal, stop, tidy)
+/// may take: a stalled daemon must not hold the sweep for bollard's 120 s.
+pub const DOCKER_CALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// `call`, failed as unreachable when it takes over [`DOCKER_CALL_LIMIT`].
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, DockerError>>,
+) -> Result<T, DockerError> {
+    tokio::time::timeout(DOCKER_CALL_LIMIT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DockerError::Unreachable(format!(
+                "no answer in {} s",
+                DOCKER_CALL_LIMIT.as_secs()
+            )))
+        })
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> i64 {
     SystemTime::now()
@@ -512,11 +530,11 @@ impl Registry {
         }
         let record = instance.record();
         let mut complete = true;
-        if let Err(e) = self.docker.remove_container(&record.container_id).await {
+        if let Err(e) = bounded(self.docker.remove_container(&record.container_id)).await {
             log::error!("instance {}: container not removed: {e}", instance.id);
             complete = false;
         }
-        if let Err(e) = self.docker.remove_image(&record.image).await {
+        if let Err(e) = bounded(self.docker.remove_image(&record.image)).await {
             log::error!("instance {}: image not removed: {e}", instance.id);
             complete = false;
         }
@@ -534,8 +552,9 @@ impl Registry {
         );
     }
 
-    /// Removes instances whose last session ended more than the expiry ago.
-    pub async fn expire(&self) {
+    /// Removes instances whose last session ended more than the expiry ago,
+    /// each in its own task: one slow removal holds no other.
+    pub fn expire(self: &Arc<Self>) {
         let limit = unix_now() - self.config.instance_expiry.as_secs() as i64;
         let expired: Vec<Arc<Instance>> = {
             let mut tables = self.tables.lock().unwrap();
@@ -554,7 +573,8 @@ impl Registry {
                 .collect()
         };
         for instance in expired {
-            self.remove(&instance, "expired").await;
+            let registry = self.clone();
+            tokio::spawn(async move { registry.remove(&instance, "expired").await });
         }
     }
 
@@ -572,28 +592,38 @@ impl Registry {
             // Without the records every container would look unowned.
             return Ok(());
         }
-        for container in self.docker.owned_containers().await? {
-            let Some(id) = container.instance_id.as_deref() else {
-                continue;
-            };
-            let building = self.tables.lock().unwrap().building_ids.contains(id);
-            match self.lookup(id) {
-                Some(instance) if container.running => {
-                    // Holding the terminal's lock: an attach waits for the stop.
-                    let Ok(slot) = instance.terminal.try_lock() else {
-                        continue;
-                    };
-                    if slot.as_ref().is_none_or(Terminal::is_over) {
-                        log::info!("instance {id}: stopping its container (no session)");
-                        self.docker.stop(&container.id).await?;
-                    }
+        let containers = bounded(self.docker.owned_containers()).await?;
+        // Concurrently and each bounded: one stalled container holds no other.
+        let steps = containers
+            .iter()
+            .map(|container| self.tidy_container(container));
+        for result in futures_util::future::join_all(steps).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn tidy_container(&self, container: &crate::docker::Owned) -> Result<(), DockerError> {
+        let Some(id) = container.instance_id.as_deref() else {
+            return Ok(());
+        };
+        let building = self.tables.lock().unwrap().building_ids.contains(id);
+        match self.lookup(id) {
+            Some(instance) if container.running => {
+                // Holding the terminal's lock: an attach waits for the stop.
+                let Ok(slot) = instance.terminal.try_lock() else {
+                    return Ok(());
+                };
+                if slot.as_ref().is_none_or(Terminal::is_over) {
+                    log::info!("instance {id}: stopping its container (no session)");
+                    bounded(self.docker.stop(&container.id)).await?;
                 }
-                None if !building => {
-                    log::warn!("removing container {} that no record owns", container.id);
-                    self.docker.remove_container(&container.id).await?;
-                }
-                _ => {}
             }
+            None if !building => {
+                log::warn!("removing container {} that no record owns", container.id);
+                bounded(self.docker.remove_container(&container.id)).await?;
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -18,6 +18,7 @@
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together
+//! - `background`: the watchdog and status task, and the sweep
 //! - `client`: the API from the client side
 //! - `connect`: `ua connect`, a terminal client
 //! - `bench`: `ua bench`, the benchmark tool
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assignment;
+pub mod background;
 pub mod bench;
 pub mod client;
 pub mod config;

@@ -9,8 +9,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::background;
 use crate::config::ServeConfig;
-use crate::docker::Docker;
+use crate::docker::{Docker, DockerError};
 use crate::health::Health;
 use crate::http::{self, App};
 use crate::instances::Registry;
@@ -19,8 +20,6 @@ use crate::store::Store;
 use crate::systemd;
 use crate::web::WebAssets;
 
-/// How often the systemd status line is refreshed.
-const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// How long sessions get to close before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -58,7 +57,10 @@ async fn run(
         .unwrap_or_else(|_| config.state_dir.clone());
     let docker = Arc::new(Docker::new(&state_dir));
     let registry = Registry::new(config.clone(), docker.clone(), store);
-    match registry.reconcile().await {
+    let reconciled = tokio::time::timeout(background::SWEEP_STEP_LIMIT, registry.reconcile())
+        .await
+        .unwrap_or_else(|_| Err(DockerError::Unreachable("no answer in time".into())));
+    match reconciled {
         Ok(()) => {}
         Err(e) => log::error!(
             "could not reconcile with Docker at start ({e}); instances are kept as recorded \
@@ -97,14 +99,14 @@ async fn run(
             .flatten(),
         shutdown: shutdown.clone(),
     });
-    let background = tokio::spawn(background_work(app.clone()));
+    let background = background::spawn(app.clone());
     tokio::spawn(watch_signals(shutdown.clone()));
     systemd::notify_ready();
     http::serve(listener, app.clone()).await;
 
     log::info!("shutting down: closing sessions and stopping containers");
     systemd::notify_stopping();
-    background.abort();
+    background.iter().for_each(|task| task.abort());
     registry.shutdown().await;
     app.sessions.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, app.sessions.wait())
@@ -130,43 +132,4 @@ async fn watch_signals(shutdown: CancellationToken) {
         _ = int.recv() => {}
     }
     shutdown.cancel();
-}
-
-/// Expiry sweeps, status lines and the watchdog.
-async fn background_work(app: Arc<App>) {
-    let mut sweep = tokio::time::interval(app.registry.sweep_interval());
-    let mut status = tokio::time::interval(STATUS_INTERVAL);
-    let watchdog_every = systemd::watchdog_interval();
-    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
-    loop {
-        tokio::select! {
-            _ = sweep.tick() => {
-                if !app.registry.is_reconciled() {
-                    match app.registry.reconcile().await {
-                        Ok(()) => log::info!("Docker answers again: reconciled"),
-                        Err(e) => {
-                            log::debug!("reconcile skipped: {e}");
-                            continue;
-                        }
-                    }
-                }
-                app.registry.expire().await;
-                if let Err(e) = app.registry.tidy().await {
-                    log::debug!("tidy skipped: {e}");
-                }
-            }
-            _ = status.tick() => {
-                let now = app.registry.snapshot();
-                systemd::notify_status(&format!(
-                    "{} instances ({} running), {} sessions, {} building ({} queued)",
-                    now.running + now.stopped,
-                    now.running,
-                    app.sessions.len(),
-                    now.building,
-                    now.queued,
-                ));
-            }
-            _ = watchdog.tick(), if watchdog_every.is_some() => systemd::notify_watchdog(),
-        }
-    }
 }

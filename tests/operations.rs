@@ -1,0 +1,202 @@
+//! Operations: the watchdog while Docker stalls.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A unix socket in front of the real Docker socket that holds back every
+/// `DELETE` request naming a chosen object until released.
+struct StallingProxy {
+    runtime: tokio::runtime::Runtime,
+    stall: Arc<Mutex<Option<String>>>,
+    held: Arc<AtomicUsize>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl StallingProxy {
+    fn new(path: &Path) -> StallingProxy {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let stall = Arc::new(Mutex::new(None::<String>));
+        let held = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::UnixListener::bind(path).unwrap()
+        };
+        let (stall2, held2) = (stall.clone(), held.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let (stall, held, mut released) = (stall2.clone(), held2.clone(), released.clone());
+                tokio::spawn(async move {
+                    let Ok(daemon) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_daemon, mut to_daemon) = daemon.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_daemon, &mut to_client).await;
+                    });
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match from_client.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buffer[..n];
+                        let target = stall.lock().unwrap().clone();
+                        let head = String::from_utf8_lossy(&chunk[..n.min(300)]).to_string();
+                        if target.is_some_and(|t| head.starts_with("DELETE ") && head.contains(&t))
+                        {
+                            held.fetch_add(1, Ordering::SeqCst);
+                            let _ = released.wait_for(|r| *r).await;
+                            held.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        if to_daemon.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        StallingProxy {
+            runtime,
+            stall,
+            held,
+            release,
+        }
+    }
+
+    /// From now on, hold back every DELETE whose request line names `what`.
+    fn stall(&self, what: &str) {
+        *self.stall.lock().unwrap() = Some(what.to_string());
+    }
+
+    /// Requests held back right now.
+    fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets every held request through, and later ones at once.
+    fn release(&self) {
+        *self.stall.lock().unwrap() = None;
+        self.release.send_replace(true);
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.release();
+        let _ = &self.runtime;
+    }
+}
+
+/// systemd's side of sd_notify: a datagram socket that keeps every message.
+struct NotifySocket {
+    path: PathBuf,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn new(path: &Path) -> NotifySocket {
+        let socket = UnixDatagram::bind(path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let kept = messages.clone();
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buffer) {
+                let text = String::from_utf8_lossy(&buffer[..n]).to_string();
+                kept.lock().unwrap().push(text);
+            }
+        });
+        NotifySocket {
+            path: path.to_owned(),
+            messages,
+        }
+    }
+
+    /// How many messages so far carry `line` (e.g. `WATCHDOG=1`).
+    fn count(&self, line: &str) -> usize {
+        let messages = self.messages.lock().unwrap();
+        messages
+            .iter()
+            .filter(|m| m.lines().any(|l| l.starts_with(line)))
+            .count()
+    }
+}
+
+/// Issue 13, item 1: a Docker that stalls a removal stops neither the
+/// watchdog, nor the status line, nor the expiry of other instances.
+#[test]
+fn a_stalled_docker_starves_neither_the_watchdog_nor_other_instances() {
+    docker_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = StallingProxy::new(&dir.path().join("docker.sock"));
+    let notify = NotifySocket::new(&dir.path().join("notify"));
+    let docker_host = format!("unix://{}", dir.path().join("docker.sock").display());
+    let notify_path = notify.path.display().to_string();
+    let server = TestServer::start_with_env(
+        &["--instance-expiry", "4s"],
+        &[
+            ("DOCKER_HOST", &docker_host),
+            ("NOTIFY_SOCKET", &notify_path),
+            // Fed every 0.5 s when healthy.
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    eventually(Duration::from_secs(10), "ua says it is ready", || {
+        notify.count("READY=1") == 1
+    });
+    let first = server.instance(&server.demo_spec("stalled"));
+    let container = docker(&["inspect", "-f", "{{.Id}}", &format!("ua-{first}")]);
+    assert_eq!(container.len(), 64, "{container}");
+    proxy.stall(&container);
+    eventually(
+        Duration::from_secs(30),
+        "the expiry's DELETE is held",
+        || proxy.held() > 0,
+    );
+
+    let fed = notify.count("WATCHDOG=1");
+    let statuses = notify.count("STATUS=");
+    let second = server.instance(&server.demo_spec("not-held"));
+    eventually(
+        Duration::from_secs(30),
+        "the other instance expires while the first removal is held",
+        || {
+            !server
+                .records()
+                .iter()
+                .any(|r| r["instanceID"] == second.as_str())
+        },
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the watchdog and the status line go on while the removal is held",
+        || notify.count("WATCHDOG=1") >= fed + 4 && notify.count("STATUS=") > statuses,
+    );
+    assert!(proxy.held() > 0, "the removal was still held meanwhile");
+    assert!(
+        !server.containers().iter().any(|c| c.contains(&second)),
+        "{:?}",
+        server.containers()
+    );
+
+    proxy.release();
+    eventually(
+        Duration::from_secs(30),
+        "the held instance goes too",
+        || server.records().is_empty() && server.containers().is_empty(),
+    );
+    assert!(!server.log().contains("hi stalled"), "spec data in the log");
+}
