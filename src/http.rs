@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServeConfig;
 use crate::health::Health;
 use crate::instances::{unix_now, CreateError, Registry};
+use crate::live::Swap;
 use crate::metrics;
 use crate::seal::Keyring;
 use crate::session::{self, SessionSettings};
@@ -52,12 +53,12 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// The cached `/health` probe.
     pub health: Health,
-    /// The keys that open specs.
-    pub keys: Keyring,
-    /// The allowed origins; `None` allows any.
-    pub origins: Option<Vec<String>>,
-    /// Origins of this server's own pages (`--public-origin`).
-    pub public_origins: Vec<String>,
+    /// The keys that open specs (swapped by a reload).
+    pub keys: Swap<Keyring>,
+    /// The allowed origins; `None` allows any (swapped by a reload).
+    pub origins: Swap<Option<Vec<String>>>,
+    /// Origins of this server's own pages (`--public-origin`; swapped by a reload).
+    pub public_origins: Swap<Vec<String>>,
     /// The websocket session tasks, for shutdown and the gauges.
     pub sessions: TaskTracker,
     /// The browser terminal, when on and built.
@@ -306,6 +307,7 @@ async fn open_spec(app: &App, request: Request<Incoming>) -> Result<Spec, Respon
     };
     let plaintext = app
         .keys
+        .load()
         .open(text)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
     let spec =
@@ -362,7 +364,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
             let mut body = json!({ "error": capitalise(&e.to_string()) });
             if let CreateError::Build { tail, .. } = &e {
                 // Output can hold spec data in any form: only key holders read it.
-                let sealed = app.keys.seal(tail.join("\n").as_bytes());
+                let sealed = app.keys.load().seal(tail.join("\n").as_bytes());
                 log::warn!("spec {spec_id:?}: {e}; its sealed output (ua open shows it): {sealed}");
                 body["error"] = json!(format!(
                     "{}; its last output is in sealedOutput, for the assignment's author",
@@ -481,7 +483,7 @@ async fn health(app: &App) -> Response<Body> {
 }
 
 fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
-    match (&app.origins, origin) {
+    match (&*app.origins.load(), origin) {
         (None, _) | (_, None) => true,
         (Some(list), Some(origin)) => origin.to_str().is_ok_and(|o| {
             list.iter()
@@ -499,7 +501,7 @@ fn is_same_origin(app: &App, request: &Request<Incoming>) -> bool {
         .and_then(|o| o.to_str().ok())
         .is_some_and(|o| {
             let o = o.trim_end_matches('/');
-            app.public_origins.iter().any(|public| public == o)
+            app.public_origins.load().iter().any(|public| public == o)
         })
 }
 
@@ -542,7 +544,7 @@ fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> 
         }
     };
     let settings = SessionSettings {
-        idle_timeout: app.config.idle_timeout,
+        idle_timeout: app.registry.config().idle_timeout,
     };
     app.sessions.spawn(session::run(
         websocket,
@@ -579,7 +581,7 @@ fn add_cors(app: &App, origin: Option<&HeaderValue>, response: &mut Response<Bod
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Retry-After"),
     );
-    match (&app.origins, origin) {
+    match (&*app.origins.load(), origin) {
         (None, _) => {
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,

@@ -14,6 +14,7 @@ use crate::assignment::{
 };
 use crate::config::ServeConfig;
 use crate::docker::{BuildError, Docker, DockerError, Limits};
+use crate::live::Swap;
 use crate::metrics;
 use crate::spec::Spec;
 use crate::store::{new_instance_id, InstanceRecord, Store};
@@ -144,7 +145,8 @@ struct Tables {
 
 /// The live instances; keeps the store and Docker in step with them.
 pub struct Registry {
-    config: Arc<ServeConfig>,
+    /// The settings; a reload swaps those that change live (`reconfigure`).
+    config: Swap<ServeConfig>,
     /// The Docker client.
     pub docker: Arc<Docker>,
     store: Arc<Store>,
@@ -164,13 +166,24 @@ impl Registry {
         Arc::new(Registry {
             builds: Semaphore::new(config.max_builds.max(1)),
             queued: AtomicUsize::new(0),
-            config,
+            config: Swap::new((*config).clone()),
             docker,
             store: Arc::new(store),
             tables: Mutex::new(Tables::default()),
             next_generation: AtomicU64::new(1),
             reconciled: AtomicBool::new(false),
         })
+    }
+
+    /// The settings in force now.
+    pub fn config(&self) -> Arc<ServeConfig> {
+        self.config.load()
+    }
+
+    /// Puts new settings in force for what is made, attached or swept from
+    /// now on (a reload; see `reload.rs` for which settings change live).
+    pub fn reconfigure(&self, config: ServeConfig) {
+        self.config.store(config);
     }
 
     /// The live instance with this ID, if any.
@@ -210,11 +223,12 @@ impl Registry {
                 Some(waiting) => waiting.clone(),
                 None => {
                     let live = tables.by_id.len() + tables.building.len();
-                    if live >= self.config.max_instances {
-                        return Err(CreateError::AtCapacity(self.config.max_instances));
+                    let config = self.config.load();
+                    if live >= config.max_instances {
+                        return Err(CreateError::AtCapacity(config.max_instances));
                     }
-                    let waiting = tables.building.len().saturating_sub(self.config.max_builds);
-                    if waiting >= self.config.max_build_queue {
+                    let waiting = tables.building.len().saturating_sub(config.max_builds);
+                    if waiting >= config.max_build_queue {
                         return Err(CreateError::QueueFull(waiting));
                     }
                     let (done, waiting) = watch::channel(None);
@@ -277,8 +291,9 @@ impl Registry {
         spec: &Spec,
         instance_id: &str,
     ) -> Result<Arc<Instance>, CreateError> {
+        let config = self.config.load();
         let assignment =
-            Assignment::find(&self.config.assignments, &spec.assignment).map_err(|e| match e {
+            Assignment::find(&config.assignments, &spec.assignment).map_err(|e| match e {
                 AssignmentError::Settings(message) => {
                     CreateError::Render(format!("assignment.json is invalid: {message}"))
                 }
@@ -316,14 +331,14 @@ impl Registry {
         let build_timeout = assignment
             .settings
             .build_timeout
-            .unwrap_or(self.config.build_timeout)
-            .min(self.config.build_timeout);
+            .unwrap_or(config.build_timeout)
+            .min(config.build_timeout);
         let building = self.docker.build(
             context,
             DOCKERFILE_IN_CONTEXT,
             &image,
             &labels,
-            self.config.build_network,
+            config.build_network,
         );
         // Dropping the build request makes the daemon cancel the build.
         let built = tokio::time::timeout(build_timeout, building).await;
@@ -403,7 +418,7 @@ impl Registry {
 
     /// The container limits of an assignment on this server.
     fn limits(&self, settings: &Settings) -> Limits {
-        container_limits(settings, &self.config)
+        container_limits(settings, &self.config.load())
     }
 
     async fn save(&self, record: &InstanceRecord) -> std::io::Result<()> {
@@ -447,9 +462,10 @@ impl Registry {
         let exec = self.docker.exec(&record.container_id, command).await?;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let (registry, owner) = (self.clone(), instance.clone());
+        let config = self.config.load();
         let settings = TerminalSettings {
-            grace: self.config.reattach_grace,
-            replay_bytes: self.config.replay_bytes,
+            grace: config.reattach_grace,
+            replay_bytes: config.replay_bytes,
         };
         let terminal = Terminal::spawn(
             exec,
@@ -555,7 +571,7 @@ impl Registry {
     /// Removes instances whose last session ended more than the expiry ago,
     /// each in its own task: one slow removal holds no other.
     pub fn expire(self: &Arc<Self>) {
-        let limit = unix_now() - self.config.instance_expiry.as_secs() as i64;
+        let limit = unix_now() - self.config.load().instance_expiry.as_secs() as i64;
         let expired: Vec<Arc<Instance>> = {
             let mut tables = self.tables.lock().unwrap();
             let ids: Vec<String> = tables
@@ -581,7 +597,8 @@ impl Registry {
     /// How often to sweep: often enough for short test expiries, rarely
     /// enough to cost nothing in production (one Docker list call).
     pub fn sweep_interval(&self) -> Duration {
-        (self.config.instance_expiry / 4).clamp(Duration::from_millis(500), Duration::from_secs(10))
+        (self.config.load().instance_expiry / 4)
+            .clamp(Duration::from_millis(500), Duration::from_secs(10))
     }
 
     /// Puts right what a crash left in flight at the daemon: a container

@@ -18,6 +18,8 @@
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together
+//! - `reload`: SIGHUP: settings and keys read again, swapped in live
+//! - `live`: `Swap`, a value a reload replaces
 //! - `background`: the watchdog and status task, and the sweep
 //! - `client`: the API from the client side
 //! - `connect`: `ua connect`, a terminal client
@@ -35,9 +37,11 @@ pub mod docker;
 pub mod health;
 pub mod http;
 pub mod instances;
+pub mod live;
 pub mod metrics;
 pub mod panics;
 pub mod redact;
+pub mod reload;
 pub mod seal;
 pub mod server;
 pub mod session;

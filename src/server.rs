@@ -15,6 +15,8 @@ use crate::docker::{Docker, DockerError};
 use crate::health::Health;
 use crate::http::{self, App};
 use crate::instances::Registry;
+use crate::live::Swap;
+use crate::reload;
 use crate::seal::Keyring;
 use crate::store::Store;
 use crate::systemd;
@@ -25,6 +27,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Runs `ua serve` until SIGTERM or SIGINT.
 pub fn main(config: ServeConfig) -> anyhow::Result<()> {
+    let cmdline = reload::serve_cmdline();
+    // With --env-file, the file's values count from the start too.
+    let config = match config.env_file {
+        Some(_) => reload::resolve(&cmdline).map_err(anyhow::Error::msg)?,
+        None => config,
+    };
     systemd::init_logging(config.log_level);
     crate::panics::install_hook();
     let inherited =
@@ -41,7 +49,7 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
             .build(),
     }
     .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, keys, store, inherited))
+    runtime.block_on(run(config, keys, store, inherited, cmdline))
 }
 
 async fn run(
@@ -49,6 +57,7 @@ async fn run(
     keys: Keyring,
     store: Store,
     inherited: systemd::Inherited,
+    cmdline: Vec<String>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let state_dir = config
@@ -85,13 +94,14 @@ async fn run(
         http::Listener::Unix(_) => None,
     };
     let shutdown = CancellationToken::new();
+    let hangup = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
     let app = Arc::new(App {
-        origins: config.origin_allowlist(),
-        public_origins: config.public_origins(listening),
+        origins: Swap::new(config.origin_allowlist()),
+        public_origins: Swap::new(config.public_origins(listening)),
         config: config.clone(),
         registry: registry.clone(),
         health: Health::new(docker.clone(), &config.state_dir),
-        keys,
+        keys: Swap::new(keys),
         sessions: TaskTracker::new(),
         web: config
             .browser_terminal
@@ -101,6 +111,8 @@ async fn run(
     });
     let background = background::spawn(app.clone());
     tokio::spawn(watch_signals(shutdown.clone()));
+    let reloader = reload::Reloader { cmdline, listening };
+    tokio::spawn(reload::on_sighup(hangup, app.clone(), reloader));
     systemd::notify_ready();
     http::serve(listener, app.clone()).await;
 

@@ -81,13 +81,13 @@ pub fn notify_watchdog() {
 /// Writes log records to stderr: `<N>` priority prefixes for the journal,
 /// timestamps otherwise.
 struct StderrLogger {
-    level: log::LevelFilter,
     journal: bool,
 }
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= self.level && metadata.target().starts_with("ua")
+        // The global level, not `self.level`: a reload may change it.
+        metadata.level() <= log::max_level() && metadata.target().starts_with("ua")
     }
 
     fn log(&self, record: &log::Record) {
@@ -119,7 +119,7 @@ impl log::Log for StderrLogger {
 /// Logs to stderr at `level`, with journal priorities under systemd.
 pub fn init_logging(level: log::LevelFilter) {
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let logger = StderrLogger { level, journal };
+    let logger = StderrLogger { journal };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }

@@ -200,3 +200,105 @@ fn a_stalled_docker_starves_neither_the_watchdog_nor_other_instances() {
     );
     assert!(!server.log().contains("hi stalled"), "spec data in the log");
 }
+
+/// `GET /instance/{id}/ws` without an upgrade, from `origin`: 403 when the
+/// origin is refused, 400 (not an upgrade) when it is allowed.
+fn origin_status(server: &TestServer, id: &str, origin: &str) -> u16 {
+    http(
+        server.port,
+        "GET",
+        &format!("/instance/{id}/ws"),
+        &[("Origin", origin)],
+        b"",
+    )
+    .status
+}
+
+fn sighup(server: &TestServer) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Issue 13, item 3: SIGHUP re-reads the key file, the origins and the
+/// limits, logs what changed and keeps every session; a bad key file is
+/// refused and the old keys stay.
+#[test]
+fn sighup_reloads_keys_origins_and_limits_and_keeps_sessions() {
+    let settings_dir = tempfile::tempdir().unwrap();
+    let settings = settings_dir.path().join("default-ua");
+    write(
+        &settings,
+        "# as /etc/default/ua\nUA_ALLOWED_ORIGINS=https://a.example\nUA_MAX_INSTANCES=5\n",
+    );
+    let server = TestServer::start_with(&["--env-file", settings.to_str().unwrap()]);
+    let old_spec = server.demo_spec("reload-1");
+    let other = server.demo_spec("reload-3");
+    let id = server.instance(&old_spec);
+    assert_eq!(origin_status(&server, &id, "https://a.example"), 400);
+    assert_eq!(origin_status(&server, &id, "https://b.example"), 403);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut term = rt.block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        term.run("export MARK=kept-across-reload").await;
+        term
+    });
+
+    // Rotate: a new key first, the old one below it.
+    let new_key = settings_dir.path().join("new-key");
+    write_key_file(&new_key);
+    let old_line = std::fs::read_to_string(server.key_file()).unwrap();
+    let new_line = std::fs::read_to_string(&new_key).unwrap();
+    std::fs::write(server.key_file(), format!("{new_line}{old_line}")).unwrap();
+    let new_spec = ua_with_input(
+        "seal",
+        &new_key,
+        r#"{"specID":"reload-2","assignmentName":"demo.busybox","data":{"greeting":"x"}}"#,
+    );
+    let new_spec = String::from_utf8(new_spec.stdout).unwrap();
+    assert_eq!(server.http("POST", "/spec", &new_spec).status, 400);
+    write(
+        &settings,
+        "UA_ALLOWED_ORIGINS=https://b.example\nUA_MAX_INSTANCES=1\n",
+    );
+    sighup(&server);
+    eventually(Duration::from_secs(10), "the reload is done", || {
+        server.log().contains("settings changed")
+    });
+    let log = server.log();
+    assert!(log.contains("--max-instances: 5 → 1"), "{log}");
+    assert!(log.contains("--allowed-origins"), "{log}");
+    assert!(log.contains("(2 keys)"), "{log}");
+    // The new key opens (the new limit of one instance then answers 503).
+    let refused = server.http("POST", "/spec", &new_spec);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused.body.contains("limit of 1 instances"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(origin_status(&server, &id, "https://b.example"), 400);
+    assert_eq!(origin_status(&server, &id, "https://a.example"), 403);
+    // The session lives on, in the same shell.
+    let out = rt.block_on(term.run("echo \"mark=$MARK\""));
+    assert!(out.contains("mark=kept-across-reload"), "{out}");
+
+    // A bad key file is refused; the keys in force stay.
+    std::fs::write(server.key_file(), "this is not a key\n").unwrap();
+    sighup(&server);
+    eventually(Duration::from_secs(10), "the bad reload is refused", || {
+        server.log().contains("reload refused")
+    });
+    // Both keys still open (503 from the limit, not 400 from the seal); a
+    // POST of the session's own spec would take the session over.
+    assert_eq!(server.http("POST", "/spec", &new_spec).status, 503);
+    assert_eq!(server.http("POST", "/spec", &other).status, 503);
+    let out = rt.block_on(term.run("echo \"mark=$MARK\""));
+    assert!(out.contains("mark=kept-across-reload"), "{out}");
+    assert!(
+        !server.log().contains("hi reload-1"),
+        "spec data in the log"
+    );
+}
