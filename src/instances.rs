@@ -89,6 +89,25 @@ async fn bounded<T>(
         })
 }
 
+/// One instance as `ua list` shows it: never its ID (a credential).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// The short non-secret handle.
+    pub handle: String,
+    /// The spec it was made for.
+    #[serde(rename = "specID")]
+    pub spec_id: String,
+    /// The assignment's name.
+    pub assignment: String,
+    /// `running` (a terminal runs or waits out its grace) or `stopped`.
+    pub state: String,
+    /// Unix seconds of the last terminal's end (or of creation).
+    pub last_used: i64,
+    /// Unix seconds when it expires if unused; none while running.
+    pub expires: Option<i64>,
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> i64 {
     SystemTime::now()
@@ -189,6 +208,41 @@ impl Registry {
     /// The live instance with this ID, if any.
     pub fn lookup(&self, instance_id: &str) -> Option<Arc<Instance>> {
         self.tables.lock().unwrap().by_id.get(instance_id).cloned()
+    }
+
+    /// Every stored instance, for the admin CLI (`ua list`), by last use.
+    pub fn list(&self) -> Vec<Summary> {
+        let expiry = self.config.load().instance_expiry.as_secs() as i64;
+        let tables = self.tables.lock().unwrap();
+        let mut list: Vec<Summary> = tables
+            .by_id
+            .values()
+            .map(|instance| {
+                let record = instance.record();
+                let running = instance.is_busy();
+                Summary {
+                    handle: crate::handle::of(&instance.id),
+                    spec_id: instance.spec_id.clone(),
+                    assignment: record.assignment,
+                    state: if running { "running" } else { "stopped" }.into(),
+                    last_used: record.last_active_at,
+                    expires: (!running).then_some(record.last_active_at + expiry),
+                }
+            })
+            .collect();
+        list.sort_by_key(|s| std::cmp::Reverse(s.last_used));
+        list
+    }
+
+    /// The spec IDs of the instances whose handle is `handle`.
+    pub fn specs_by_handle(&self, handle: &str) -> Vec<String> {
+        let tables = self.tables.lock().unwrap();
+        tables
+            .by_id
+            .values()
+            .filter(|instance| crate::handle::of(&instance.id) == handle)
+            .map(|instance| instance.spec_id.clone())
+            .collect()
     }
 
     /// Instance gauges for `/metrics`, `/health` and the status line;

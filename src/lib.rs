@@ -18,6 +18,8 @@
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together
+//! - `admin`: the admin socket, `ua status`, `ua list`, `ua clean`
+//! - `handle`: short non-secret instance handles for logs and listings
 //! - `reload`: SIGHUP: settings and keys read again, swapped in live
 //! - `live`: `Swap`, a value a reload replaces
 //! - `background`: the watchdog and status task, and the sweep
@@ -27,6 +29,7 @@
 //! - `systemd`: socket activation, notifications, journal logging
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod assignment;
 pub mod background;
 pub mod bench;
@@ -34,6 +37,7 @@ pub mod client;
 pub mod config;
 pub mod connect;
 pub mod docker;
+pub mod handle;
 pub mod health;
 pub mod http;
 pub mod instances;

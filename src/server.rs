@@ -21,6 +21,7 @@ use crate::seal::Keyring;
 use crate::store::Store;
 use crate::systemd;
 use crate::web::WebAssets;
+use crate::{admin, handle};
 
 /// How long sessions get to close before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -39,6 +40,12 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
         systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
     let keys = Keyring::load(&config.key_file)?;
     let store = Store::open(&config.state_dir)?;
+    handle::init(&config.state_dir).with_context(|| {
+        format!(
+            "cannot read or make the handle key in {}",
+            config.state_dir.display()
+        )
+    })?;
     let runtime = match config.worker_threads {
         0 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -113,6 +120,15 @@ async fn run(
     tokio::spawn(watch_signals(shutdown.clone()));
     let reloader = reload::Reloader { cmdline, listening };
     tokio::spawn(reload::on_sighup(hangup, app.clone(), reloader));
+    match admin::bind(&state_dir) {
+        Ok(socket) => {
+            tokio::spawn(admin::serve(socket, app.clone()));
+        }
+        Err(e) => log::error!(
+            "no admin socket in {} ({e}); ua status, list and clean will not work",
+            state_dir.display()
+        ),
+    }
     systemd::notify_ready();
     http::serve(listener, app.clone()).await;
 

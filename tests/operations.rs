@@ -302,3 +302,103 @@ fn sighup_reloads_keys_origins_and_limits_and_keeps_sessions() {
         "spec data in the log"
     );
 }
+
+/// Runs `ua VERB ARGS --state-dir <server's>`; stdout, or a panic with stderr.
+fn admin(server: &TestServer, args: &[&str]) -> String {
+    let out = std::process::Command::new(BINARY)
+        .args(args)
+        .arg("--state-dir")
+        .arg(server.state_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ua {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Issue 13, item 4: `ua status`, `ua list`, `ua clean` over the admin
+/// socket, with handles instead of instance IDs.
+#[test]
+fn the_admin_cli_shows_and_cleans_instances_by_handle() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start();
+    let socket = server.state_dir().join("admin.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660, "{mode:o}");
+    let running = server.instance(&server.demo_spec("admin-running"));
+    let stopped = server.instance(&server.demo_spec("admin-stopped"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut term = rt.block_on(async {
+        let mut term = Term::connect(&server.ws_url(&running)).await;
+        term.run("echo attached").await;
+        term
+    });
+
+    let status: serde_json::Value =
+        serde_json::from_str(&admin(&server, &["status", "--json"])).unwrap();
+    assert_eq!(status["instances"]["running"], 1, "{status}");
+    assert_eq!(status["instances"]["stopped"], 1, "{status}");
+    assert_eq!(status["sessions"], 1, "{status}");
+    assert_eq!(status["docker"], "ok", "{status}");
+    let text = admin(&server, &["status"]);
+    assert!(text.contains("1 running, 1 stopped"), "{text}");
+
+    let listed = admin(&server, &["list", "--json"]);
+    let table = admin(&server, &["list"]);
+    for out in [&listed, &table] {
+        assert!(!out.contains(&running) && !out.contains(&stopped), "{out}");
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(list.len(), 2, "{listed}");
+    let entry = |spec: &str| list.iter().find(|e| e["specID"] == spec).unwrap().clone();
+    let (a, b) = (entry("admin-running"), entry("admin-stopped"));
+    assert_eq!(a["state"], "running");
+    assert!(a["expires"].is_null());
+    assert_eq!(b["state"], "stopped");
+    assert!(b["expires"].as_i64().unwrap() > b["lastUsed"].as_i64().unwrap());
+    let handle = a["handle"].as_str().unwrap();
+    assert!(
+        handle.len() == 8 && handle.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{handle}"
+    );
+    assert_ne!(handle, b["handle"].as_str().unwrap());
+    assert!(
+        table.contains(handle) && table.contains("admin-stopped"),
+        "{table}"
+    );
+
+    // By handle: the live session is closed as by POST /spec/clean.
+    let out = admin(&server, &["clean", "--instance", handle]);
+    assert!(out.contains("cleaned 1"), "{out}");
+    let (ended, _) = rt.block_on(term.until_closed(Duration::from_secs(10)));
+    assert_eq!(ended, Ended::Closed(4003));
+    assert_eq!(
+        server
+            .http("GET", &format!("/instance/{running}/ws"), "")
+            .status,
+        404
+    );
+    // By spec ID.
+    let out = admin(&server, &["clean", "--spec-id", "admin-stopped"]);
+    assert!(out.contains("cleaned 1"), "{out}");
+    assert!(server.records().is_empty());
+    eventually(Duration::from_secs(10), "the containers are gone", || {
+        server.containers().is_empty()
+    });
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&admin(&server, &["list", "--json"])).unwrap();
+    assert!(list.is_empty());
+    // An unknown handle is an error that says so.
+    let out = std::process::Command::new(BINARY)
+        .args(["clean", "--instance", "00000000", "--state-dir"])
+        .arg(server.state_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no instance has the handle"));
+    // The public listener knows nothing of it.
+    assert_eq!(server.http("GET", "/admin", "").status, 404);
+}
