@@ -75,8 +75,9 @@ pub enum Listener {
     Unix(tokio::net::UnixListener),
 }
 
-/// Serves connections until `shutdown`, then lets open requests finish.
-pub async fn serve(listener: Listener, app: Arc<App>) {
+/// Serves connections on every listener until `shutdown`, then lets open
+/// requests finish. `--max-connections` counts all listeners together.
+pub async fn serve(listeners: Vec<Listener>, app: Arc<App>) {
     let connections = TaskTracker::new();
     // At the cap, new connections wait in the kernel's backlog.
     let slots = Arc::new(tokio::sync::Semaphore::new(
@@ -87,7 +88,7 @@ pub async fn serve(listener: Listener, app: Arc<App>) {
             () = app.shutdown.cancelled() => break,
             accepted = async {
                 let slot = slots.clone().acquire_owned().await.expect("never closed");
-                (slot, accept(&listener).await)
+                (slot, accept_any(&listeners).await)
             } => accepted,
         };
         match accepted {
@@ -112,6 +113,15 @@ pub async fn serve(listener: Listener, app: Arc<App>) {
 
 trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
+
+async fn accept_any(listeners: &[Listener]) -> std::io::Result<Option<Box<dyn Connection>>> {
+    if let [listener] = listeners {
+        return accept(listener).await;
+    }
+    // Accepting is cancel-safe: the listeners not picked lose nothing.
+    let accepts = listeners.iter().map(|l| Box::pin(accept(l)));
+    futures_util::future::select_all(accepts).await.0
+}
 
 async fn accept(listener: &Listener) -> std::io::Result<Option<Box<dyn Connection>>> {
     Ok(Some(match listener {

@@ -88,18 +88,33 @@ async fn run(
         (Err(why), 0) => log::info!("per-container disk limits are {why}"),
         (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
     }
-    let listener = inherited
-        .into_listener(config.listen)
+    let from_systemd = !inherited.is_empty();
+    let listeners = inherited
+        .into_listeners(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    match &listener {
-        http::Listener::Tcp(l) => log::info!("listening on http://{}", l.local_addr()?),
-        http::Listener::Unix(_) => log::info!("listening on the unix socket systemd passed"),
+    let via = if from_systemd {
+        " (socket from systemd)"
+    } else {
+        ""
+    };
+    for listener in &listeners {
+        match listener {
+            http::Listener::Tcp(l) => log::info!("listening on http://{}{via}", l.local_addr()?),
+            http::Listener::Unix(l) => match l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            {
+                Some(path) => log::info!("listening on the unix socket {path}{via}"),
+                None => log::info!("listening on a unix socket{via}"),
+            },
+        }
     }
-    let listening = match &listener {
+    let listening = listeners.iter().find_map(|listener| match listener {
         http::Listener::Tcp(l) => l.local_addr().ok(),
         http::Listener::Unix(_) => None,
-    };
+    });
     let shutdown = CancellationToken::new();
     let hangup = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
     let app = Arc::new(App {
@@ -130,7 +145,7 @@ async fn run(
         ),
     }
     systemd::notify_ready();
-    http::serve(listener, app.clone()).await;
+    http::serve(listeners, app.clone()).await;
 
     log::info!("shutting down: closing sessions and stopping containers");
     systemd::notify_stopping();

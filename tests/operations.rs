@@ -402,3 +402,79 @@ fn the_admin_cli_shows_and_cleans_instances_by_handle() {
     // The public listener knows nothing of it.
     assert_eq!(server.http("GET", "/admin", "").status, 404);
 }
+
+/// A free port on `ip` (bound and let go).
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /health` at `addr`; the status, or a panic when nothing answers.
+fn health_status(addr: std::net::SocketAddr) -> u16 {
+    use std::io::{Read, Write};
+    let mut tries = 0;
+    let mut stream = loop {
+        // systemd-socket-activate may not have bound its sockets yet.
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+            Ok(stream) => break stream,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("cannot connect to {addr}: {e}"),
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .unwrap_or_else(|e| panic!("no answer on {addr}: {e}"));
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0)
+}
+
+/// Issue 13, item 7: every socket systemd passes is served (an operator who
+/// adds `ListenStream=[::1]:8000` gets both, not a silent hang).
+#[test]
+fn every_socket_systemd_passes_is_served() {
+    docker_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    write_key_file(&key);
+    std::fs::create_dir(dir.path().join("assignments")).unwrap();
+    let (v4, v6) = (free_port("127.0.0.1"), free_port("::1"));
+    let mut child = std::process::Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{v4}"))
+        .arg("-l")
+        .arg(format!("[::1]:{v6}"))
+        .arg(BINARY)
+        .arg("serve")
+        .arg("--key-file")
+        .arg(&key)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--assignments")
+        .arg(dir.path().join("assignments"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) runs");
+    // The first connection starts ua; the second socket must answer too.
+    let v6_addr = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v6));
+    let v4_addr = std::net::SocketAddr::from(([127, 0, 0, 1], v4));
+    let first = health_status(v6_addr);
+    let second = health_status(v4_addr);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!((first, second), (200, 200));
+}

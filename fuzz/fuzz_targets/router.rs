@@ -65,7 +65,7 @@ fn server() -> u16 {
             web: None,
             shutdown: CancellationToken::new(),
         });
-        runtime.spawn(ua::http::serve(Listener::Tcp(listener), app));
+        runtime.spawn(ua::http::serve(vec![Listener::Tcp(listener)], app));
         Server {
             port,
             _runtime: runtime,
