@@ -88,6 +88,15 @@ async fn run(
         (Err(why), 0) => log::info!("per-container disk limits are {why}"),
         (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
     }
+    // Bound before the listeners: it exists once ua says it listens.
+    let admin_socket = admin::bind(&state_dir)
+        .map_err(|e| {
+            log::error!(
+                "no admin socket in {} ({e}); ua status, list and clean will not work",
+                state_dir.display()
+            )
+        })
+        .ok();
     let from_systemd = !inherited.is_empty();
     let listeners = inherited
         .into_listeners(config.listen)
@@ -135,14 +144,8 @@ async fn run(
     tokio::spawn(watch_signals(shutdown.clone()));
     let reloader = reload::Reloader { cmdline, listening };
     tokio::spawn(reload::on_sighup(hangup, app.clone(), reloader));
-    match admin::bind(&state_dir) {
-        Ok(socket) => {
-            tokio::spawn(admin::serve(socket, app.clone()));
-        }
-        Err(e) => log::error!(
-            "no admin socket in {} ({e}); ua status, list and clean will not work",
-            state_dir.display()
-        ),
+    if let Some(socket) = admin_socket {
+        tokio::spawn(admin::serve(socket, app.clone()));
     }
     systemd::notify_ready();
     http::serve(listeners, app.clone()).await;
