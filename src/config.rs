@@ -168,6 +168,12 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_WORKER_THREADS", default_value_t = default_max_builds())]
     pub worker_threads: usize,
 
+    /// A file of `UA_*=value` lines (the syntax of /etc/default/ua) read at
+    /// start and again on every reload (SIGHUP); its values override the
+    /// environment, flags override it.
+    #[arg(long, env = "UA_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "UA_LOG_LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -178,6 +184,9 @@ impl ServeConfig {
     /// in tests and fuzz targets); `UA_*` variables apply as usual.
     pub fn from_args(args: &[&str]) -> Result<ServeConfig, clap::Error> {
         #[derive(clap::Parser)]
+        // A flag given twice takes its last value: reload.rs puts the env
+        // file's values before the command line's flags.
+        #[command(args_override_self = true)]
         struct Serve {
             #[command(flatten)]
             config: ServeConfig,

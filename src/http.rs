@@ -24,6 +24,7 @@ use crate::docker::DockerError;
 use crate::files::{self, FilesError};
 use crate::health::Health;
 use crate::instances::{unix_now, CreateError, Registry};
+use crate::live::Swap;
 use crate::metrics;
 use crate::observe;
 use crate::seal::Keyring;
@@ -55,12 +56,12 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// The cached `/health` probe.
     pub health: Health,
-    /// The keys that open specs.
-    pub keys: Keyring,
-    /// The allowed origins; `None` allows any.
-    pub origins: Option<Vec<String>>,
-    /// Origins of this server's own pages (`--public-origin`).
-    pub public_origins: Vec<String>,
+    /// The keys that open specs (swapped by a reload).
+    pub keys: Swap<Keyring>,
+    /// The allowed origins; `None` allows any (swapped by a reload).
+    pub origins: Swap<Option<Vec<String>>>,
+    /// Origins of this server's own pages (`--public-origin`; swapped by a reload).
+    pub public_origins: Swap<Vec<String>>,
     /// The websocket session tasks, for shutdown and the gauges.
     pub sessions: TaskTracker,
     /// The browser terminal, when on and built.
@@ -77,8 +78,9 @@ pub enum Listener {
     Unix(tokio::net::UnixListener),
 }
 
-/// Serves connections until `shutdown`, then lets open requests finish.
-pub async fn serve(listener: Listener, app: Arc<App>) {
+/// Serves connections on every listener until `shutdown`, then lets open
+/// requests finish. `--max-connections` counts all listeners together.
+pub async fn serve(listeners: Vec<Listener>, app: Arc<App>) {
     let connections = TaskTracker::new();
     // At the cap, new connections wait in the kernel's backlog.
     let slots = Arc::new(tokio::sync::Semaphore::new(
@@ -89,7 +91,7 @@ pub async fn serve(listener: Listener, app: Arc<App>) {
             () = app.shutdown.cancelled() => break,
             accepted = async {
                 let slot = slots.clone().acquire_owned().await.expect("never closed");
-                (slot, accept(&listener).await)
+                (slot, accept_any(&listeners).await)
             } => accepted,
         };
         match accepted {
@@ -114,6 +116,15 @@ pub async fn serve(listener: Listener, app: Arc<App>) {
 
 trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
+
+async fn accept_any(listeners: &[Listener]) -> std::io::Result<Option<Box<dyn Connection>>> {
+    if let [listener] = listeners {
+        return accept(listener).await;
+    }
+    // Accepting is cancel-safe: the listeners not picked lose nothing.
+    let accepts = listeners.iter().map(|l| Box::pin(accept(l)));
+    futures_util::future::select_all(accepts).await.0
+}
 
 async fn accept(listener: &Listener) -> std::io::Result<Option<Box<dyn Connection>>> {
     Ok(Some(match listener {
@@ -316,6 +327,7 @@ async fn open_spec(app: &App, request: Request<Incoming>) -> Result<Spec, Respon
     };
     let plaintext = app
         .keys
+        .load()
         .open(text)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
     let spec =
@@ -393,7 +405,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
             }
             if let Some(tail) = failure_output(&e).filter(|tail| !tail.is_empty()) {
                 // Output can hold spec data in any form: only key holders read it.
-                let sealed = app.keys.seal(tail.join("\n").as_bytes());
+                let sealed = app.keys.load().seal(tail.join("\n").as_bytes());
                 log::warn!("spec {spec_id:?}: {e}; its sealed output (ua open shows it): {sealed}");
                 body["error"] = json!(format!(
                     "{}; its last output is in sealedOutput, for the assignment's author",
@@ -568,7 +580,7 @@ async fn health(app: &App) -> Response<Body> {
 }
 
 fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
-    match (&app.origins, origin) {
+    match (&*app.origins.load(), origin) {
         (None, _) | (_, None) => true,
         (Some(list), Some(origin)) => origin.to_str().is_ok_and(|o| {
             list.iter()
@@ -586,7 +598,7 @@ fn is_same_origin(app: &App, request: &Request<Incoming>) -> bool {
         .and_then(|o| o.to_str().ok())
         .is_some_and(|o| {
             let o = o.trim_end_matches('/');
-            app.public_origins.iter().any(|public| public == o)
+            app.public_origins.load().iter().any(|public| public == o)
         })
 }
 
@@ -630,7 +642,7 @@ fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> 
         }
     };
     let settings = SessionSettings {
-        idle_timeout: app.config.idle_timeout,
+        idle_timeout: app.registry.config().idle_timeout,
     };
     if observe {
         app.sessions.spawn(observe::run(
@@ -677,7 +689,7 @@ fn add_cors(app: &App, origin: Option<&HeaderValue>, response: &mut Response<Bod
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Retry-After"),
     );
-    match (&app.origins, origin) {
+    match (&*app.origins.load(), origin) {
         (None, _) => {
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,

@@ -14,6 +14,7 @@ use crate::assignment::{
 };
 use crate::config::ServeConfig;
 use crate::docker::{BuildError, Docker, DockerError, Limits};
+use crate::live::Swap;
 use crate::metrics;
 use crate::provision::{assignment_error, Pinned, Prepared, Provisioner};
 use crate::redact::Redactor;
@@ -103,6 +104,43 @@ pub enum ObserveRefusal {
     TooMany,
 }
 
+/// The longest one Docker call of background work (removal, stop, tidy)
+/// may take: a stalled daemon must not hold the sweep for bollard's 120 s.
+pub const DOCKER_CALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// `call`, failed as unreachable when it takes over [`DOCKER_CALL_LIMIT`].
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, DockerError>>,
+) -> Result<T, DockerError> {
+    tokio::time::timeout(DOCKER_CALL_LIMIT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DockerError::Unreachable(format!(
+                "no answer in {} s",
+                DOCKER_CALL_LIMIT.as_secs()
+            )))
+        })
+}
+
+/// One instance as `ua list` shows it: never its ID (a credential).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// The short non-secret handle.
+    pub handle: String,
+    /// The spec it was made for.
+    #[serde(rename = "specID")]
+    pub spec_id: String,
+    /// The assignment's name.
+    pub assignment: String,
+    /// `running` (a terminal runs or waits out its grace) or `stopped`.
+    pub state: String,
+    /// Unix seconds of the last terminal's end (or of creation).
+    pub last_used: i64,
+    /// Unix seconds when it expires if unused; none while running.
+    pub expires: Option<i64>,
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> i64 {
     SystemTime::now()
@@ -176,7 +214,8 @@ struct Tables {
 
 /// The live instances; keeps the store and Docker in step with them.
 pub struct Registry {
-    config: Arc<ServeConfig>,
+    /// The settings; a reload swaps those that change live (`reconfigure`).
+    config: Swap<ServeConfig>,
     /// The Docker client.
     pub docker: Arc<Docker>,
     store: Arc<Store>,
@@ -193,7 +232,7 @@ impl Registry {
     pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
         Arc::new(Registry {
             provisioner: Provisioner::new(config.clone(), docker.clone()),
-            config,
+            config: Swap::new((*config).clone()),
             docker,
             store: Arc::new(store),
             tables: Mutex::new(Tables::default()),
@@ -202,9 +241,55 @@ impl Registry {
         })
     }
 
+    /// The settings in force now.
+    pub fn config(&self) -> Arc<ServeConfig> {
+        self.config.load()
+    }
+
+    /// Puts new settings in force for what is made, attached or swept from
+    /// now on (a reload; see `reload.rs` for which settings change live).
+    pub fn reconfigure(&self, config: ServeConfig) {
+        self.config.store(config);
+    }
+
     /// The live instance with this ID, if any.
     pub fn lookup(&self, instance_id: &str) -> Option<Arc<Instance>> {
         self.tables.lock().unwrap().by_id.get(instance_id).cloned()
+    }
+
+    /// Every stored instance, for the admin CLI (`ua list`), by last use.
+    pub fn list(&self) -> Vec<Summary> {
+        let expiry = self.config.load().instance_expiry.as_secs() as i64;
+        let tables = self.tables.lock().unwrap();
+        let mut list: Vec<Summary> = tables
+            .by_id
+            .values()
+            .map(|instance| {
+                let record = instance.record();
+                let running = instance.is_busy();
+                Summary {
+                    handle: crate::handle::of(&instance.id),
+                    spec_id: instance.spec_id.clone(),
+                    assignment: record.assignment,
+                    state: if running { "running" } else { "stopped" }.into(),
+                    last_used: record.last_active_at,
+                    expires: (!running).then_some(record.last_active_at + expiry),
+                }
+            })
+            .collect();
+        list.sort_by_key(|s| std::cmp::Reverse(s.last_used));
+        list
+    }
+
+    /// The spec IDs of the instances whose handle is `handle`.
+    pub fn specs_by_handle(&self, handle: &str) -> Vec<String> {
+        let tables = self.tables.lock().unwrap();
+        tables
+            .by_id
+            .values()
+            .filter(|instance| crate::handle::of(&instance.id) == handle)
+            .map(|instance| instance.spec_id.clone())
+            .collect()
     }
 
     /// Instance gauges for `/metrics`, `/health` and the status line;
@@ -245,16 +330,17 @@ impl Registry {
             match tables.building.get(&spec.spec_id) {
                 Some(waiting) => waiting.clone(),
                 None => {
+                    let config = self.config.load();
                     let stored = tables.by_id.len() + tables.building.len();
-                    if stored >= self.config.max_instances {
-                        return Err(CreateError::AtCapacity(self.config.max_instances));
+                    if stored >= config.max_instances {
+                        return Err(CreateError::AtCapacity(config.max_instances));
                     }
                     let running = tables.by_id.values().filter(|i| i.is_busy()).count();
-                    if running + tables.building.len() >= self.config.max_running {
-                        return Err(CreateError::AtRunningCapacity(self.config.max_running));
+                    if running + tables.building.len() >= config.max_running {
+                        return Err(CreateError::AtRunningCapacity(config.max_running));
                     }
-                    let waiting = tables.building.len().saturating_sub(self.config.max_builds);
-                    if waiting >= self.config.max_build_queue {
+                    let waiting = tables.building.len().saturating_sub(config.max_builds);
+                    if waiting >= config.max_build_queue {
                         return Err(CreateError::QueueFull(waiting));
                     }
                     let (done, waiting) = watch::channel(None);
@@ -362,8 +448,9 @@ impl Registry {
         instance_id: &str,
         pinned: &mut Option<Pinned>,
     ) -> Result<Arc<Instance>, CreateError> {
+        let config = self.config.load();
         let assignment =
-            Assignment::find(&self.config.assignments, &spec.assignment).map_err(|e| match e {
+            Assignment::find(&config.assignments, &spec.assignment).map_err(|e| match e {
                 AssignmentError::Io { .. } => {
                     CreateError::NoAssignment(spec.assignment.to_string())
                 }
@@ -455,7 +542,7 @@ impl Registry {
                 DOCKERFILE_IN_CONTEXT,
                 &image,
                 &labels,
-                self.config.build_network,
+                self.config.load().build_network,
                 build_timeout,
             )
             .await;
@@ -533,7 +620,7 @@ impl Registry {
             shared_image: shared,
             keep_until: spec
                 .keep_until
-                .map(|t| t.min(now + self.config.max_keep.as_secs() as i64)),
+                .map(|t| t.min(now + self.config.load().max_keep.as_secs() as i64)),
         };
         self.save(&record).await.map_err(|e| {
             CreateError::Internal(format!("the instance record was not saved: {e}"))
@@ -548,14 +635,14 @@ impl Registry {
         let instance = Instance::new(record);
         if running {
             // Left running for the terminal that is about to attach.
-            instance.warm_for(self.config.reattach_grace);
+            instance.warm_for(self.config.load().reattach_grace);
         }
         Ok(instance)
     }
 
     /// The container limits of an assignment on this server.
     fn limits(&self, settings: &Settings) -> Limits {
-        container_limits(settings, &self.config)
+        container_limits(settings, &self.config.load())
     }
 
     async fn save(&self, record: &InstanceRecord) -> std::io::Result<()> {
@@ -616,9 +703,10 @@ impl Registry {
         *instance.warm_until.lock().unwrap() = None;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let (registry, owner) = (self.clone(), instance.clone());
+        let config = self.config.load();
         let settings = TerminalSettings {
-            grace: self.config.reattach_grace,
-            replay_bytes: self.config.replay_bytes,
+            grace: config.reattach_grace,
+            replay_bytes: config.replay_bytes,
         };
         let terminal = Terminal::spawn(
             exec,
@@ -728,13 +816,13 @@ impl Registry {
         }
         let record = instance.record();
         let mut complete = true;
-        if let Err(e) = self.docker.remove_container(&record.container_id).await {
+        if let Err(e) = bounded(self.docker.remove_container(&record.container_id)).await {
             log::error!("instance {}: container not removed: {e}", instance.id);
             complete = false;
         }
         // A shared image stays for its other instances; the sweep collects it.
         if !record.shared_image {
-            if let Err(e) = self.docker.remove_image(&record.image).await {
+            if let Err(e) = bounded(self.docker.remove_image(&record.image)).await {
                 log::error!("instance {}: image not removed: {e}", instance.id);
                 complete = false;
             }
@@ -753,10 +841,12 @@ impl Registry {
         );
     }
 
-    /// Removes instances whose last session ended more than the expiry ago.
-    pub async fn expire(&self) {
+    /// Removes instances whose last session ended more than the expiry ago
+    /// (and past their `keepUntil`), each in its own task: one slow removal
+    /// holds no other.
+    pub fn expire(self: &Arc<Self>) {
         let now = unix_now();
-        let limit = now - self.config.instance_expiry.as_secs() as i64;
+        let limit = now - self.config.load().instance_expiry.as_secs() as i64;
         let kept = |record: &InstanceRecord| record.keep_until.is_some_and(|t| t > now);
         let expired: Vec<Arc<Instance>> = {
             let mut tables = self.tables.lock().unwrap();
@@ -779,15 +869,17 @@ impl Registry {
                 .collect()
         };
         for instance in expired {
-            self.remove(&instance, "expired").await;
+            let registry = self.clone();
+            tokio::spawn(async move { registry.remove(&instance, "expired").await });
         }
-        if let Err(e) = self
-            .provisioner
-            .collect_garbage(self.shared_images_in_use())
-            .await
-        {
-            log::debug!("assignment images not collected: {e}");
-        }
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let in_use = registry.shared_images_in_use();
+            let collecting = registry.provisioner.collect_garbage(in_use);
+            if let Err(e) = bounded(collecting).await {
+                log::debug!("assignment images not collected: {e}");
+            }
+        });
     }
 
     /// Tags of assignment images that registered instances use.
@@ -805,7 +897,8 @@ impl Registry {
     /// How often to sweep: often enough for short test expiries, rarely
     /// enough to cost nothing in production (one Docker list call).
     pub fn sweep_interval(&self) -> Duration {
-        (self.config.instance_expiry / 4).clamp(Duration::from_millis(500), Duration::from_secs(10))
+        (self.config.load().instance_expiry / 4)
+            .clamp(Duration::from_millis(500), Duration::from_secs(10))
     }
 
     /// Puts right what a crash left in flight at the daemon: a container
@@ -816,28 +909,38 @@ impl Registry {
             // Without the records every container would look unowned.
             return Ok(());
         }
-        for container in self.docker.owned_containers().await? {
-            let Some(id) = container.instance_id.as_deref() else {
-                continue;
-            };
-            let building = self.tables.lock().unwrap().building_ids.contains(id);
-            match self.lookup(id) {
-                Some(instance) if container.running => {
-                    // Holding the terminal's lock: an attach waits for the stop.
-                    let Ok(slot) = instance.terminal.try_lock() else {
-                        continue;
-                    };
-                    if slot.as_ref().is_none_or(Terminal::is_over) && !instance.is_warm() {
-                        log::info!("instance {id}: stopping its container (no session)");
-                        self.docker.stop(&container.id).await?;
-                    }
+        let containers = bounded(self.docker.owned_containers()).await?;
+        // Concurrently and each bounded: one stalled container holds no other.
+        let steps = containers
+            .iter()
+            .map(|container| self.tidy_container(container));
+        for result in futures_util::future::join_all(steps).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn tidy_container(&self, container: &crate::docker::Owned) -> Result<(), DockerError> {
+        let Some(id) = container.instance_id.as_deref() else {
+            return Ok(());
+        };
+        let building = self.tables.lock().unwrap().building_ids.contains(id);
+        match self.lookup(id) {
+            Some(instance) if container.running => {
+                // Holding the terminal's lock: an attach waits for the stop.
+                let Ok(slot) = instance.terminal.try_lock() else {
+                    return Ok(());
+                };
+                if slot.as_ref().is_none_or(Terminal::is_over) && !instance.is_warm() {
+                    log::info!("instance {id}: stopping its container (no session)");
+                    bounded(self.docker.stop(&container.id)).await?;
                 }
-                None if !building => {
-                    log::warn!("removing container {} that no record owns", container.id);
-                    self.docker.remove_container(&container.id).await?;
-                }
-                _ => {}
             }
+            None if !building => {
+                log::warn!("removing container {} that no record owns", container.id);
+                bounded(self.docker.remove_container(&container.id)).await?;
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -24,6 +24,11 @@
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together
+//! - `admin`: the admin socket, `ua status`, `ua list`, `ua clean`
+//! - `handle`: short non-secret instance handles for logs and listings
+//! - `reload`: SIGHUP: settings and keys read again, swapped in live
+//! - `live`: `Swap`, a value a reload replaces
+//! - `background`: the watchdog and status task, and the sweep
 //! - `client`: the API from the client side
 //! - `connect`: `ua connect`, a terminal client
 //! - `bench`: `ua bench`, the benchmark tool
@@ -31,8 +36,10 @@
 //! - `systemd`: socket activation, notifications, journal logging
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod assignment;
 pub mod assignment_image;
+pub mod background;
 pub mod base_images;
 pub mod bench;
 pub mod bench_startup;
@@ -41,15 +48,18 @@ pub mod config;
 pub mod connect;
 pub mod docker;
 pub mod files;
+pub mod handle;
 pub mod health;
 pub mod http;
 pub mod instance_files;
 pub mod instances;
+pub mod live;
 pub mod metrics;
 pub mod observe;
 pub mod panics;
 pub mod provision;
 pub mod redact;
+pub mod reload;
 pub mod seal;
 pub mod server;
 pub mod session;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ua::{bench, config, connect, seal, server, spec};
+use ua::{admin, bench, config, connect, seal, server, spec};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,37 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Measure a running server against direct Docker exec (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Show the running server's counts, Docker and limits (admin socket).
+    Status {
+        #[command(flatten)]
+        target: admin::Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the running server's instances by handle (admin socket).
+    List {
+        #[command(flatten)]
+        target: admin::Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove one instance (session closed, container, image and record gone).
+    Clean {
+        #[command(flatten)]
+        target: admin::Target,
+        /// The spec whose instance goes.
+        #[arg(
+            long,
+            required_unless_present = "instance",
+            conflicts_with = "instance"
+        )]
+        spec_id: Option<String>,
+        /// The handle (from `ua list`) of the instance that goes.
+        #[arg(long)]
+        instance: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -68,6 +99,13 @@ fn main() -> ExitCode {
         Command::Open(args) => open_command(&args),
         Command::Connect(args) => connect::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::Status { target, json } => admin::status(&target, json),
+        Command::List { target, json } => admin::list(&target, json),
+        Command::Clean {
+            target,
+            spec_id,
+            instance,
+        } => admin::clean(&target, spec_id, instance),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

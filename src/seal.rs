@@ -124,6 +124,16 @@ impl Keyring {
         Ok(Keyring { keys })
     }
 
+    /// How many keys the file held.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Never true: a key file with no key is refused.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// Seals `plaintext` with the first key: base64(nonce ‖ tag ‖ ciphertext).
     pub fn seal(&self, plaintext: &[u8]) -> String {
         let mut nonce = [0u8; NONCE_LEN];

@@ -9,29 +9,43 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::background;
 use crate::config::ServeConfig;
-use crate::docker::Docker;
+use crate::docker::{Docker, DockerError};
 use crate::health::Health;
 use crate::http::{self, App};
 use crate::instances::Registry;
+use crate::live::Swap;
+use crate::reload;
 use crate::seal::Keyring;
 use crate::store::Store;
 use crate::systemd;
 use crate::web::WebAssets;
+use crate::{admin, handle};
 
-/// How often the systemd status line is refreshed.
-const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// How long sessions get to close before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Runs `ua serve` until SIGTERM or SIGINT.
 pub fn main(config: ServeConfig) -> anyhow::Result<()> {
+    let cmdline = reload::serve_cmdline();
+    // With --env-file, the file's values count from the start too.
+    let config = match config.env_file {
+        Some(_) => reload::resolve(&cmdline).map_err(anyhow::Error::msg)?,
+        None => config,
+    };
     systemd::init_logging(config.log_level);
     crate::panics::install_hook();
     let inherited =
         systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
     let keys = Keyring::load(&config.key_file)?;
     let store = Store::open(&config.state_dir)?;
+    handle::init(&config.state_dir).with_context(|| {
+        format!(
+            "cannot read or make the handle key in {}",
+            config.state_dir.display()
+        )
+    })?;
     let runtime = match config.worker_threads {
         0 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -42,7 +56,7 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
             .build(),
     }
     .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, keys, store, inherited))
+    runtime.block_on(run(config, keys, store, inherited, cmdline))
 }
 
 async fn run(
@@ -50,6 +64,7 @@ async fn run(
     keys: Keyring,
     store: Store,
     inherited: systemd::Inherited,
+    cmdline: Vec<String>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let state_dir = config
@@ -58,7 +73,10 @@ async fn run(
         .unwrap_or_else(|_| config.state_dir.clone());
     let docker = Arc::new(Docker::new(&state_dir));
     let registry = Registry::new(config.clone(), docker.clone(), store);
-    match registry.reconcile().await {
+    let reconciled = tokio::time::timeout(background::SWEEP_STEP_LIMIT, registry.reconcile())
+        .await
+        .unwrap_or_else(|_| Err(DockerError::Unreachable("no answer in time".into())));
+    match reconciled {
         Ok(()) => {}
         Err(e) => log::error!(
             "could not reconcile with Docker at start ({e}); instances are kept as recorded \
@@ -70,26 +88,51 @@ async fn run(
         (Err(why), 0) => log::info!("per-container disk limits are {why}"),
         (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
     }
-    let listener = inherited
-        .into_listener(config.listen)
+    // Bound before the listeners: it exists once ua says it listens.
+    let admin_socket = admin::bind(&state_dir)
+        .map_err(|e| {
+            log::error!(
+                "no admin socket in {} ({e}); ua status, list and clean will not work",
+                state_dir.display()
+            )
+        })
+        .ok();
+    let from_systemd = !inherited.is_empty();
+    let listeners = inherited
+        .into_listeners(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    match &listener {
-        http::Listener::Tcp(l) => log::info!("listening on http://{}", l.local_addr()?),
-        http::Listener::Unix(_) => log::info!("listening on the unix socket systemd passed"),
+    let via = if from_systemd {
+        " (socket from systemd)"
+    } else {
+        ""
+    };
+    for listener in &listeners {
+        match listener {
+            http::Listener::Tcp(l) => log::info!("listening on http://{}{via}", l.local_addr()?),
+            http::Listener::Unix(l) => match l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            {
+                Some(path) => log::info!("listening on the unix socket {path}{via}"),
+                None => log::info!("listening on a unix socket{via}"),
+            },
+        }
     }
-    let listening = match &listener {
+    let listening = listeners.iter().find_map(|listener| match listener {
         http::Listener::Tcp(l) => l.local_addr().ok(),
         http::Listener::Unix(_) => None,
-    };
+    });
     let shutdown = CancellationToken::new();
+    let hangup = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
     let app = Arc::new(App {
-        origins: config.origin_allowlist(),
-        public_origins: config.public_origins(listening),
+        origins: Swap::new(config.origin_allowlist()),
+        public_origins: Swap::new(config.public_origins(listening)),
         config: config.clone(),
         registry: registry.clone(),
         health: Health::new(docker.clone(), &config.state_dir),
-        keys,
+        keys: Swap::new(keys),
         sessions: TaskTracker::new(),
         web: config
             .browser_terminal
@@ -97,14 +140,19 @@ async fn run(
             .flatten(),
         shutdown: shutdown.clone(),
     });
-    let background = tokio::spawn(background_work(app.clone()));
+    let background = background::spawn(app.clone());
     tokio::spawn(watch_signals(shutdown.clone()));
+    let reloader = reload::Reloader { cmdline, listening };
+    tokio::spawn(reload::on_sighup(hangup, app.clone(), reloader));
+    if let Some(socket) = admin_socket {
+        tokio::spawn(admin::serve(socket, app.clone()));
+    }
     systemd::notify_ready();
-    http::serve(listener, app.clone()).await;
+    http::serve(listeners, app.clone()).await;
 
     log::info!("shutting down: closing sessions and stopping containers");
     systemd::notify_stopping();
-    background.abort();
+    background.iter().for_each(|task| task.abort());
     registry.shutdown().await;
     app.sessions.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, app.sessions.wait())
@@ -130,43 +178,4 @@ async fn watch_signals(shutdown: CancellationToken) {
         _ = int.recv() => {}
     }
     shutdown.cancel();
-}
-
-/// Expiry sweeps, status lines and the watchdog.
-async fn background_work(app: Arc<App>) {
-    let mut sweep = tokio::time::interval(app.registry.sweep_interval());
-    let mut status = tokio::time::interval(STATUS_INTERVAL);
-    let watchdog_every = systemd::watchdog_interval();
-    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
-    loop {
-        tokio::select! {
-            _ = sweep.tick() => {
-                if !app.registry.is_reconciled() {
-                    match app.registry.reconcile().await {
-                        Ok(()) => log::info!("Docker answers again: reconciled"),
-                        Err(e) => {
-                            log::debug!("reconcile skipped: {e}");
-                            continue;
-                        }
-                    }
-                }
-                app.registry.expire().await;
-                if let Err(e) = app.registry.tidy().await {
-                    log::debug!("tidy skipped: {e}");
-                }
-            }
-            _ = status.tick() => {
-                let now = app.registry.snapshot();
-                systemd::notify_status(&format!(
-                    "{} instances ({} running), {} sessions, {} building ({} queued)",
-                    now.running + now.stopped,
-                    now.running,
-                    app.sessions.len(),
-                    now.building,
-                    now.queued,
-                ));
-            }
-            _ = watchdog.tick(), if watchdog_every.is_some() => systemd::notify_watchdog(),
-        }
-    }
 }

@@ -10,46 +10,67 @@ use sd_notify::NotifyState;
 
 use crate::http::Listener;
 
-/// A socket taken from systemd before the runtime starts (`ListenFd::from_env`
-/// edits the environment, which is only safe while single-threaded).
-pub enum Inherited {
-    /// A TCP listening socket.
+/// The sockets taken from systemd before the runtime starts
+/// (`ListenFd::from_env` edits the environment, which is only safe while
+/// single-threaded). Empty when none was passed.
+pub struct Inherited(Vec<InheritedSocket>);
+
+enum InheritedSocket {
     Tcp(std::net::TcpListener),
-    /// A unix listening socket.
     Unix(std::os::unix::net::UnixListener),
-    /// No socket was passed.
-    None,
 }
 
-/// Takes the first socket systemd passed, if any.
+/// Takes every socket systemd passed: an operator who adds a second
+/// `ListenStream=` (say `[::1]:8000`) gets both served, not one left hanging.
 pub fn take_inherited_socket() -> std::io::Result<Inherited> {
     let mut fds = ListenFd::from_env();
-    if fds.len() == 0 {
-        return Ok(Inherited::None);
+    let mut sockets = Vec::new();
+    for index in 0..fds.len() {
+        if let Ok(Some(listener)) = fds.take_tcp_listener(index) {
+            sockets.push(InheritedSocket::Tcp(listener));
+        } else if let Some(listener) = fds.take_unix_listener(index)? {
+            sockets.push(InheritedSocket::Unix(listener));
+        } else {
+            return Err(std::io::Error::other(format!(
+                "socket {index} that systemd passed is neither a TCP nor a unix stream \
+                 listener; ua.socket may only have ListenStream= lines"
+            )));
+        }
     }
-    if let Ok(Some(listener)) = fds.take_tcp_listener(0) {
-        return Ok(Inherited::Tcp(listener));
-    }
-    match fds.take_unix_listener(0)? {
-        Some(listener) => Ok(Inherited::Unix(listener)),
-        None => Ok(Inherited::None),
-    }
+    Ok(Inherited(sockets))
 }
 
 impl Inherited {
-    /// The listener to serve on: the inherited one, else `fallback` bound now.
-    pub async fn into_listener(self, fallback: std::net::SocketAddr) -> std::io::Result<Listener> {
-        Ok(match self {
-            Inherited::Tcp(listener) => {
-                listener.set_nonblocking(true)?;
-                Listener::Tcp(tokio::net::TcpListener::from_std(listener)?)
-            }
-            Inherited::Unix(listener) => {
-                listener.set_nonblocking(true)?;
-                Listener::Unix(tokio::net::UnixListener::from_std(listener)?)
-            }
-            Inherited::None => Listener::Tcp(tokio::net::TcpListener::bind(fallback).await?),
-        })
+    /// The listeners to serve on: the inherited ones, else `fallback` bound now.
+    pub async fn into_listeners(
+        self,
+        fallback: std::net::SocketAddr,
+    ) -> std::io::Result<Vec<Listener>> {
+        if self.0.is_empty() {
+            return Ok(vec![Listener::Tcp(
+                tokio::net::TcpListener::bind(fallback).await?,
+            )]);
+        }
+        self.0
+            .into_iter()
+            .map(|socket| {
+                Ok(match socket {
+                    InheritedSocket::Tcp(listener) => {
+                        listener.set_nonblocking(true)?;
+                        Listener::Tcp(tokio::net::TcpListener::from_std(listener)?)
+                    }
+                    InheritedSocket::Unix(listener) => {
+                        listener.set_nonblocking(true)?;
+                        Listener::Unix(tokio::net::UnixListener::from_std(listener)?)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Whether systemd passed any socket.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -81,13 +102,13 @@ pub fn notify_watchdog() {
 /// Writes log records to stderr: `<N>` priority prefixes for the journal,
 /// timestamps otherwise.
 struct StderrLogger {
-    level: log::LevelFilter,
     journal: bool,
 }
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= self.level && metadata.target().starts_with("ua")
+        // The global level, not `self.level`: a reload may change it.
+        metadata.level() <= log::max_level() && metadata.target().starts_with("ua")
     }
 
     fn log(&self, record: &log::Record) {
@@ -119,7 +140,7 @@ impl log::Log for StderrLogger {
 /// Logs to stderr at `level`, with journal priorities under systemd.
 pub fn init_logging(level: log::LevelFilter) {
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let logger = StderrLogger { level, journal };
+    let logger = StderrLogger { journal };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }

@@ -15,6 +15,7 @@ use ua::docker::Docker;
 use ua::health::Health;
 use ua::http::{App, Listener};
 use ua::instances::Registry;
+use ua::live::Swap;
 use ua::seal::Keyring;
 use ua::store::Store;
 
@@ -54,17 +55,17 @@ fn server() -> u16 {
         let port = listener.local_addr().unwrap().port();
         let docker = Arc::new(Docker::new(&state));
         let app = Arc::new(App {
-            origins: config.origin_allowlist(),
-            public_origins: vec![format!("http://127.0.0.1:{port}")],
+            origins: Swap::new(config.origin_allowlist()),
+            public_origins: Swap::new(vec![format!("http://127.0.0.1:{port}")]),
             registry: Registry::new(config.clone(), docker.clone(), store),
             health: Health::new(docker, &state),
             config,
-            keys,
+            keys: Swap::new(keys),
             sessions: TaskTracker::new(),
             web: None,
             shutdown: CancellationToken::new(),
         });
-        runtime.spawn(ua::http::serve(Listener::Tcp(listener), app));
+        runtime.spawn(ua::http::serve(vec![Listener::Tcp(listener)], app));
         Server {
             port,
             _runtime: runtime,

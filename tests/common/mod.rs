@@ -221,10 +221,11 @@ impl TestServer {
             .arg("--log-level")
             .arg("debug")
             .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("JOURNAL_STREAM")
             .env_remove("LISTEN_FDS")
             .env_remove("NOTIFY_SOCKET")
+            // After the removals: a test may set NOTIFY_SOCKET itself.
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -1,0 +1,276 @@
+//! The admin socket and its commands (docs/API.md, "Admin socket"): `ua
+//! status`, `ua list`, `ua clean` talk to the running server over
+//! `<state-dir>/admin.sock` (mode 0660, group `ua` when it exists), never
+//! over the public listener. One JSON request line, one JSON answer line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use crate::http::App;
+use crate::instances::Summary;
+
+/// The socket's name in the state directory.
+pub const SOCKET: &str = "admin.sock";
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 4096;
+/// A client must send its request within this time.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a client asks.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum Request {
+    /// Headline counts, Docker, limits.
+    Status,
+    /// Every instance, by handle.
+    List,
+    /// Remove one instance, by spec ID or handle.
+    Clean {
+        /// The spec whose instance goes.
+        #[serde(rename = "specID", default, skip_serializing_if = "Option::is_none")]
+        spec_id: Option<String>,
+        /// The handle of the instance that goes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+    },
+}
+
+/// Binds the admin socket: a stale one is replaced (the state-directory
+/// lock says no other server uses it), mode 0660, group `ua` if it exists.
+pub fn bind(state_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    let path = state_dir.join(SOCKET);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("ua") {
+        if let Err(e) = nix::unistd::chown(&path, None, Some(group.gid)) {
+            log::warn!("admin socket {}: group ua not set: {e}", path.display());
+        }
+    }
+    Ok(listener)
+}
+
+/// Answers admin clients until the server shuts down.
+pub async fn serve(listener: tokio::net::UnixListener, app: Arc<App>) {
+    loop {
+        let stream = tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log::warn!("admin socket: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader =
+                tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST as u64));
+            let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+            let answer = match (read, serde_json::from_str::<Request>(&line)) {
+                (Ok(Ok(_)), Ok(request)) => answer(&app, request).await,
+                _ => {
+                    json!({"error": "not a request: send one JSON line such as {\"command\":\"status\"}"})
+                }
+            };
+            let mut text = answer.to_string();
+            text.push('\n');
+            let _ = write.write_all(text.as_bytes()).await;
+        });
+    }
+}
+
+async fn answer(app: &App, request: Request) -> Value {
+    match request {
+        Request::Status => {
+            let now = app.registry.snapshot();
+            let probe = app.health.probe().await;
+            let config = app.registry.config();
+            json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "instances": {
+                    "running": now.running,
+                    "stopped": now.stopped,
+                    "building": now.building,
+                    "queued": now.queued,
+                },
+                "sessions": app.sessions.len(),
+                "docker": probe.docker.err().unwrap_or_else(|| "ok".into()),
+                "stateDir": probe.state_dir.err().unwrap_or_else(|| "ok".into()),
+                "limits": {
+                    "maxInstances": config.max_instances,
+                    "maxBuilds": config.max_builds,
+                    "maxBuildQueue": config.max_build_queue,
+                    "memoryMB": config.memory_mb,
+                    "pidsLimit": config.pids_limit,
+                    "cpus": config.cpus,
+                    "diskMB": config.disk_mb,
+                    "instanceExpiry": humantime::format_duration(config.instance_expiry).to_string(),
+                    "idleTimeout": humantime::format_duration(config.idle_timeout).to_string(),
+                    "reattachGrace": humantime::format_duration(config.reattach_grace).to_string(),
+                },
+            })
+        }
+        Request::List => json!({ "instances": app.registry.list() }),
+        Request::Clean {
+            spec_id: Some(spec_id),
+            instance: None,
+        } => {
+            let cleaned = app.registry.clean(&spec_id).await;
+            log::info!("admin: clean of spec {spec_id:?}: {cleaned} removed");
+            json!({ "cleaned": cleaned })
+        }
+        Request::Clean {
+            spec_id: None,
+            instance: Some(handle),
+        } => match app.registry.specs_by_handle(&handle).as_slice() {
+            [] => json!({ "error": format!("no instance has the handle {handle}") }),
+            [spec_id] => {
+                let cleaned = app.registry.clean(spec_id).await;
+                log::info!("admin: clean of instance {handle}: {cleaned} removed");
+                json!({ "cleaned": cleaned })
+            }
+            specs => json!({
+                "error": format!("the handle {handle} names {} instances; clean by --spec-id", specs.len())
+            }),
+        },
+        Request::Clean { .. } => json!({ "error": "give one of --spec-id and --instance" }),
+    }
+}
+
+/// Where `ua status`, `ua list` and `ua clean` find the server.
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// The server's state directory (its admin socket is admin.sock there).
+    #[arg(long, env = "UA_STATE_DIR", default_value = "/var/lib/ua")]
+    pub state_dir: PathBuf,
+}
+
+/// Sends `request` to the server of `state_dir` and returns its answer.
+pub fn ask(state_dir: &Path, request: &Request) -> anyhow::Result<Value> {
+    let path = state_dir.join(SOCKET);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                "run it as root or as a member of the group ua"
+            }
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                "is the server running? (`systemctl start ua`; under ua.socket it starts on the first request)"
+            }
+            _ => "is the server running, with this --state-dir?",
+        };
+        anyhow::anyhow!("cannot reach the admin socket {}: {e}; {hint}", path.display())
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    let answer: Value = serde_json::from_str(&answer)
+        .map_err(|_| anyhow::anyhow!("the server's answer on {} is not JSON", path.display()))?;
+    if let Some(error) = answer["error"].as_str() {
+        anyhow::bail!("{error}");
+    }
+    Ok(answer)
+}
+
+fn time(unix: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// `ua status`: headline counts, Docker and limits.
+pub fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let s = ask(&target.state_dir, &Request::Status)?;
+    if as_json {
+        println!("{s:#}");
+        return Ok(());
+    }
+    let i = &s["instances"];
+    let l = &s["limits"];
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    println!("ua {} (pid {})", text(&s["version"]), s["pid"]);
+    println!(
+        "instances: {} running, {} stopped, {} building ({} queued); {} sessions",
+        i["running"], i["stopped"], i["building"], i["queued"], s["sessions"]
+    );
+    println!("docker: {}", text(&s["docker"]));
+    println!("state directory: {}", text(&s["stateDir"]));
+    println!(
+        "limits: {} instances, {} builds at once, {} queued builds; per container {} MiB, {} processes, {} CPUs, disk {}",
+        l["maxInstances"],
+        l["maxBuilds"],
+        l["maxBuildQueue"],
+        l["memoryMB"],
+        l["pidsLimit"],
+        l["cpus"],
+        match l["diskMB"].as_i64() {
+            Some(0) | None => "unlimited".to_string(),
+            Some(mb) => format!("{mb} MiB"),
+        }
+    );
+    println!(
+        "times: expiry {}, idle timeout {}, reattach grace {}",
+        text(&l["instanceExpiry"]),
+        text(&l["idleTimeout"]),
+        text(&l["reattachGrace"])
+    );
+    Ok(())
+}
+
+/// `ua list`: every instance by handle.
+pub fn list(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let answer = ask(&target.state_dir, &Request::List)?;
+    if as_json {
+        println!("{:#}", answer["instances"]);
+        return Ok(());
+    }
+    let instances: Vec<Summary> = serde_json::from_value(answer["instances"].clone())?;
+    println!(
+        "{:<8}  {:<7}  {:<20}  {:<20}  {:<24}  SPEC ID",
+        "HANDLE", "STATE", "LAST USED", "EXPIRES", "ASSIGNMENT"
+    );
+    for i in instances {
+        println!(
+            "{:<8}  {:<7}  {:<20}  {:<20}  {:<24}  {}",
+            i.handle,
+            i.state,
+            time(i.last_used),
+            i.expires.map_or_else(|| "-".to_string(), time),
+            i.assignment,
+            i.spec_id
+        );
+    }
+    Ok(())
+}
+
+/// `ua clean`: removes one instance, as `POST /spec/clean` does.
+pub fn clean(
+    target: &Target,
+    spec_id: Option<String>,
+    instance: Option<String>,
+) -> anyhow::Result<()> {
+    let answer = ask(&target.state_dir, &Request::Clean { spec_id, instance })?;
+    match answer["cleaned"].as_u64() {
+        Some(0) => println!("no instance to clean"),
+        Some(n) => println!("cleaned {n} instance"),
+        None => anyhow::bail!("unexpected answer: {answer}"),
+    }
+    Ok(())
+}
