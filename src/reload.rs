@@ -177,11 +177,15 @@ fn keep_restart_only(old: &ServeConfig, mut new: ServeConfig) -> (ServeConfig, V
             }
         )*};
     }
-    // The listener, the state directory and lock, the pools sized at start.
+    // The listener, the state directory and lock, the pools sized at start,
+    // and what the provisioner took at start (build limits, pulls).
     keep!(
         listen,
         state_dir,
         max_builds,
+        build_timeout,
+        build_network,
+        pull,
         max_connections,
         browser_terminal,
         web_dir,
@@ -209,6 +213,8 @@ fn live_changes(old: &ServeConfig, new: &ServeConfig) -> Vec<String> {
         idle_timeout,
         reattach_grace,
         max_instances,
+        max_running,
+        max_keep,
         max_build_queue,
         allowed_origins,
         public_origin,
@@ -221,8 +227,6 @@ fn live_changes(old: &ServeConfig, new: &ServeConfig) -> Vec<String> {
         max_memory_mb,
         max_pids_limit,
         max_cpus,
-        build_timeout,
-        build_network,
         log_level
     );
     changes

@@ -275,7 +275,7 @@ fn sighup_reloads_keys_origins_and_limits_and_keeps_sessions() {
     let refused = server.http("POST", "/spec", &new_spec);
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert!(
-        refused.body.contains("limit of 1 instances"),
+        refused.body.contains("limit of 1 stored instances"),
         "{}",
         refused.body
     );
