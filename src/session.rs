@@ -187,6 +187,7 @@ async fn read_frames(
         match terminado::decode(&text) {
             ClientMessage::Stdin(keys) => {
                 metrics::BYTES.add("in", keys.len() as u64);
+                resizer.settled().await;
                 if input.send(Bytes::from(keys)).await.is_err() {
                     return ReadEnd::Gone("terminal input closed".into());
                 }

@@ -33,6 +33,8 @@ const FLOOD_READ: usize = 1024;
 const FLOOD_WAIT: Duration = Duration::from_millis(1);
 /// Resizes reach Docker at most this often; the last size wins.
 const RESIZE_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest that input waits for an asked size to be applied.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 /// How long a finished terminal waits for its client to take the last output.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 /// Read-only observers per terminal (staff views); more are refused.
@@ -109,12 +111,34 @@ pub struct Observation {
 /// sends them, Docker gets at most one resize per [`RESIZE_INTERVAL`].
 #[derive(Clone)]
 pub struct Resizer {
-    size: Arc<watch::Sender<Option<(u16, u16)>>>,
+    asked: Arc<watch::Sender<AskedSize>>,
+    /// The number of the last asked size that Docker has applied.
+    applied: watch::Receiver<u64>,
+}
+
+/// The latest size asked for, numbered.
+#[derive(Debug, Clone, Copy, Default)]
+struct AskedSize {
+    number: u64,
+    size: Option<(u16, u16)>,
 }
 
 impl Resizer {
+    /// Asks for `rows` × `cols`; it is applied in the background.
     pub fn resize(&self, rows: u16, cols: u16) {
-        self.size.send_replace(Some((rows, cols)));
+        self.asked.send_modify(|asked| {
+            asked.number += 1;
+            asked.size = Some((rows, cols));
+        });
+    }
+
+    /// Waits (briefly) until the sizes asked so far are applied, so that
+    /// input sent after a `set_size` meets the new size, as it did when
+    /// every resize was made in line.
+    pub async fn settled(&self) {
+        let wanted = self.asked.borrow().number;
+        let mut applied = self.applied.clone();
+        let _ = tokio::time::timeout(SETTLE_LIMIT, applied.wait_for(|&done| done >= wanted)).await;
     }
 }
 
@@ -166,8 +190,14 @@ impl Terminal {
         let (commands, command_rx) = mpsc::channel(8);
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
         tokio::spawn(write_input(exec.input, input_rx));
-        let (size, sizes) = watch::channel(None);
-        tokio::spawn(resize_terminal(docker.clone(), exec.id.clone(), sizes));
+        let (asked, sizes) = watch::channel(AskedSize::default());
+        let (done, applied) = watch::channel(0);
+        tokio::spawn(resize_terminal(
+            docker.clone(),
+            exec.id.clone(),
+            sizes,
+            done,
+        ));
         let pump = Pump {
             output: exec.output,
             commands: command_rx,
@@ -182,7 +212,8 @@ impl Terminal {
             commands,
             input,
             resizer: Resizer {
-                size: Arc::new(size),
+                asked: Arc::new(asked),
+                applied,
             },
         }
     }
@@ -472,15 +503,17 @@ async fn finish(client: Option<Client>, pending: Option<Bytes>, reason: CloseRea
 async fn resize_terminal(
     docker: Arc<Docker>,
     exec_id: String,
-    mut sizes: watch::Receiver<Option<(u16, u16)>>,
+    mut sizes: watch::Receiver<AskedSize>,
+    applied: watch::Sender<u64>,
 ) {
     while sizes.changed().await.is_ok() {
-        let Some((rows, cols)) = *sizes.borrow_and_update() else {
-            continue;
-        };
-        if let Err(e) = docker.resize(&exec_id, rows, cols).await {
-            log::debug!("resize failed: {e}");
+        let asked = *sizes.borrow_and_update();
+        if let Some((rows, cols)) = asked.size {
+            if let Err(e) = docker.resize(&exec_id, rows, cols).await {
+                log::debug!("resize failed: {e}");
+            }
         }
+        applied.send_replace(asked.number);
         tokio::time::sleep(RESIZE_INTERVAL).await;
     }
 }
