@@ -135,6 +135,12 @@ impl<const N: usize> Labelled<N> {
         }
     }
 
+    /// Whether `label` is one of the counted values.
+    #[cfg(test)]
+    pub(crate) fn has(&self, label: &str) -> bool {
+        self.labels.contains(&label)
+    }
+
     fn render(&self, out: &mut String, name: &str, label: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (value, count) in self.labels.iter().zip(&self.counts) {
