@@ -4,6 +4,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::close::Code;
+
 /// Upper bounds (seconds) of the duration histograms' buckets.
 const BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -161,9 +163,17 @@ pub static SPEC_READY_SECONDS: Histogram = Histogram::new();
 pub static PHASE_SECONDS: Phases = Phases::new();
 /// Terminal bytes proxied, by direction.
 pub static BYTES: Labelled<2> = Labelled::new(["out", "in"]);
-/// Sessions ended, by close code (`client`: the client closed).
+/// Sessions ended, by close code (`client`: the client closed). Observers'
+/// 1013 and 4004 are not counted.
 pub static CLOSES: Labelled<8> = Labelled::new([
-    "1000", "1001", "1009", "1011", "4001", "4002", "4003", "client",
+    Code::Exited.label(),
+    Code::Shutdown.label(),
+    Code::TooBig.label(),
+    Code::Internal.label(),
+    Code::TakenOver.label(),
+    Code::Idle.label(),
+    Code::Gone.label(),
+    "client",
 ]);
 /// Errors, by kind.
 pub static ERRORS: Labelled<11> = Labelled::new([
@@ -260,6 +270,15 @@ pub fn render(now: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_close_codes_are_counted() {
+        for code in Code::ALL {
+            let observers_only = matches!(code, Code::TryLater | Code::NotRunning);
+            assert_eq!(CLOSES.has(code.label()), !observers_only, "{code:?}");
+        }
+        assert!(CLOSES.has("client"));
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {
