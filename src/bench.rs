@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::{Server, Socket};
 use crate::docker::Docker;
 use crate::seal::Keyring;
+use crate::terminado::{ClientMessage, ServerMessage};
 
 /// Flags of `ua bench`.
 #[derive(clap::Args, Debug)]
@@ -328,12 +329,8 @@ impl Term {
         tokio::spawn(async move {
             loop {
                 let text = match stream.next().await {
-                    Some(Ok(Message::Text(frame))) => match serde_json::from_str(&frame) {
-                        Ok(serde_json::Value::Array(items))
-                            if items.first().and_then(|v| v.as_str()) == Some("stdout") =>
-                        {
-                            items[1].as_str().unwrap_or_default().to_string()
-                        }
+                    Some(Ok(Message::Text(frame))) => match ServerMessage::decode(&frame) {
+                        Some(ServerMessage::Stdout(text)) => text,
                         _ => continue,
                     },
                     Some(Ok(_)) => continue,
@@ -353,7 +350,7 @@ impl Term {
     }
 
     async fn send(&mut self, keys: &str) -> anyhow::Result<()> {
-        let frame = serde_json::to_string(&("stdin", keys))?;
+        let frame = ClientMessage::Stdin(keys.to_string()).encode();
         self.sink.send(Message::text(frame)).await?;
         Ok(())
     }

@@ -11,8 +11,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Server, Socket};
+use crate::close;
 use crate::seal::Keyring;
-use crate::session;
+use crate::terminado::{ClientMessage, ServerMessage};
 
 /// Flags of `ua connect`.
 #[derive(clap::Args, Debug)]
@@ -94,16 +95,13 @@ async fn attach(socket: Socket) -> anyhow::Result<String> {
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                    if value[0] == "stdout" {
-                        if let Some(output) = value[1].as_str() {
-                            stdout.write_all(output.as_bytes())?;
-                            stdout.flush()?;
-                        }
+                    if let Some(ServerMessage::Stdout(output)) = ServerMessage::decode(&text) {
+                        stdout.write_all(output.as_bytes())?;
+                        stdout.flush()?;
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    return Ok(close_words(frame.map(|f| u16::from(f.code))));
+                    return Ok(close::describe(frame.map(|f| u16::from(f.code))));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Ok(format!("connection lost: {e}")),
@@ -115,7 +113,7 @@ async fn attach(socket: Socket) -> anyhow::Result<String> {
                     return Ok("input ended".into());
                 }
                 let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
-                let frame = serde_json::to_string(&("stdin", text))?;
+                let frame = ClientMessage::Stdin(text).encode();
                 if sink.send(Message::text(frame)).await.is_err() {
                     return Ok("connection lost".into());
                 }
@@ -132,21 +130,8 @@ where
     S: futures_util::Sink<Message> + Unpin,
 {
     if let Ok((cols, rows)) = crossterm::terminal::size() {
-        let frame = serde_json::json!(["set_size", rows, cols]).to_string();
+        let frame = ClientMessage::SetSize { rows, cols }.encode();
         let _ = sink.send(Message::text(frame)).await;
-    }
-}
-
-fn close_words(code: Option<u16>) -> String {
-    match code {
-        Some(session::CLOSE_EXITED) => "the shell exited".into(),
-        Some(session::CLOSE_SHUTDOWN) => "the server is shutting down".into(),
-        Some(session::CLOSE_TAKEN_OVER) => "taken over by a newer connection".into(),
-        Some(session::CLOSE_IDLE) => "closed after being idle too long".into(),
-        Some(session::CLOSE_GONE) => "the instance was cleaned or expired".into(),
-        Some(session::CLOSE_TOO_BIG) => "a message was too big".into(),
-        Some(code) => format!("closed by the server (code {code})"),
-        None => "closed by the server".into(),
     }
 }
 

@@ -364,44 +364,15 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     match app.registry.get_or_create(spec).await {
         Ok(instance_id) => json_response(StatusCode::OK, json!({ "instanceID": instance_id })),
         Err(e) => {
-            let status = match &e {
-                CreateError::NoAssignment(_) => StatusCode::NOT_FOUND,
-                CreateError::Render(_)
-                | CreateError::Build { .. }
-                | CreateError::Setup { .. }
-                | CreateError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                CreateError::AtCapacity(_)
-                | CreateError::AtRunningCapacity(_)
-                | CreateError::QueueFull(_)
-                | CreateError::Pull { .. }
-                | CreateError::DockerDown => StatusCode::SERVICE_UNAVAILABLE,
-                CreateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            metrics::ERRORS.add(
-                match &e {
-                    CreateError::NoAssignment(_) => "no_assignment",
-                    CreateError::Render(_) | CreateError::Invalid(_) => "render",
-                    CreateError::Build { .. } => "build",
-                    CreateError::Setup { .. } => "setup",
-                    CreateError::Pull { .. } => "pull",
-                    CreateError::AtCapacity(_)
-                    | CreateError::AtRunningCapacity(_)
-                    | CreateError::QueueFull(_) => "capacity",
-                    CreateError::DockerDown => "docker",
-                    CreateError::Internal(_) => "internal",
-                },
-                1,
-            );
+            let status =
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            metrics::ERRORS.add(e.metric_kind(), 1);
             if status.is_server_error() {
                 log::warn!("spec {spec_id:?}: {e}");
             }
             let mut body = json!({ "error": capitalise(&e.to_string()) });
-            // Which limit was hit: memory-bound (running) or disk-bound (instances).
-            match &e {
-                CreateError::AtCapacity(_) => body["limit"] = json!("instances"),
-                CreateError::AtRunningCapacity(_) => body["limit"] = json!("running"),
-                CreateError::QueueFull(_) => body["limit"] = json!("buildQueue"),
-                _ => {}
+            if let Some(limit) = e.limit() {
+                body["limit"] = json!(limit);
             }
             if let Some(tail) = failure_output(&e).filter(|tail| !tail.is_empty()) {
                 // Output can hold spec data in any form: only key holders read it.

@@ -75,6 +75,53 @@ pub enum CreateError {
     Internal(String),
 }
 
+impl CreateError {
+    /// The HTTP status `POST /spec` answers with (a number: the registry
+    /// knows nothing of HTTP types).
+    pub fn status(&self) -> u16 {
+        match self {
+            CreateError::NoAssignment(_) => 404,
+            CreateError::Render(_)
+            | CreateError::Build { .. }
+            | CreateError::Setup { .. }
+            | CreateError::Invalid(_) => 422,
+            CreateError::AtCapacity(_)
+            | CreateError::AtRunningCapacity(_)
+            | CreateError::QueueFull(_)
+            | CreateError::Pull { .. }
+            | CreateError::DockerDown => 503,
+            CreateError::Internal(_) => 500,
+        }
+    }
+
+    /// Its kind in `ua_errors_total{kind=…}`.
+    pub fn metric_kind(&self) -> &'static str {
+        match self {
+            CreateError::NoAssignment(_) => "no_assignment",
+            CreateError::Render(_) | CreateError::Invalid(_) => "render",
+            CreateError::Build { .. } => "build",
+            CreateError::Setup { .. } => "setup",
+            CreateError::Pull { .. } => "pull",
+            CreateError::AtCapacity(_)
+            | CreateError::AtRunningCapacity(_)
+            | CreateError::QueueFull(_) => "capacity",
+            CreateError::DockerDown => "docker",
+            CreateError::Internal(_) => "internal",
+        }
+    }
+
+    /// Which limit was hit, for the answer's `limit` field: memory-bound
+    /// (`running`), disk-bound (`instances`) or the build queue.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            CreateError::AtCapacity(_) => Some("instances"),
+            CreateError::AtRunningCapacity(_) => Some("running"),
+            CreateError::QueueFull(_) => Some("buildQueue"),
+            _ => None,
+        }
+    }
+}
+
 impl From<DockerError> for CreateError {
     fn from(e: DockerError) -> CreateError {
         match e {
@@ -1112,5 +1159,54 @@ mod tests {
         assert_eq!(container_limits(&asked(Some(-5)), &config).disk_bytes, 0);
         let unlimited = ServeConfig::from_args(&[]).unwrap();
         assert_eq!(container_limits(&asked(None), &unlimited).disk_bytes, 0);
+    }
+
+    #[test]
+    fn create_errors_know_their_status_and_metric_kind() {
+        let tail = Vec::new;
+        let cases = [
+            (CreateError::NoAssignment("a".into()), 404, "no_assignment"),
+            (CreateError::Render("r".into()), 422, "render"),
+            (CreateError::Invalid("i".into()), 422, "render"),
+            (
+                CreateError::Build {
+                    reason: "b".into(),
+                    tail: tail(),
+                },
+                422,
+                "build",
+            ),
+            (
+                CreateError::Setup {
+                    status: 1,
+                    tail: tail(),
+                },
+                422,
+                "setup",
+            ),
+            (
+                CreateError::Pull {
+                    image: "i".into(),
+                    why: "w".into(),
+                },
+                503,
+                "pull",
+            ),
+            (CreateError::AtCapacity(1), 503, "capacity"),
+            (CreateError::AtRunningCapacity(1), 503, "capacity"),
+            (CreateError::QueueFull(1), 503, "capacity"),
+            (CreateError::DockerDown, 503, "docker"),
+            (CreateError::Internal("x".into()), 500, "internal"),
+        ];
+        for (error, status, kind) in cases {
+            assert_eq!(
+                (error.status(), error.metric_kind()),
+                (status, kind),
+                "{error:?}"
+            );
+            assert!(metrics::ERRORS.has(kind), "{kind} is not counted");
+        }
+        assert_eq!(CreateError::QueueFull(1).limit(), Some("buildQueue"));
+        assert_eq!(CreateError::DockerDown.limit(), None);
     }
 }

@@ -15,7 +15,8 @@
 //! - `store`: instance records on disk and the state-directory lock
 //! - `instances`: the live registry: create, attach, clean, expire, reconcile
 //! - `terminal`: one running terminal, its flow control and replay buffer
-//! - `terminado`: the websocket codec and the UTF-8 decoder
+//! - `terminado`: the websocket codec (client and server messages) and the UTF-8 decoder
+//! - `close`: websocket close codes, their reasons and what they mean to clients
 //! - `session`: one websocket attached to a terminal
 //! - `observe`: a read-only websocket on a terminal (staff views)
 //! - `files`: graded files read out of a container
@@ -44,6 +45,7 @@ pub mod base_images;
 pub mod bench;
 pub mod bench_startup;
 pub mod client;
+pub mod close;
 pub mod config;
 pub mod connect;
 pub mod docker;

@@ -4,6 +4,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::close::Code;
+
 /// Upper bounds (seconds) of the duration histograms' buckets.
 const BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -135,6 +137,12 @@ impl<const N: usize> Labelled<N> {
         }
     }
 
+    /// Whether `label` is one of the counted values.
+    #[cfg(test)]
+    pub(crate) fn has(&self, label: &str) -> bool {
+        self.labels.contains(&label)
+    }
+
     fn render(&self, out: &mut String, name: &str, label: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (value, count) in self.labels.iter().zip(&self.counts) {
@@ -155,9 +163,18 @@ pub static SPEC_READY_SECONDS: Histogram = Histogram::new();
 pub static PHASE_SECONDS: Phases = Phases::new();
 /// Terminal bytes proxied, by direction.
 pub static BYTES: Labelled<2> = Labelled::new(["out", "in"]);
-/// Sessions ended, by close code (`client`: the client closed).
-pub static CLOSES: Labelled<8> = Labelled::new([
-    "1000", "1001", "1009", "1011", "4001", "4002", "4003", "client",
+/// Sessions (and observers) ended, by close code (`client`: the client closed).
+pub static CLOSES: Labelled<10> = Labelled::new([
+    Code::Exited.label(),
+    Code::Shutdown.label(),
+    Code::TooBig.label(),
+    Code::Internal.label(),
+    Code::TryLater.label(),
+    Code::TakenOver.label(),
+    Code::Idle.label(),
+    Code::Gone.label(),
+    Code::NotRunning.label(),
+    "client",
 ]);
 /// Errors, by kind.
 pub static ERRORS: Labelled<11> = Labelled::new([
@@ -254,6 +271,14 @@ pub fn render(now: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_close_code_is_counted() {
+        for code in Code::ALL {
+            assert!(CLOSES.has(code.label()), "{code:?}");
+        }
+        assert!(CLOSES.has("client"));
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

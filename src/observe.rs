@@ -10,12 +10,10 @@ use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use hyper_tungstenite::HyperWebsocket;
 use tokio_util::sync::CancellationToken;
 
+use crate::close::Reason;
 use crate::instances::{Instance, ObserveRefusal, Registry};
 use crate::metrics;
-use crate::session::{
-    closing, Clock, ReadEnd, SessionSettings, Stream, Writer, CLOSE_NOT_RUNNING, CLOSE_TOO_BIG,
-    CLOSE_TRY_LATER,
-};
+use crate::session::{closing, Clock, Outcome, ReadEnd, SessionSettings, Stream, Writer};
 use crate::terminal::Observation;
 
 /// Runs one observer websocket until it closes.
@@ -36,14 +34,11 @@ pub async fn run(
     let Observation { output, closed } = match registry.observe(&instance).await {
         Ok(observation) => observation,
         Err(refusal) => {
-            let (code, words) = match refusal {
-                ObserveRefusal::NotRunning => (CLOSE_NOT_RUNNING, "not running"),
-                ObserveRefusal::TooMany => (
-                    CLOSE_TRY_LATER,
-                    "this terminal has all the observers it takes; try again later",
-                ),
+            let reason = match refusal {
+                ObserveRefusal::NotRunning => Reason::NotRunning,
+                ObserveRefusal::TooMany => Reason::ObserversFull,
             };
-            let _ = socket.send(closing(code, words)).await;
+            let _ = socket.send(closing(reason)).await;
             let _ = socket.close(None).await;
             return;
         }
@@ -60,8 +55,8 @@ pub async fn run(
         end = ignore_frames(stream, &clock) => match end {
             ReadEnd::Gone(why) => why,
             ReadEnd::TooBig => {
-                writer.send_briefly(closing(CLOSE_TOO_BIG, "frame over 1 MiB")).await;
-                "frame too big".to_string()
+                writer.send_briefly(closing(Reason::TooBig)).await;
+                Outcome::Closed(Reason::TooBig)
             }
         },
         why = writer.write_output(output, closed, &shutdown) => why,
@@ -76,12 +71,12 @@ async fn ignore_frames(mut stream: Stream, clock: &Clock) -> ReadEnd {
         match frame {
             Ok(Message::Close(_)) => {
                 metrics::CLOSES.add("client", 1);
-                return ReadEnd::Gone("client closed".into());
+                return ReadEnd::Gone(Outcome::ClientClosed);
             }
             Ok(_) => clock.heard(false),
             Err(WsError::Capacity(_)) => return ReadEnd::TooBig,
-            Err(e) => return ReadEnd::Gone(format!("read error: {e}")),
+            Err(e) => return ReadEnd::Gone(Outcome::ReadError(e)),
         }
     }
-    ReadEnd::Gone("connection lost".into())
+    ReadEnd::Gone(Outcome::ConnectionLost)
 }

@@ -16,29 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::close::Reason;
 use crate::instances::{Instance, Registry};
 use crate::metrics;
-use crate::terminado::{self, ClientMessage, Utf8Decoder};
+use crate::terminado::{self, ClientMessage, ServerMessage, Utf8Decoder};
 use crate::terminal::{Attachment, CloseReason, Resizer, MAX_CHUNK};
-
-/// Close code: the command exited.
-pub const CLOSE_EXITED: u16 = 1000;
-/// Close code: the server is shutting down.
-pub const CLOSE_SHUTDOWN: u16 = 1001;
-/// Close code: a message or frame over 1 MiB.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code: the terminal could not start, or its connection to Docker broke.
-pub const CLOSE_INTERNAL: u16 = 1011;
-/// Close code: taken over by a newer connection.
-pub const CLOSE_TAKEN_OVER: u16 = 4001;
-/// Close code: idle timeout.
-pub const CLOSE_IDLE: u16 = 4002;
-/// Close code: the instance was cleaned or expired.
-pub const CLOSE_GONE: u16 = 4003;
-/// Observers: the terminal is not running (nothing to watch).
-pub const CLOSE_NOT_RUNNING: u16 = 4004;
-/// Observers: too many, or fell behind; try again later.
-pub const CLOSE_TRY_LATER: u16 = 1013;
 
 /// How long the closing handshake may take.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
@@ -74,17 +56,15 @@ pub async fn run(
     let attachment = match registry.attach(&instance, client_id).await {
         Ok(attachment) => attachment,
         Err(e) => {
-            let (code, words) = match e {
-                crate::instances::AttachError::Gone => {
-                    (CLOSE_GONE, "the instance is gone; send the spec again")
-                }
+            let reason = match e {
+                crate::instances::AttachError::Gone => Reason::Gone,
                 _ => {
                     log::error!("instance {}: terminal not started: {e}", instance.id);
                     metrics::ERRORS.add("attach", 1);
-                    (CLOSE_INTERNAL, "the terminal could not be started")
+                    Reason::NotStarted
                 }
             };
-            let _ = socket.send(closing(code, words)).await;
+            let _ = socket.send(closing(reason)).await;
             return;
         }
     };
@@ -108,8 +88,8 @@ pub async fn run(
         end = reader => match end {
             ReadEnd::Gone(why) => why,
             ReadEnd::TooBig => {
-                session.send_briefly(closing(CLOSE_TOO_BIG, "frame over 1 MiB")).await;
-                "frame too big".to_string()
+                session.send_briefly(closing(Reason::TooBig)).await;
+                Outcome::Closed(Reason::TooBig)
             }
         },
         why = session.write_output(output, closed, &shutdown) => why,
@@ -174,14 +154,14 @@ async fn read_frames(
             Ok(Message::Text(text)) => text,
             Ok(Message::Close(_)) => {
                 metrics::CLOSES.add("client", 1);
-                return ReadEnd::Gone("client closed".into());
+                return ReadEnd::Gone(Outcome::ClientClosed);
             }
             Ok(_) => {
                 clock.heard(false);
                 continue;
             }
             Err(WsError::Capacity(_)) => return ReadEnd::TooBig,
-            Err(e) => return ReadEnd::Gone(format!("read error: {e}")),
+            Err(e) => return ReadEnd::Gone(Outcome::ReadError(e)),
         };
         clock.heard(true);
         match terminado::decode(&text) {
@@ -189,19 +169,20 @@ async fn read_frames(
                 metrics::BYTES.add("in", keys.len() as u64);
                 resizer.settled().await;
                 if input.send(Bytes::from(keys)).await.is_err() {
-                    return ReadEnd::Gone("terminal input closed".into());
+                    return ReadEnd::Gone(Outcome::InputClosed);
                 }
             }
             ClientMessage::SetSize { rows, cols } => resizer.resize(rows, cols),
             ClientMessage::Ignored(why) => log::debug!("ignored a client frame: {why}"),
         }
     }
-    ReadEnd::Gone("connection lost".into())
+    ReadEnd::Gone(Outcome::ConnectionLost)
 }
 
 /// Why the reading side stopped.
 pub(crate) enum ReadEnd {
-    Gone(String),
+    /// The session is over.
+    Gone(Outcome),
     /// A frame over the limit: close with 1009.
     TooBig,
 }
@@ -219,14 +200,14 @@ impl Writer<'_> {
         mut output: mpsc::Receiver<Bytes>,
         mut closed: oneshot::Receiver<CloseReason>,
         shutdown: &CancellationToken,
-    ) -> String {
+    ) -> Outcome {
         if self
             .sink
-            .send(Message::text(terminado::setup()))
+            .send(Message::text(ServerMessage::Setup.encode()))
             .await
             .is_err()
         {
-            return "connection lost".into();
+            return Outcome::ConnectionLost;
         }
         let ping_every = (self.idle_timeout / 4).min(MAX_PING_INTERVAL);
         let dead_after = (ping_every * 3).max(MIN_DEAD_AFTER);
@@ -252,32 +233,32 @@ impl Writer<'_> {
                         metrics::BYTES.add("out", text.len() as u64);
                         // A client that takes nothing for a long time is gone; and a
                         // close (takeover, clean) must not wait behind a stalled send.
-                        let message = Message::text(terminado::stdout(&text));
+                        let message = Message::text(ServerMessage::Stdout(text).encode());
                         tokio::select! {
                             sent = self.sink.send(message) => if sent.is_err() {
-                                return "connection lost".into();
+                                return Outcome::ConnectionLost;
                             },
                             reason = &mut closed => break reason.unwrap_or(CloseReason::Gone),
-                            () = tokio::time::sleep(dead_after) => return "the client stopped reading".into(),
+                            () = tokio::time::sleep(dead_after) => return Outcome::StoppedReading,
                         }
                     }
                 }
                 reason = &mut closed => break reason.unwrap_or(CloseReason::Gone),
                 _ = ping.tick() => {
                     if self.clock.since(&self.clock.last_activity) >= self.idle_timeout {
-                        self.send_briefly(closing(CLOSE_IDLE, "idle for too long")).await;
-                        return "idle timeout".into();
+                        self.send_briefly(closing(Reason::Idle)).await;
+                        return Outcome::Closed(Reason::Idle);
                     }
                     if self.clock.since(&self.clock.last_heard) >= dead_after {
-                        return "no answer to pings".into();
+                        return Outcome::NoAnswer;
                     }
                     if self.sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                        return "connection lost".into();
+                        return Outcome::ConnectionLost;
                     }
                 }
                 () = shutdown.cancelled() => {
-                    self.send_briefly(closing(CLOSE_SHUTDOWN, "the server is shutting down")).await;
-                    return "server shutdown".into();
+                    self.send_briefly(closing(Reason::Shutdown)).await;
+                    return Outcome::Closed(Reason::Shutdown);
                 }
             }
         };
@@ -288,23 +269,23 @@ impl Writer<'_> {
             }
             decoder.finish(&mut text);
             if !text.is_empty() {
-                self.send_briefly(Message::text(terminado::stdout(&text)))
+                self.send_briefly(Message::text(ServerMessage::Stdout(text).encode()))
                     .await;
             }
-            self.send_briefly(Message::text(terminado::disconnect()))
+            self.send_briefly(Message::text(ServerMessage::Disconnect.encode()))
                 .await;
         }
-        let (code, words) = match reason {
-            CloseReason::Exited => (CLOSE_EXITED, "the command exited"),
-            CloseReason::TakenOver => (CLOSE_TAKEN_OVER, "taken over by a newer connection"),
-            CloseReason::Gone => (CLOSE_GONE, "the instance is gone; send the spec again"),
-            CloseReason::Shutdown => (CLOSE_SHUTDOWN, "the server is shutting down"),
-            CloseReason::Failed => (CLOSE_INTERNAL, "the terminal's connection to Docker broke"),
-            CloseReason::NotRunning => (CLOSE_NOT_RUNNING, "not running"),
-            CloseReason::Lagging => (CLOSE_TRY_LATER, "fell behind the output; reconnect"),
+        let reason = match reason {
+            CloseReason::Exited => Reason::Exited,
+            CloseReason::TakenOver => Reason::TakenOver,
+            CloseReason::Gone => Reason::Gone,
+            CloseReason::Shutdown => Reason::Shutdown,
+            CloseReason::Failed => Reason::DockerBroke,
+            CloseReason::NotRunning => Reason::NotRunning,
+            CloseReason::Lagging => Reason::Lagging,
         };
-        self.send_briefly(closing(code, words)).await;
-        words.into()
+        self.send_briefly(closing(reason)).await;
+        Outcome::Closed(reason)
     }
 
     /// Sends a last message, giving up on a peer that reads nothing.
@@ -313,11 +294,45 @@ impl Writer<'_> {
     }
 }
 
-/// The close frame for `code`, counted in the metrics as it goes out.
-pub fn closing(code: u16, reason: &str) -> Message {
-    metrics::CLOSES.add(&code.to_string(), 1);
+/// The close frame for `reason`, counted in the metrics as it goes out.
+pub fn closing(reason: Reason) -> Message {
+    let code = reason.code();
+    metrics::CLOSES.add(code.label(), 1);
     Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
+        code: CloseCode::from(code.number()),
+        reason: reason.words().into(),
     }))
+}
+
+/// How a session (or an observer's websocket) ended, for the log.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The server closed it, for this reason.
+    Closed(Reason),
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The connection dropped, or a send failed.
+    ConnectionLost,
+    /// Reading a frame failed.
+    ReadError(WsError),
+    /// The terminal stopped taking input.
+    InputClosed,
+    /// The client took no output for too long.
+    StoppedReading,
+    /// The client answered no ping for too long.
+    NoAnswer,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Closed(reason) => f.write_str(reason.words()),
+            Outcome::ClientClosed => f.write_str("client closed"),
+            Outcome::ConnectionLost => f.write_str("connection lost"),
+            Outcome::ReadError(e) => write!(f, "read error: {e}"),
+            Outcome::InputClosed => f.write_str("terminal input closed"),
+            Outcome::StoppedReading => f.write_str("the client stopped reading"),
+            Outcome::NoAnswer => f.write_str("no answer to pings"),
+        }
+    }
 }

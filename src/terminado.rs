@@ -6,8 +6,8 @@ use serde_json::Value;
 /// Terminal sizes outside this range are ignored as absurd.
 const MAX_DIMENSION: u64 = 4096;
 
-/// A frame from the client, decoded.
-#[derive(Debug, PartialEq, Eq)]
+/// A frame from the client: decoded by the server, encoded by clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
     /// `["stdin", text]`: keys for the terminal.
     Stdin(String),
@@ -20,6 +20,18 @@ pub enum ClientMessage {
     },
     /// Anything else; the reason is for debug logs and never holds frame text.
     Ignored(&'static str),
+}
+
+impl ClientMessage {
+    /// The frame's text. `Ignored` is no message of its own: it encodes as
+    /// `[]`, which decodes as ignored again.
+    pub fn encode(&self) -> String {
+        match self {
+            ClientMessage::Stdin(text) => json_text(&("stdin", text)),
+            ClientMessage::SetSize { rows, cols } => json_text(&("set_size", rows, cols)),
+            ClientMessage::Ignored(_) => "[]".to_string(),
+        }
+    }
 }
 
 /// Decodes one client frame; it never fails: junk is `Ignored`.
@@ -52,19 +64,47 @@ pub fn decode(frame: &str) -> ClientMessage {
     }
 }
 
-/// `["setup", {}]`, the first message of a connection.
-pub fn setup() -> String {
-    r#"["setup",{}]"#.to_string()
+/// A frame from the server: encoded by the server, decoded by clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// `["setup", {}]`, the first message of a connection.
+    Setup,
+    /// `["stdout", text]`: terminal output.
+    Stdout(String),
+    /// `["disconnect", 1]`: the command exited.
+    Disconnect,
 }
 
-/// `["stdout", text]`: terminal output.
-pub fn stdout(text: &str) -> String {
-    serde_json::to_string(&("stdout", text)).expect("a string always serialises")
+impl ServerMessage {
+    /// The frame's text.
+    pub fn encode(&self) -> String {
+        match self {
+            ServerMessage::Setup => r#"["setup",{}]"#.to_string(),
+            ServerMessage::Stdout(text) => json_text(&("stdout", text)),
+            ServerMessage::Disconnect => r#"["disconnect",1]"#.to_string(),
+        }
+    }
+
+    /// Decodes one server frame; `None` for anything that is none of these
+    /// (clients skip it).
+    pub fn decode(frame: &str) -> Option<ServerMessage> {
+        let Ok(Value::Array(mut items)) = serde_json::from_str::<Value>(frame) else {
+            return None;
+        };
+        match items.first().and_then(Value::as_str)? {
+            "setup" => Some(ServerMessage::Setup),
+            "disconnect" => Some(ServerMessage::Disconnect),
+            "stdout" => match items.get_mut(1).map(Value::take) {
+                Some(Value::String(text)) => Some(ServerMessage::Stdout(text)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
-/// `["disconnect", 1]`: the command exited.
-pub fn disconnect() -> String {
-    r#"["disconnect",1]"#.to_string()
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("strings and numbers always serialise")
 }
 
 /// Turns a byte stream into text without ever splitting a character: an
@@ -156,9 +196,52 @@ mod tests {
 
     #[test]
     fn encodes_server_messages() {
-        assert_eq!(setup(), r#"["setup",{}]"#);
-        assert_eq!(stdout("a\"\u{1b}é"), r#"["stdout","a\"\u001bé"]"#);
-        assert_eq!(disconnect(), r#"["disconnect",1]"#);
+        assert_eq!(ServerMessage::Setup.encode(), r#"["setup",{}]"#);
+        assert_eq!(
+            ServerMessage::Stdout("a\"\u{1b}é".into()).encode(),
+            r#"["stdout","a\"\u001bé"]"#
+        );
+        assert_eq!(ServerMessage::Disconnect.encode(), r#"["disconnect",1]"#);
+    }
+
+    #[test]
+    fn encodes_client_messages() {
+        assert_eq!(
+            ClientMessage::Stdin("ls\r".into()).encode(),
+            r#"["stdin","ls\r"]"#
+        );
+        assert_eq!(
+            ClientMessage::SetSize { rows: 24, cols: 80 }.encode(),
+            r#"["set_size",24,80]"#
+        );
+        assert_eq!(ClientMessage::Ignored("x").encode(), "[]");
+        assert!(matches!(decode("[]"), ClientMessage::Ignored(_)));
+    }
+
+    #[test]
+    fn decodes_server_messages() {
+        assert_eq!(
+            ServerMessage::decode(r#"["stdout", "hi\u001b"]"#),
+            Some(ServerMessage::Stdout("hi\u{1b}".into()))
+        );
+        assert_eq!(
+            ServerMessage::decode(r#"["setup",{}]"#),
+            Some(ServerMessage::Setup)
+        );
+        assert_eq!(
+            ServerMessage::decode(r#"["disconnect",1]"#),
+            Some(ServerMessage::Disconnect)
+        );
+        for other in [
+            "",
+            "{}",
+            "[]",
+            r#"["stdout"]"#,
+            r#"["stdout",1]"#,
+            r#"["hello"]"#,
+        ] {
+            assert_eq!(ServerMessage::decode(other), None, "{other:?}");
+        }
     }
 
     #[test]
@@ -176,6 +259,23 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Every server message comes back from its own frame.
+        #[test]
+        fn server_messages_round_trip(text in "\\PC{0,64}|[\\x00-\\x1f\"\\\\]{0,16}") {
+            for message in [ServerMessage::Setup, ServerMessage::Stdout(text.clone()), ServerMessage::Disconnect] {
+                proptest::prop_assert_eq!(ServerMessage::decode(&message.encode()), Some(message));
+            }
+        }
+
+        /// Every client message comes back from its own frame.
+        #[test]
+        fn client_messages_round_trip(text in "\\PC{0,64}|[\\x00-\\x1f\"\\\\]{0,16}",
+                                      rows in 1..=4096u16, cols in 1..=4096u16) {
+            for message in [ClientMessage::Stdin(text.clone()), ClientMessage::SetSize { rows, cols }] {
+                proptest::prop_assert_eq!(decode(&message.encode()), message);
+            }
+        }
+
         /// Any byte stream, split at any points: no character is ever split,
         /// and the text is what a one-shot lossy decode gives.
         #[test]

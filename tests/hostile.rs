@@ -47,7 +47,7 @@ fn an_output_flood_to_a_client_that_does_not_read_keeps_memory_flat() {
         // A new connection takes the flooding terminal over at once (the stalled
         // client's pending output does not hold it up) and can interrupt it.
         let mut rescuer = Term::connect(&server.ws_url(&flood)).await;
-        rescuer.send(r#"["stdin","\u0003"]"#).await;
+        rescuer.send_keys("\u{3}").await;
         rescuer.run("echo flood-stopped").await;
         drop(flooder);
     });
@@ -127,11 +127,10 @@ fn a_large_paste_does_not_block_output_or_others() {
         let line = format!("{}\r", "p".repeat(1023));
         // 1 MiB in two frames: one frame of it would pass the 1 MiB frame limit.
         for _ in 0..2 {
-            let frame = serde_json::to_string(&("stdin", line.repeat(512))).unwrap();
-            term.send(&frame).await;
+            term.send_keys(&line.repeat(512)).await;
         }
         bystander_answers(&mut bystander).await;
-        term.send(r#"["stdin","\u0004"]"#).await;
+        term.send_keys("\u{4}").await;
         let out = term.run("stty echo; wc -c < pasted.txt").await;
         assert!(out.contains(&format!("{}", 1024 * 1024)), "{out}");
     });

@@ -254,14 +254,17 @@ fn resizes_are_coalesced_and_the_last_one_wins() {
         term.wait_for("hi resizes").await;
         let started = std::time::Instant::now();
         for i in 0..1000u16 {
-            term.send(&format!(
-                r#"["set_size", {}, {}]"#,
-                20 + i % 30,
-                80 + i % 50
-            ))
+            term.send_message(ClientMessage::SetSize {
+                rows: 20 + i % 30,
+                cols: 80 + i % 50,
+            })
             .await;
         }
-        term.send(r#"["set_size", 33, 111]"#).await;
+        term.send_message(ClientMessage::SetSize {
+            rows: 33,
+            cols: 111,
+        })
+        .await;
         let sent_for = started.elapsed();
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let out = term.run("stty size").await;

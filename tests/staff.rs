@@ -46,9 +46,11 @@ fn an_observer_sees_replay_and_live_output_and_cannot_type_or_take_over() {
         observer.wait_for("before-42").await;
         // The observer's keystrokes and sizes go nowhere.
         observer
-            .send(r#"["stdin", "touch observer-was-here; echo typed-$((2*3))\r"]"#)
+            .send_keys("touch observer-was-here; echo typed-$((2*3))\r")
             .await;
-        observer.send(r#"["set_size", 5, 20]"#).await;
+        observer
+            .send_message(ClientMessage::SetSize { rows: 5, cols: 20 })
+            .await;
         let out = student.run("echo live-$((7*8)); ls").await;
         assert!(out.contains("live-56"), "{out}");
         assert!(!out.contains("observer-was-here"), "{out}");

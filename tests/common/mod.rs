@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
+pub use ua::terminado::{ClientMessage, ServerMessage};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_ua");
 
@@ -459,7 +460,7 @@ impl Term {
             .expect("setup in time")
             .expect("a first frame")
             .expect("a first frame");
-        assert_eq!(first.to_text().unwrap(), r#"["setup",{}]"#);
+        assert_eq!(first.to_text().unwrap(), ServerMessage::Setup.encode());
         Term {
             socket,
             screen: String::new(),
@@ -470,9 +471,18 @@ impl Term {
         self.socket.send(Message::text(frame)).await.unwrap();
     }
 
+    pub async fn send_message(&mut self, message: ClientMessage) {
+        self.send(&message.encode()).await;
+    }
+
+    /// Sends keys as typed, in one `stdin` frame.
+    pub async fn send_keys(&mut self, keys: &str) {
+        self.send_message(ClientMessage::Stdin(keys.to_string()))
+            .await;
+    }
+
     pub async fn type_line(&mut self, line: &str) {
-        let frame = serde_json::to_string(&("stdin", format!("{line}\r"))).unwrap();
-        self.send(&frame).await;
+        self.send_keys(&format!("{line}\r")).await;
     }
 
     /// Reads until `needle` has appeared in the output since `from`.
@@ -520,9 +530,8 @@ impl Term {
 
     fn take(&mut self, message: Message) {
         if let Message::Text(text) = message {
-            let value: serde_json::Value = serde_json::from_str(&text).expect("frames are JSON");
-            if value[0] == "stdout" {
-                self.screen.push_str(value[1].as_str().unwrap());
+            if let Some(ServerMessage::Stdout(output)) = ServerMessage::decode(&text) {
+                self.screen.push_str(&output);
             }
         }
     }
@@ -543,7 +552,10 @@ impl Term {
                     return (Ended::Closed(code), disconnect);
                 }
                 Ok(Some(Ok(message))) => {
-                    if message.to_text().is_ok_and(|t| t == r#"["disconnect",1]"#) {
+                    if message
+                        .to_text()
+                        .is_ok_and(|t| t == ServerMessage::Disconnect.encode())
+                    {
                         disconnect = true;
                     }
                     self.take(message);
