@@ -168,6 +168,11 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_WORKER_THREADS", default_value_t = default_max_builds())]
     pub worker_threads: usize,
 
+    /// This node's name when several run behind a load balancer: instance IDs
+    /// start with `NAME-` (1-16 characters of a-z, 0-9). Default: none.
+    #[arg(long, env = "UA_NODE_ID", value_parser = crate::node::parse_node_id)]
+    pub node_id: Option<String>,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "UA_LOG_LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
