@@ -420,3 +420,50 @@ fn three_nodes_behind_haproxy_route_by_spec_and_by_instance_and_survive_a_dead_n
         .iter()
         .all(|r| r["instanceID"] != first[i].as_str()));
 }
+
+#[test]
+fn the_browser_terminal_says_the_server_is_unavailable_and_reconnects_by_itself() {
+    let web = repo().join("target/web");
+    assert!(
+        web.join("index.html").is_file() && repo().join("tests/browser/node_modules").is_dir(),
+        "run scripts/build-web and `npm ci` in tests/browser (scripts/test does)"
+    );
+    let web_dir = web.display().to_string();
+    let mut a = TestServer::start_with(&["--node-id", "a", "--web-dir", &web_dir]);
+    let haproxy = Haproxy::start(&[("a", a.port)]);
+    let (sealed, token) = seal_routed(&a.key_file(), &demo_plaintext("nodes/browser"));
+    let posted = haproxy.post(&format!("/spec?route={token}"), &sealed);
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    let id = posted.json()["instanceID"].as_str().unwrap().to_string();
+
+    let mut browser = Command::new("node")
+        .arg(repo().join("tests/browser/unavailable.mjs"))
+        .arg(format!("http://127.0.0.1:{}", haproxy.port))
+        .arg(&id)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
+    let mut report = String::new();
+    let mut next_line = |report: &mut String| {
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        report.push_str(&line);
+        report.push('\n');
+        line
+    };
+    assert_eq!(next_line(&mut report), "READY", "{report}");
+    a.kill();
+    haproxy.wait_until("a", "DOWN");
+    assert_eq!(next_line(&mut report), "UNAVAILABLE", "{report}");
+    a.spawn();
+    haproxy.wait_until("a", "UP");
+    let last = next_line(&mut report);
+    let out = browser.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && last.starts_with("PASS"),
+        "the browser test failed:\n{report}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a.log()
+    );
+}
