@@ -467,3 +467,64 @@ fn the_browser_terminal_says_the_server_is_unavailable_and_reconnects_by_itself(
         a.log()
     );
 }
+
+#[test]
+fn the_shipped_haproxy_cfg_is_the_generators_output_and_haproxy_accepts_it() {
+    haproxy_ready();
+    let example = repo().join("packaging/examples/haproxy.cfg");
+    let shipped = std::fs::read_to_string(&example).unwrap();
+    let out = Command::new(repo().join("packaging/examples/haproxy-cfg"))
+        .args([
+            "--cert",
+            "/etc/haproxy/ua.pem",
+            "a=10.0.0.11:8000",
+            "b=10.0.0.12:8000",
+            "c=10.0.0.13:8000",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        shipped,
+        "regenerate packaging/examples/haproxy.cfg with the arguments its second line names"
+    );
+    // With a (self-signed) certificate where it expects one, HAProxy takes it.
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("ua.pem");
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=ua.test \
+             -keyout {0}.key -out {0}.crt 2>/dev/null && cat {0}.crt {0}.key > {0}",
+            pem.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(made.success(), "openssl could not make a test certificate");
+    let config = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        shipped.replace("/etc/haproxy/ua.pem", &pem.display().to_string()),
+    )
+    .unwrap();
+    let check = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "haproxy -c refused packaging/examples/haproxy.cfg:\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Node names must be node IDs, each listed once.
+    for bad in [&["A=1.2.3.4:80"][..], &["a=1.2.3.4"], &["a=x:1", "a=y:2"]] {
+        let refused = Command::new(repo().join("packaging/examples/haproxy-cfg"))
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{bad:?}");
+    }
+}
