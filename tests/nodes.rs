@@ -528,3 +528,69 @@ fn the_shipped_haproxy_cfg_is_the_generators_output_and_haproxy_accepts_it() {
         assert_eq!(refused.status.code(), Some(2), "{bad:?}");
     }
 }
+
+#[test]
+fn ua_connect_sends_the_route_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    write_key_file(&key);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A stand-in server that records the request line and refuses the spec.
+    let stub = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let answer = r#"{"error":"Refused by the test"}"#;
+        write!(
+            stream,
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+            answer.len()
+        )
+        .unwrap();
+        request_line
+    });
+    let out = Command::new(BINARY)
+        .args([
+            "connect",
+            "--assignment",
+            "demo.busybox",
+            "--spec-id",
+            "connect/route",
+        ])
+        .arg("--key-file")
+        .arg(&key)
+        .arg("--server")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("Refused by the test"),
+        "{stderr}"
+    );
+    let keys = ua::seal::Keyring::load(&key).unwrap();
+    assert_eq!(
+        stub.join().unwrap().trim_end(),
+        format!(
+            "POST /spec?route={} HTTP/1.1",
+            ua::route::token(&keys, "connect/route")
+        )
+    );
+}
