@@ -103,6 +103,7 @@ async fn answer(app: &App, request: Request) -> Value {
             json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "pid": std::process::id(),
+                "node": config.node_id,
                 "instances": {
                     "running": now.running,
                     "stopped": now.stopped,
@@ -114,6 +115,7 @@ async fn answer(app: &App, request: Request) -> Value {
                 "stateDir": probe.state_dir.err().unwrap_or_else(|| "ok".into()),
                 "limits": {
                     "maxInstances": config.max_instances,
+                    "maxRunning": config.max_running,
                     "maxBuilds": config.max_builds,
                     "maxBuildQueue": config.max_build_queue,
                     "memoryMB": config.memory_mb,
@@ -205,7 +207,10 @@ pub fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     let i = &s["instances"];
     let l = &s["limits"];
     let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
-    println!("ua {} (pid {})", text(&s["version"]), s["pid"]);
+    match s["node"].as_str() {
+        Some(node) => println!("ua {} (pid {}), node {node}", text(&s["version"]), s["pid"]),
+        None => println!("ua {} (pid {})", text(&s["version"]), s["pid"]),
+    }
     println!(
         "instances: {} running, {} stopped, {} building ({} queued); {} sessions",
         i["running"], i["stopped"], i["building"], i["queued"], s["sessions"]
@@ -213,8 +218,9 @@ pub fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     println!("docker: {}", text(&s["docker"]));
     println!("state directory: {}", text(&s["stateDir"]));
     println!(
-        "limits: {} instances, {} builds at once, {} queued builds; per container {} MiB, {} processes, {} CPUs, disk {}",
+        "limits: {} instances stored, {} running, {} builds at once, {} queued builds; per container {} MiB, {} processes, {} CPUs, disk {}",
         l["maxInstances"],
+        l["maxRunning"],
         l["maxBuilds"],
         l["maxBuildQueue"],
         l["memoryMB"],

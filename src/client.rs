@@ -57,21 +57,30 @@ impl Server {
 
     /// `POST /spec`: the instance ID, or the server's reason in the error.
     pub async fn open_instance(&self, sealed: &str) -> anyhow::Result<String> {
-        self.post_spec(sealed, None).await
+        self.post_spec("/spec", sealed, None).await
     }
 
-    /// `POST /spec` for the assignment's author, who holds the key: a failed
-    /// build's or setup's sealed output is opened and shown in the error.
+    /// `POST /spec?route=<token>` for the assignment's author, who holds the
+    /// key: the route token (`crate::route`) lets a load balancer pick the
+    /// spec's node, and a failed build's or setup's sealed output is opened
+    /// and shown in the error.
     pub async fn open_instance_as_author(
         &self,
         sealed: &str,
         keys: &Keyring,
+        spec_id: &str,
     ) -> anyhow::Result<String> {
-        self.post_spec(sealed, Some(keys)).await
+        let path = format!("/spec?route={}", crate::route::token(keys, spec_id));
+        self.post_spec(&path, sealed, Some(keys)).await
     }
 
-    async fn post_spec(&self, sealed: &str, keys: Option<&Keyring>) -> anyhow::Result<String> {
-        let (status, json) = self.post("/spec", sealed).await?;
+    async fn post_spec(
+        &self,
+        path: &str,
+        sealed: &str,
+        keys: Option<&Keyring>,
+    ) -> anyhow::Result<String> {
+        let (status, json) = self.post(path, sealed).await?;
         if !status.is_success() {
             let error = json["error"].as_str().unwrap_or("no explanation given");
             let output = json["sealedOutput"]

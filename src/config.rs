@@ -173,6 +173,10 @@ pub struct ServeConfig {
     /// environment, flags override it.
     #[arg(long, env = "UA_ENV_FILE")]
     pub env_file: Option<PathBuf>,
+    /// This node's name when several run behind a load balancer: instance IDs
+    /// start with `NAME-` (1-16 characters of a-z, 0-9). Default: none.
+    #[arg(long, env = "UA_NODE_ID", value_parser = crate::node::parse_node_id)]
+    pub node_id: Option<String>,
 
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "UA_LOG_LEVEL", default_value = "info")]

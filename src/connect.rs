@@ -71,7 +71,9 @@ async fn run(args: ConnectArgs) -> anyhow::Result<String> {
                 .unwrap_or_else(|| format!("connect/{assignment}"));
             let spec = serde_json::json!({ "specID": spec_id, "assignmentName": assignment, "data": data });
             let sealed = keys.seal(spec.to_string().as_bytes());
-            server.open_instance_as_author(&sealed, &keys).await?
+            server
+                .open_instance_as_author(&sealed, &keys, &spec_id)
+                .await?
         }
     };
     let socket = server.terminal(&instance).await?;

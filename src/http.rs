@@ -515,7 +515,9 @@ fn terminal_page(app: &App, instance_id: &str) -> Response<Body> {
 fn metrics_page(app: &App) -> Response<Body> {
     let mut snapshot = app.registry.snapshot();
     snapshot.sessions = app.sessions.len();
-    let mut response = Response::new(Full::new(Bytes::from(metrics::render(&snapshot))));
+    let mut text = metrics::render(&snapshot);
+    crate::node::render_metric(&mut text, app.config.node_id.as_deref());
+    let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -540,6 +542,7 @@ async fn health(app: &App) -> Response<Body> {
         },
         json!({
             "status": if ok { "ok" } else { "unhealthy" },
+            "node": app.config.node_id,
             "docker": describe(&probe.docker),
             "stateDir": describe(&probe.state_dir),
             "diskQuota": describe(&probe.disk_quota),

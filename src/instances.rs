@@ -19,7 +19,7 @@ use crate::metrics;
 use crate::provision::{assignment_error, Pinned, Prepared, Provisioner};
 use crate::redact::Redactor;
 use crate::spec::Spec;
-use crate::store::{new_instance_id, InstanceRecord, Store};
+use crate::store::{InstanceRecord, Store};
 use crate::terminal::{Attachment, CloseReason, Ended, Observation, Terminal, TerminalSettings};
 
 /// Why an instance could not be made. Messages never hold spec data.
@@ -463,7 +463,7 @@ impl Registry {
 
     async fn create(self: Arc<Self>, spec: Spec, done: watch::Sender<BuildResult>) {
         let started = std::time::Instant::now();
-        let instance_id = new_instance_id();
+        let instance_id = crate::node::new_instance_id(self.config.load().node_id.as_deref());
         self.tables
             .lock()
             .unwrap()

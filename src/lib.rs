@@ -35,6 +35,8 @@
 //! - `bench`: `ua bench`, the benchmark tool
 //! - `bench_startup`: `ua bench --startup`, instance start-up and class starts
 //! - `systemd`: socket activation, notifications, journal logging
+//! - `node`: `--node-id` and the node prefix of instance IDs
+//! - `route`: the route token a load balancer hashes to pick a spec's node
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -57,11 +59,13 @@ pub mod instance_files;
 pub mod instances;
 pub mod live;
 pub mod metrics;
+pub mod node;
 pub mod observe;
 pub mod panics;
 pub mod provision;
 pub mod redact;
 pub mod reload;
+pub mod route;
 pub mod seal;
 pub mod server;
 pub mod session;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ua::{admin, bench, config, connect, seal, server, spec};
+use ua::{admin, bench, config, connect, route, seal, server, spec};
 
 #[derive(Parser)]
 #[command(
@@ -27,7 +27,7 @@ enum Command {
     /// Print a new key line for a key file.
     Keygen,
     /// Seal a plaintext spec (JSON) into the one-line form clients send.
-    Seal(SealArgs),
+    Seal(SealCommandArgs),
     /// Open a sealed spec, or the sealedOutput of a failed build, and print its plaintext.
     Open(SealArgs),
     /// Try an assignment from this terminal: seal a spec, get an instance, attach.
@@ -76,6 +76,16 @@ struct SealArgs {
     file: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct SealCommandArgs {
+    #[command(flatten)]
+    common: SealArgs,
+    /// Also print `route=<token>` on a second line: the spec's route token
+    /// for a load balancer in front of several nodes (docs/API.md, "Nodes and routing").
+    #[arg(long)]
+    route: bool,
+}
+
 fn read_input(file: &Option<PathBuf>) -> std::io::Result<Vec<u8>> {
     match file {
         Some(path) if path.as_os_str() != "-" => std::fs::read(path),
@@ -116,12 +126,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn seal_command(args: &SealArgs) -> anyhow::Result<()> {
-    let keys = seal::Keyring::load(&args.key_file)?;
-    let plaintext = read_input(&args.file)?;
+fn seal_command(args: &SealCommandArgs) -> anyhow::Result<()> {
+    let keys = seal::Keyring::load(&args.common.key_file)?;
+    let plaintext = read_input(&args.common.file)?;
     // Refuse what the server would refuse, before it travels.
-    spec::Spec::parse(&plaintext).map_err(|e| anyhow::anyhow!("not a valid spec: {e}"))?;
+    let spec =
+        spec::Spec::parse(&plaintext).map_err(|e| anyhow::anyhow!("not a valid spec: {e}"))?;
     println!("{}", keys.seal(&plaintext));
+    if args.route {
+        println!("route={}", route::token(&keys, &spec.spec_id));
+    }
     Ok(())
 }
 

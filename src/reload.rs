@@ -182,6 +182,7 @@ fn keep_restart_only(old: &ServeConfig, mut new: ServeConfig) -> (ServeConfig, V
     keep!(
         listen,
         state_dir,
+        node_id,
         max_builds,
         build_timeout,
         build_network,

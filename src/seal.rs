@@ -148,6 +148,11 @@ impl Keyring {
         BASE64.encode(out)
     }
 
+    /// The first key (the sealing key): it also keys the route token (`crate::route`).
+    pub fn first_key(&self) -> &[u8; KEY_LEN] {
+        &self.keys[0]
+    }
+
     /// Opens a sealed line with whichever key fits. White space around it is ignored.
     pub fn open(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, OpenError> {
         let bytes = BASE64

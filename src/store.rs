@@ -196,9 +196,23 @@ pub fn new_instance_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether `text` has the form of an instance ID (so it is safe as a file name).
+/// Whether `text` has the form of an instance ID (so it is safe as a file
+/// name): 32 hex digits, with or without a node's `NAME-` prefix
+/// (`crate::node`).
 pub fn is_instance_id(text: &str) -> bool {
-    text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    let random = match text.split_once('-') {
+        Some((node, random)) => {
+            if crate::node::parse_node_id(node).is_err() {
+                return false;
+            }
+            random
+        }
+        None => text,
+    };
+    random.len() == 32
+        && random
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
@@ -268,5 +282,11 @@ mod tests {
         let (a, b) = (new_instance_id(), new_instance_id());
         assert!(is_instance_id(&a) && is_instance_id(&b) && a != b);
         assert!(!is_instance_id("../etc/passwd"));
+        let hex = "0123456789abcdef0123456789abcdef";
+        assert!(is_instance_id(&format!("node3-{hex}")));
+        for bad in ["-", "A-", "a-b-", "../", "0123456789abcdefg-"] {
+            assert!(!is_instance_id(&format!("{bad}{hex}")), "{bad}");
+        }
+        assert!(!is_instance_id(&format!("a-{}", &hex[1..])));
     }
 }

@@ -324,7 +324,7 @@ fn admin(server: &TestServer, args: &[&str]) -> String {
 #[test]
 fn the_admin_cli_shows_and_cleans_instances_by_handle() {
     use std::os::unix::fs::PermissionsExt;
-    let server = TestServer::start();
+    let server = TestServer::start_with(&["--node-id", "n7"]);
     let socket = server.state_dir().join("admin.sock");
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660, "{mode:o}");
@@ -343,8 +343,10 @@ fn the_admin_cli_shows_and_cleans_instances_by_handle() {
     assert_eq!(status["instances"]["stopped"], 1, "{status}");
     assert_eq!(status["sessions"], 1, "{status}");
     assert_eq!(status["docker"], "ok", "{status}");
+    assert_eq!(status["node"], "n7", "{status}");
     let text = admin(&server, &["status"]);
     assert!(text.contains("1 running, 1 stopped"), "{text}");
+    assert!(text.contains("node n7"), "{text}");
 
     let listed = admin(&server, &["list", "--json"]);
     let table = admin(&server, &["list"]);

@@ -127,11 +127,28 @@ impl TestServer {
 
     /// Starts a server with extra flags and environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        TestServer::start_keyed(args, env, None)
+    }
+
+    /// Starts a server that uses a copy of another's key file (several nodes
+    /// share their keys).
+    pub fn start_sharing_key(args: &[&str], key_file: &Path) -> TestServer {
+        TestServer::start_keyed(args, &[], Some(key_file))
+    }
+
+    fn start_keyed(args: &[&str], env: &[(&str, &str)], key_from: Option<&Path>) -> TestServer {
         docker_ready();
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key");
-        let out = Command::new(BINARY).arg("keygen").output().unwrap();
-        std::fs::write(&key, &out.stdout).unwrap();
+        match key_from {
+            Some(from) => {
+                std::fs::copy(from, &key).unwrap();
+            }
+            None => {
+                let out = Command::new(BINARY).arg("keygen").output().unwrap();
+                std::fs::write(&key, &out.stdout).unwrap();
+            }
+        }
         std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
         let assignments = dir.path().join("assignments");

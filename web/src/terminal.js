@@ -1,6 +1,7 @@
 // The browser terminal ua serves at /instance/{id}: xterm.js speaking the
 // terminado codec over /instance/{id}/ws. Reconnects by itself after a
-// network drop (the server keeps the shell for its grace period).
+// network drop (the server keeps the shell for its grace period), and while
+// the instance's server is unavailable (a node down behind HAProxy: 503).
 "use strict";
 
 (function () {
@@ -69,15 +70,33 @@
         case 1009:
           show("A message was too large for the server (paste less at once).", "Reconnect", connect);
           break;
-        default: {
-          // 1001 (server restarting), 1006 (network drop), 1011: retry with backoff.
-          const delay = Math.min(1000 * 2 ** retries, 10000);
-          retries += 1;
-          show(event.code === 1001 ? "The server is restarting; reconnecting…" : "Connection lost; reconnecting…");
-          setTimeout(connect, delay);
-        }
+        case 1001:
+          retryLater("The server is restarting; reconnecting…");
+          break;
+        default:
+          // 1006 (network drop, or the upgrade was refused), 1011. A browser
+          // does not tell why an upgrade failed: the page's own address does.
+          fetch(location.pathname, { cache: "no-store", headers: { Accept: "application/json" } })
+            .then((response) => response.status, () => 0)
+            .then((status) => {
+              if (status === 404) {
+                show("This environment was reset or has expired. Reload the assignment to get a new one.");
+              } else if (status === 503 || status === 0) {
+                retryLater("The server is unavailable, retrying…");
+              } else {
+                retryLater("Connection lost; reconnecting…");
+              }
+            });
       }
     };
+  }
+
+  // Connects again after a growing delay (1 s, 2 s, 4 s … at most 10 s).
+  function retryLater(text) {
+    const delay = Math.min(1000 * 2 ** retries, 10000);
+    retries += 1;
+    show(text);
+    setTimeout(connect, delay);
   }
 
   term.onData((data) => send(["stdin", data]));

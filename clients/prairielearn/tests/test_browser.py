@@ -65,12 +65,13 @@ def ua():
     server.stop()
 
 
-def make_page(pages, host: str, spec: str, insecure: bool = True) -> str:
+def make_page(pages, host: str, spec: str, insecure: bool = True, route: str | None = None) -> str:
     """Writes a page like PrairieLearn would serve for a question with the element."""
     info = json.loads((ELEMENT_DIR / "info.json").read_text())["dependencies"]
+    params = {"spec": spec} if route is None else {"spec": spec, "spec_route": route}
     html = element.render(
         f'<uassign_terminal host="{host}" insecure="{"true" if insecure else "false"}" height="24em"></uassign_terminal>',
-        {"params": {"spec": spec}, "panel": "question", "editable": True},
+        {"params": params, "panel": "question", "editable": True},
     )
     head = [
         '<meta charset="utf-8">',
@@ -266,6 +267,55 @@ def test_503_shows_the_message_and_retries(browser, pages):
         browser.navigate("about:blank")
         busy.shutdown()
         busy.server_close()
+
+
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    """HAProxy in front of ua nodes when none can take the spec: its JSON 503
+    (packaging/examples/haproxy-cfg) on /json, a bare 503 page on /bare."""
+
+    hits: list = []
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        _Unavailable.hits.append(self.path)
+        if self.path.startswith("/json/"):
+            body = json.dumps({"error": "The server is unavailable, retrying shortly", "retryAfter": 5}).encode()
+            kind = "application/json"
+        else:
+            body, kind = b"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html"
+        self.send_response(503)
+        self.send_header("Content-Type", kind)
+        self.send_header("Retry-After", "5")
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_route_token_is_sent_and_no_node_says_unavailable_retrying(browser, pages):
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for prefix in ("json", "bare"):
+            _Unavailable.hits.clear()
+            host = f"127.0.0.1:{proxy.server_address[1]}/{prefix}"
+            browser.navigate(make_page(pages, host, "c3BlYw==", route="0123456789abcdef"))
+            browser.wait_for(ROOT + ".getAttribute('data-state') === 'waiting'", 10, "the retry overlay")
+            shown = state(browser)
+            assert shown["message"].startswith("The server is unavailable, retrying"), shown
+            assert "Reconnecting in" in shown["detail"]
+            assert _Unavailable.hits[0] == f"/{prefix}/spec?route=0123456789abcdef"
+            # Reset (clean) carries the token too.
+            browser.evaluate(ROOT + ".uassignTerminal.reset()")
+            browser.wait_for(ROOT + ".getAttribute('data-close-reason') === 'reset-failed'", 10, "the reset to fail")
+            assert f"/{prefix}/spec/clean?async=false&route=0123456789abcdef" in _Unavailable.hits
+    finally:
+        browser.navigate("about:blank")
+        proxy.shutdown()
+        proxy.server_close()
 
 
 def test_network_drop_reconnects_to_the_same_shell(browser, pages, ua):

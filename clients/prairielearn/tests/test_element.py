@@ -102,6 +102,25 @@ def test_spec_name_and_height():
     assert div.get("data-spec") == "T3RoZXI="
 
 
+def test_the_route_token_from_server_py_reaches_the_page():
+    div = terminal_div(rendered('<uassign_terminal host="h"></uassign_terminal>')[1])
+    assert div.get("data-route") == ""
+    data = question_data(spec_route="76b129f1efbad080", other="T3RoZXI=", other_route="0123456789abcdef")
+    div = terminal_div(rendered('<uassign_terminal host="h"></uassign_terminal>', data)[1])
+    assert div.get("data-route") == "76b129f1efbad080"
+    div = terminal_div(rendered('<uassign_terminal host="h" spec_name="other"></uassign_terminal>', data)[1])
+    assert div.get("data-route") == "0123456789abcdef"
+
+
+@pytest.mark.parametrize("route", ["", "76B129F1EFBAD080", "76b129f1", 42, '"><script>alert(1)</script>'])
+def test_a_bad_route_token_fails_in_prepare_and_never_reaches_the_page(route):
+    data = question_data(spec_route=route)
+    with pytest.raises(ValueError, match="route token"):
+        element.prepare('<uassign_terminal host="h"></uassign_terminal>', data)
+    html, _ = rendered('<uassign_terminal host="h"></uassign_terminal>', data)
+    assert "not a route token" in html and "data-route" not in html
+
+
 @pytest.mark.parametrize("params", [{}, {"spec": ""}, {"spec": 42}, {"spec": '"><script>alert(1)</script>'}])
 def test_missing_or_bad_spec_fails_in_prepare(params):
     data = {**question_data(), "params": params}

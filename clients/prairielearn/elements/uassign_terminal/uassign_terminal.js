@@ -4,6 +4,8 @@
  * For each element on the page (a .uassign-terminal div with data-spec,
  * data-http-base and data-ws-base, rendered by uassign_terminal.py):
  *   1. POST the sealed spec to {http-base}/spec  ->  {"instanceID": "..."}
+ *      (with ?route={data-route} when server.py passed the spec's route
+ *      token, so HAProxy in front of several ua nodes picks the spec's node)
  *   2. open {ws-base}/instance/{instanceID}/ws and speak terminado with
  *      xterm.js: ["stdin", data] from the keyboard, ["set_size", rows, cols]
  *      on fit and resize, ["stdout", text] written to the screen.
@@ -72,6 +74,7 @@
   function Session(root) {
     this.root = root;
     this.spec = root.getAttribute("data-spec");
+    this.route = root.getAttribute("data-route") || "";
     this.httpBase = root.getAttribute("data-http-base");
     this.wsBase = root.getAttribute("data-ws-base");
     this.overlay = root.querySelector(".uassign-terminal-overlay");
@@ -179,6 +182,14 @@
     this.connect("start");
   }
 
+  // {http-base}{path}, with the route token for a load balancer.
+  Session.prototype.specUrl = function (path) {
+    if (!this.route) {
+      return this.httpBase + path;
+    }
+    return this.httpBase + path + (path.indexOf("?") < 0 ? "?" : "&") + "route=" + encodeURIComponent(this.route);
+  };
+
   Session.prototype.fit = function () {
     try {
       this.fitAddon.fit();
@@ -276,7 +287,7 @@
     }
     this.state = "posting";
     this.show("Resetting to a fresh copy…", "");
-    fetch(this.httpBase + "/spec/clean?async=false", {
+    fetch(this.specUrl("/spec/clean?async=false"), {
       method: "POST",
       body: this.spec,
       headers: { "Content-Type": "text/plain" },
@@ -309,7 +320,7 @@
     if (this.instanceID) {
       return Promise.resolve(this.instanceID);
     }
-    return fetch(this.httpBase + "/spec?mode=observe", {
+    return fetch(this.specUrl("/spec?mode=observe"), {
       method: "POST",
       body: this.spec,
       headers: { "Content-Type": "text/plain" },
@@ -433,7 +444,7 @@
     } else {
       this.show("Reconnecting…");
     }
-    fetch(this.httpBase + (this.observing ? "/spec?mode=observe" : "/spec"), {
+    fetch(this.specUrl(this.observing ? "/spec?mode=observe" : "/spec"), {
       method: "POST",
       body: this.spec,
       headers: { "Content-Type": "text/plain" },
@@ -470,7 +481,9 @@
     } else if (this.observing && response.status === 404 && error) {
       this.notRunning();
     } else if (response.status === 503) {
-      this.retry(error || "The terminal server is busy.", retryAfterMs(response, body));
+      // ua's own 503 says why (at capacity, Docker away); a load balancer's
+      // without a ua error body means no node can take the request now.
+      this.retry(error || "The server is unavailable, retrying…", retryAfterMs(response, body));
     } else if (response.status >= 500 && !error) {
       // A proxy in front of ua (502, 504): the server is restarting or away.
       this.retry("The terminal server is not answering (HTTP " + response.status + ").");

@@ -20,7 +20,9 @@ Attributes:
     reset      "true" (default): a "Reset to a fresh copy" button.
 
 The sealed spec is made in the question's server.py (uassign.create_spec). It is
-safe in the page: only the ua server can open it. The browser posts it to
+safe in the page: only the ua server can open it. With several ua nodes behind
+HAProxy, server.py also puts the spec's route token (uassign.route_token) in
+data["params"][spec_name + "_route"]; the browser sends it as ?route=. The browser posts it to
 {host}/spec and attaches to the instance's websocket (uassign_terminal.js).
 
 When the question is not editable (a staff member viewing a student's
@@ -49,6 +51,7 @@ HEIGHT_DEFAULT = "28em"
 MUSTACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "uassign_terminal.mustache")
 _CSS_LENGTH = re.compile(r"^\d+(\.\d+)?(px|em|rem|vh|%)$")
 _SEALED = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+_ROUTE = re.compile(r"^[0-9a-f]{16}$")
 RESET_DEFAULT = True
 # The graded files travel through the page: bound what parse() accepts
 # (ua itself answers at most 5 MiB).
@@ -131,7 +134,18 @@ def _spec_problem(data: dict, spec_name: str) -> str | None:
         )
     if not _SEALED.match(spec.strip()):
         return f'data["params"]["{spec_name}"] is not a sealed spec (one line of base64 from uassign.create_spec).'
+    route = data["params"].get(_route_name(spec_name))
+    if route is not None and not (isinstance(route, str) and _ROUTE.match(route)):
+        return (
+            f'data["params"]["{_route_name(spec_name)}"] is not a route token '
+            f"(16 hex digits from uassign.route_token(spec_id, key))."
+        )
     return None
+
+
+def _route_name(spec_name: str) -> str:
+    """The key of data["params"] that holds the spec's route token (optional)."""
+    return spec_name + "_route"
 
 
 def _files_field(settings: dict) -> str:
@@ -188,12 +202,14 @@ def render(element_html: str, data: dict) -> str:
     error = _spec_problem(data, settings["spec_name"])
     read_only = _is_read_only(data)
     spec = "" if error else data["params"][settings["spec_name"]].strip()
+    route = "" if error else data["params"].get(_route_name(settings["spec_name"])) or ""
     return _render(
         settings,
         {
             "question": True,
             "uuid": pl.get_uuid(),
             "spec": spec,
+            "route": route,
             "error": error,
             "mode": "observe" if read_only else "terminal",
             "read_only": read_only,

@@ -25,6 +25,8 @@ import base64
 import binascii
 import datetime as _dt
 import email.utils
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -48,6 +50,7 @@ __all__ = [
     "open_instance",
     "clean_spec",
     "instance_ws_url",
+    "route_token",
     "load_key",
     "read_key_file",
     "parse_key_line",
@@ -294,6 +297,42 @@ def open_bytes(key: bytes, sealed: bytes) -> bytes:
     return _secretbox.decrypt(key, sealed)
 
 
+def route_token(spec_id: str, key: Optional[KeyLike] = None) -> str:
+    """The spec's route token: what a load balancer in front of several ua
+    nodes hashes so that one spec always reaches one node (docs/API.md,
+    "Nodes and routing"): the first 16 hex digits of
+    ``HMAC-SHA256(key, b"ua-route\\0" + spec_id in UTF-8)``, keyed with the
+    sealing key. :func:`open_instance` and :func:`clean_spec` send it as
+    ``?route=`` by themselves when they hold the key.
+
+    Raises:
+        ValueError: ``spec_id`` is not a string of 1 to 200 characters.
+        UaError: no usable key.
+    """
+    if not isinstance(spec_id, str) or not 1 <= len(spec_id) <= 200:
+        raise ValueError("spec_id must be a string of 1 to 200 characters")
+    mac = hmac.new(load_key(key), b"ua-route\0" + spec_id.encode("utf-8"), hashlib.sha256)
+    return mac.hexdigest()[:16]
+
+
+def _route_of(sealed: str, key: Optional[KeyLike]) -> Optional[str]:
+    """The route token of a sealed spec, when a key at hand opens it; else
+    None (the spec then goes to whichever node the balancer picks)."""
+    try:
+        secret_key = load_key(key)
+        plaintext = open_bytes(secret_key, base64.b64decode(sealed.strip(), validate=True))
+        return route_token(json.loads(plaintext.decode("utf-8"))["specID"], secret_key)
+    except Exception:  # no key, not ours, not a spec: the server will say so
+        return None
+
+
+def _with_route(url: str, route: Optional[str]) -> str:
+    if not route:
+        return url
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}route={urllib.parse.quote(route, safe='')}"
+
+
 # ---------------------------------------------------------------- HTTP
 
 
@@ -404,6 +443,7 @@ def open_instance(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     key: Optional[KeyLike] = None,
+    route: Optional[str] = None,
 ) -> str:
     """Send a sealed spec to ``POST {server}/spec`` and return the instance ID.
 
@@ -419,7 +459,11 @@ def open_instance(
         timeout: seconds to wait for the answer.
         key: the key that opens a failed build's or setup's ``sealedOutput``
             (a key line, its bytes or the raw 32 bytes); default: as
-            :func:`load_key` finds it, else the output stays sealed.
+            :func:`load_key` finds it, else the output stays sealed. It also
+            computes the spec's :func:`route_token`.
+        route: the spec's route token, sent as ``?route=`` for a load
+            balancer in front of several nodes. Default: computed from the
+            sealed spec with the key, when there is one; else none.
 
     Returns:
         The instance ID (the only credential for its terminal: keep it private
@@ -435,7 +479,7 @@ def open_instance(
             capacity or Docker away; see ``retry_after``), or ``None`` for
             network failures.
     """
-    url = _base_url(server) + "/spec"
+    url = _with_route(_base_url(server) + "/spec", route or _route_of(sealed, key))
     try:
         status, body = _post(url, sealed, timeout)
     except UaError as e:
@@ -450,7 +494,13 @@ def open_instance(
 
 
 def clean_spec(
-    sealed: str, server: Optional[str] = None, wait: bool = True, *, timeout: float = DEFAULT_TIMEOUT
+    sealed: str,
+    server: Optional[str] = None,
+    wait: bool = True,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    key: Optional[KeyLike] = None,
+    route: Optional[str] = None,
 ) -> Optional[int]:
     """Remove every instance of a spec (``POST {server}/spec/clean``).
 
@@ -465,11 +515,13 @@ def clean_spec(
             the number of instances removed (0 or 1); when False, the server
             answers at once and this returns ``None``.
         timeout: seconds to wait for the answer.
+        key, route: the spec's route token, as for :func:`open_instance`.
 
     Raises:
         UaError: as for :func:`open_instance`.
     """
     url = _base_url(server) + ("/spec/clean?async=false" if wait else "/spec/clean")
+    url = _with_route(url, route or _route_of(sealed, key))
     status, body = _post(url, sealed, timeout)
     if not wait:
         return None
