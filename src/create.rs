@@ -12,12 +12,13 @@ use crate::assignment::{
 use crate::config::ServeConfig;
 use crate::docker::Limits;
 use crate::instance_errors::{build_failure, CreateError};
-use crate::instances::{unix_now, BuildResult, Instance, Registry};
+use crate::instances::{unix_now, Instance, Registry};
 use crate::metrics;
 use crate::provision::{assignment_error, Pinned, Prepared};
 use crate::redact::Redactor;
 use crate::spec::Spec;
 use crate::store::{new_instance_id, InstanceRecord};
+use crate::tables::BuildResult;
 
 impl Registry {
     pub(crate) async fn create(self: Arc<Self>, spec: Spec, done: watch::Sender<BuildResult>) {
@@ -33,16 +34,11 @@ impl Registry {
         if result.is_ok() {
             metrics::SPEC_READY_SECONDS.observe(started.elapsed().as_secs_f64());
         }
-        let mut tables = self.tables.lock().unwrap();
-        tables.building.remove(&spec.spec_id);
-        tables.building_ids.remove(&instance_id);
-        if let Ok(instance) = &result {
-            tables
-                .by_spec
-                .insert(spec.spec_id.clone(), instance.id.clone());
-            tables.by_id.insert(instance.id.clone(), instance.clone());
-        }
-        drop(tables);
+        self.tables.lock().unwrap().finish_build(
+            &spec.spec_id,
+            &instance_id,
+            result.as_ref().ok().cloned(),
+        );
         // Registered (or failed): the garbage collector may see the image's users now.
         drop(pinned);
         done.send_replace(Some(result));

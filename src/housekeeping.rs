@@ -24,18 +24,7 @@ impl Registry {
     /// Drops an instance whose container vanished, so that its spec makes a
     /// new one: its files went with the container.
     pub(crate) async fn forget_vanished(&self, instance: &Arc<Instance>) {
-        let taken = {
-            let mut tables = self.tables.lock().unwrap();
-            let current = tables
-                .by_id
-                .get(&instance.id)
-                .is_some_and(|known| Arc::ptr_eq(known, instance));
-            if current {
-                tables.by_id.remove(&instance.id);
-                tables.by_spec.remove(&instance.spec_id);
-            }
-            current
-        };
+        let taken = self.tables.lock().unwrap().take_if_current(instance);
         if taken {
             log::warn!(
                 "instance {}: its container was removed outside ua; dropping the instance \
@@ -72,13 +61,7 @@ impl Registry {
         if let Some(mut waiting) = building {
             let _ = waiting.wait_for(Option::is_some).await;
         }
-        let instance = {
-            let mut tables = self.tables.lock().unwrap();
-            tables
-                .by_spec
-                .remove(spec_id)
-                .and_then(|id| tables.by_id.remove(&id))
-        };
+        let instance = self.tables.lock().unwrap().take_spec(spec_id);
         match instance {
             Some(instance) => {
                 self.remove(&instance, "cleaned").await;
@@ -137,13 +120,7 @@ impl Registry {
                 })
                 .map(|i| i.id.clone())
                 .collect();
-            ids.iter()
-                .filter_map(|id| {
-                    let instance = tables.by_id.remove(id)?;
-                    tables.by_spec.remove(&instance.spec_id);
-                    Some(instance)
-                })
-                .collect()
+            ids.iter().filter_map(|id| tables.take(id)).collect()
         };
         for instance in expired {
             self.remove(&instance, "expired").await;
@@ -267,9 +244,8 @@ impl Registry {
         }
         {
             let mut tables = self.tables.lock().unwrap();
-            for (id, record) in kept {
-                tables.by_spec.insert(record.spec_id.clone(), id.clone());
-                tables.by_id.insert(id, Instance::new(record));
+            for record in kept.into_values() {
+                tables.insert(Instance::new(record));
             }
             log::info!("reconciled: {} instances", tables.by_id.len());
         }

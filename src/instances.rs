@@ -4,12 +4,9 @@
 //! `tables`. It keeps the store and Docker in step; it knows nothing of
 //! websocket frames.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::sync::watch;
 
 use crate::config::ServeConfig;
 use crate::docker::{Docker, DockerError};
@@ -18,6 +15,7 @@ use crate::metrics;
 use crate::provision::Provisioner;
 use crate::spec::Spec;
 use crate::store::{InstanceRecord, Store};
+use crate::tables::{Admission, Caps, Tables};
 use crate::terminal::{Attachment, CloseReason, Ended, Observation, Terminal, TerminalSettings};
 
 /// Why an observer was not added.
@@ -88,18 +86,6 @@ impl Instance {
     }
 }
 
-pub(crate) type BuildResult = Option<Result<Arc<Instance>, CreateError>>;
-
-#[derive(Default)]
-pub(crate) struct Tables {
-    pub(crate) by_id: HashMap<String, Arc<Instance>>,
-    pub(crate) by_spec: HashMap<String, String>,
-    /// Builds in flight, by spec ID: later requests wait on the first.
-    pub(crate) building: HashMap<String, watch::Receiver<BuildResult>>,
-    /// Instance IDs of builds in flight: Docker objects that have no record yet.
-    pub(crate) building_ids: HashSet<String>,
-}
-
 /// The live instances; keeps the store and Docker in step with them.
 pub struct Registry {
     pub(crate) config: Arc<ServeConfig>,
@@ -137,7 +123,7 @@ impl Registry {
     /// `sessions` is filled in by the caller.
     pub fn snapshot(&self) -> metrics::Snapshot {
         let tables = self.tables.lock().unwrap();
-        let running = tables.by_id.values().filter(|i| i.is_busy()).count();
+        let running = tables.running();
         metrics::Snapshot {
             running,
             stopped: tables.by_id.len() - running,
@@ -161,37 +147,19 @@ impl Registry {
             }
             self.forget_vanished(&instance).await;
         }
-        let mut waiting = {
-            let mut tables = self.tables.lock().unwrap();
-            if let Some(id) = tables.by_spec.get(&spec.spec_id) {
-                let instance = tables.by_id[id].clone();
-                drop(tables);
-                return Ok(self.take_over(instance));
-            }
-            match tables.building.get(&spec.spec_id) {
-                Some(waiting) => waiting.clone(),
-                None => {
-                    let stored = tables.by_id.len() + tables.building.len();
-                    if stored >= self.config.max_instances {
-                        return Err(CreateError::AtCapacity(self.config.max_instances));
-                    }
-                    let running = tables.by_id.values().filter(|i| i.is_busy()).count();
-                    if running + tables.building.len() >= self.config.max_running {
-                        return Err(CreateError::AtRunningCapacity(self.config.max_running));
-                    }
-                    let waiting = tables.building.len().saturating_sub(self.config.max_builds);
-                    if waiting >= self.config.max_build_queue {
-                        return Err(CreateError::QueueFull(waiting));
-                    }
-                    let (done, waiting) = watch::channel(None);
-                    tables
-                        .building
-                        .insert(spec.spec_id.clone(), waiting.clone());
-                    // Its own task: a client hanging up does not stop a build halfway.
-                    let registry = self.clone();
-                    tokio::spawn(async move { registry.create(spec, done).await });
-                    waiting
-                }
+        let admission = self
+            .tables
+            .lock()
+            .unwrap()
+            .admit(&spec.spec_id, &Caps::of(&self.config))?;
+        let mut waiting = match admission {
+            Admission::Existing(instance) => return Ok(self.take_over(instance)),
+            Admission::Wait(waiting) => waiting,
+            Admission::Build(done, waiting) => {
+                // Its own task: a client hanging up does not stop a build halfway.
+                let registry = self.clone();
+                tokio::spawn(async move { registry.create(spec, done).await });
+                waiting
             }
         };
         let result = waiting
@@ -204,12 +172,7 @@ impl Registry {
     }
 
     fn spec_instance(&self, spec_id: &str) -> Option<Arc<Instance>> {
-        let tables = self.tables.lock().unwrap();
-        tables
-            .by_spec
-            .get(spec_id)
-            .and_then(|id| tables.by_id.get(id))
-            .cloned()
+        self.tables.lock().unwrap().of_spec(spec_id)
     }
 
     fn take_over(&self, instance: Arc<Instance>) -> String {

@@ -59,6 +59,7 @@ pub mod session;
 pub mod spec;
 pub mod store;
 pub mod systemd;
+pub mod tables;
 pub mod terminado;
 pub mod terminal;
 pub mod web;
