@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::ServeConfig;
 use crate::docker::{Docker, DockerError};
+use crate::files::{self, FilesError};
 pub use crate::instance_errors::{AttachError, CreateError};
 use crate::metrics;
 use crate::provision::Provisioner;
@@ -90,7 +91,7 @@ impl Instance {
 pub struct Registry {
     pub(crate) config: Arc<ServeConfig>,
     /// The Docker client.
-    pub docker: Arc<Docker>,
+    pub(crate) docker: Arc<Docker>,
     pub(crate) store: Arc<Store>,
     pub(crate) provisioner: Arc<Provisioner>,
     pub(crate) tables: Mutex<Tables>,
@@ -279,14 +280,15 @@ impl Registry {
         self.tables.lock().unwrap().by_spec.get(spec_id).cloned()
     }
 
-    /// The container's ID (for reading files from it).
-    pub fn container_of(&self, instance: &Instance) -> String {
-        instance.record().container_id
-    }
-
-    /// The image's ID (for its working directory).
-    pub fn image_of(&self, instance: &Instance) -> String {
-        instance.record().image
+    /// Reads graded files out of the instance's container, running or
+    /// stopped: the HTTP layer asks here and never sees Docker.
+    pub async fn read_files(
+        &self,
+        instance: &Instance,
+        paths: &[String],
+    ) -> Result<serde_json::Value, FilesError> {
+        let record = instance.record();
+        files::read(&self.docker, &record.container_id, &record.image, paths).await
     }
 
     /// A terminal is over: stop the container (files kept) and start the
