@@ -1,5 +1,6 @@
-//! `ua serve`: start-up (lock, key, reconcile, listen), background sweeps,
-//! and the orderly shutdown on SIGTERM or SIGINT.
+//! `ua serve`: start-up (key, listen, lock, reconcile), background sweeps,
+//! and the orderly shutdown on SIGTERM or SIGINT. [`serve`] is the server
+//! in-process, on any listener, stopped by a token.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,6 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
     let inherited =
         systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
     let keys = Keyring::load(&config.key_file)?;
-    let store = Store::open(&config.state_dir)?;
     let runtime = match config.worker_threads {
         0 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -42,15 +42,39 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
             .build(),
     }
     .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, keys, store, inherited))
+    runtime.block_on(run(config, keys, inherited))
 }
 
+/// Listens (on systemd's socket or `--listen`) and serves until a signal.
 async fn run(
     config: ServeConfig,
     keys: Keyring,
-    store: Store,
     inherited: systemd::Inherited,
 ) -> anyhow::Result<()> {
+    let listener = inherited
+        .into_listener(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    match &listener {
+        http::Listener::Tcp(l) => log::info!("listening on http://{}", l.local_addr()?),
+        http::Listener::Unix(_) => log::info!("listening on the unix socket systemd passed"),
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    serve(listener, config, keys, shutdown).await
+}
+
+/// The server in-process: takes the state directory's lock, reconciles with
+/// Docker, then answers on `listener` (connections wait in its backlog
+/// until then) until `shutdown` is cancelled; then closes every session and
+/// stops every container. `ua serve` and the in-process tests both start here.
+pub async fn serve(
+    listener: http::Listener,
+    config: ServeConfig,
+    keys: Keyring,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = Store::open(&config.state_dir)?;
     let config = Arc::new(config);
     let state_dir = config
         .state_dir
@@ -70,19 +94,10 @@ async fn run(
         (Err(why), 0) => log::info!("per-container disk limits are {why}"),
         (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
     }
-    let listener = inherited
-        .into_listener(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    match &listener {
-        http::Listener::Tcp(l) => log::info!("listening on http://{}", l.local_addr()?),
-        http::Listener::Unix(_) => log::info!("listening on the unix socket systemd passed"),
-    }
     let listening = match &listener {
         http::Listener::Tcp(l) => l.local_addr().ok(),
         http::Listener::Unix(_) => None,
     };
-    let shutdown = CancellationToken::new();
     let app = Arc::new(App {
         origins: config.origin_allowlist(),
         public_origins: config.public_origins(listening),
@@ -95,10 +110,9 @@ async fn run(
             .browser_terminal
             .then(|| WebAssets::load(&config.web_dir))
             .flatten(),
-        shutdown: shutdown.clone(),
+        shutdown,
     });
     let background = tokio::spawn(background_work(app.clone()));
-    tokio::spawn(watch_signals(shutdown.clone()));
     systemd::notify_ready();
     http::serve(listener, app.clone()).await;
 

@@ -4,19 +4,14 @@
 #![no_main]
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use ua::config::ServeConfig;
-use ua::docker::Docker;
-use ua::health::Health;
-use ua::http::{App, Listener};
-use ua::instances::Registry;
+use ua::http::Listener;
 use ua::seal::Keyring;
-use ua::store::Store;
 
 const METHODS: [&str; 6] = ["GET", "POST", "OPTIONS", "PUT", "DELETE", "HEAD"];
 
@@ -45,26 +40,17 @@ fn server() -> u16 {
             "false",
         ])
         .unwrap();
-        let config = Arc::new(config);
-        let store = Store::open(&config.state_dir).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let port = listener.local_addr().unwrap().port();
-        let docker = Arc::new(Docker::new(&state));
-        let app = Arc::new(App {
-            origins: config.origin_allowlist(),
-            public_origins: vec![format!("http://127.0.0.1:{port}")],
-            registry: Registry::new(config.clone(), docker.clone(), store),
-            health: Health::new(docker, &state),
+        runtime.spawn(ua::server::serve(
+            Listener::Tcp(listener),
             config,
             keys,
-            sessions: TaskTracker::new(),
-            web: None,
-            shutdown: CancellationToken::new(),
-        });
-        runtime.spawn(ua::http::serve(Listener::Tcp(listener), app));
+            CancellationToken::new(),
+        ));
         Server {
             port,
             _runtime: runtime,
