@@ -1,4 +1,4 @@
-//! `ua serve`: start-up (key, listen, lock, reconcile), background sweeps,
+//! `ua serve`: start-up (key, lock, listen, reconcile), background sweeps,
 //! and the orderly shutdown on SIGTERM or SIGINT. [`serve`] is the server
 //! in-process, on any listener, stopped by a token.
 
@@ -32,6 +32,7 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
     let inherited =
         systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
     let keys = Keyring::load(&config.key_file)?;
+    let store = Store::open(&config.state_dir)?;
     let runtime = match config.worker_threads {
         0 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -42,39 +43,37 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
             .build(),
     }
     .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, keys, inherited))
+    runtime.block_on(run(config, keys, store, inherited))
 }
 
 /// Listens (on systemd's socket or `--listen`) and serves until a signal.
 async fn run(
     config: ServeConfig,
     keys: Keyring,
+    store: Store,
     inherited: systemd::Inherited,
 ) -> anyhow::Result<()> {
     let listener = inherited
         .into_listener(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    match &listener {
-        http::Listener::Tcp(l) => log::info!("listening on http://{}", l.local_addr()?),
-        http::Listener::Unix(_) => log::info!("listening on the unix socket systemd passed"),
-    }
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
-    serve(listener, config, keys, shutdown).await
+    serve(listener, config, keys, store, shutdown).await
 }
 
-/// The server in-process: takes the state directory's lock, reconciles with
-/// Docker, then answers on `listener` (connections wait in its backlog
-/// until then) until `shutdown` is cancelled; then closes every session and
-/// stops every container. `ua serve` and the in-process tests both start here.
+/// The server in-process, on the opened (locked) `store`: reconciles with
+/// Docker, says it is listening, then answers on `listener` (connections
+/// wait in its backlog until then) until `shutdown` is cancelled; then
+/// closes every session and stops every container. `ua serve`, the
+/// in-process tests and the router fuzz target all start here.
 pub async fn serve(
     listener: http::Listener,
     config: ServeConfig,
     keys: Keyring,
+    store: Store,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = Store::open(&config.state_dir)?;
     let config = Arc::new(config);
     let state_dir = config
         .state_dir
@@ -98,6 +97,11 @@ pub async fn serve(
         http::Listener::Tcp(l) => l.local_addr().ok(),
         http::Listener::Unix(_) => None,
     };
+    // After reconcile: whoever reads this line finds the records settled.
+    match listening {
+        Some(addr) => log::info!("listening on http://{addr}"),
+        None => log::info!("listening on the unix socket systemd passed"),
+    }
     let app = Arc::new(App {
         origins: config.origin_allowlist(),
         public_origins: config.public_origins(listening),

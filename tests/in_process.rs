@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use ua::config::ServeConfig;
 use ua::http::Listener;
 use ua::seal::Keyring;
+use ua::store::Store;
 
 /// How long a client may take to send its headers (README: a slow client
 /// cannot pin a connection).
@@ -67,10 +68,12 @@ impl InProcess {
             .unwrap();
         let port = listener.local_addr().unwrap().port();
         let shutdown = CancellationToken::new();
+        let store = Store::open(&config.state_dir).unwrap();
         let served = runtime.spawn(ua::server::serve(
             Listener::Tcp(listener),
             config,
             keys(),
+            store,
             shutdown.clone(),
         ));
         InProcess {
@@ -106,10 +109,13 @@ impl Drop for InProcess {
 async fn serve_here(dir: &tempfile::TempDir) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let config = config(dir, &[]);
+    let store = Store::open(&config.state_dir).unwrap();
     tokio::spawn(ua::server::serve(
         Listener::Tcp(listener),
-        config(dir, &[]),
+        config,
         keys(),
+        store,
         CancellationToken::new(),
     ));
     port

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use ua::config::ServeConfig;
 use ua::http::Listener;
 use ua::seal::Keyring;
+use ua::store::Store;
 
 const METHODS: [&str; 6] = ["GET", "POST", "OPTIONS", "PUT", "DELETE", "HEAD"];
 
@@ -45,10 +46,12 @@ fn server() -> u16 {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let port = listener.local_addr().unwrap().port();
+        let store = Store::open(&config.state_dir).unwrap();
         runtime.spawn(ua::server::serve(
             Listener::Tcp(listener),
             config,
             keys,
+            store,
             CancellationToken::new(),
         ));
         Server {
