@@ -13,7 +13,11 @@
 //! - `docker`: every call to the Docker daemon
 //! - `health`: the `/health` probe, cached so that it cannot load Docker
 //! - `store`: instance records on disk and the state-directory lock
-//! - `instances`: the live registry: create, attach, clean, expire, reconcile
+//! - `instances`: the live registry: get-or-create, lookup, attach, observe
+//! - `tables`: the registry's tables and capacity decisions (pure)
+//! - `create`: making one instance, with one rollback
+//! - `housekeeping`: clean, expire, tidy, reconcile, shutdown
+//! - `instance_errors`: why an instance was not made or attached
 //! - `terminal`: one running terminal, its flow control and replay buffer
 //! - `terminado`: the websocket codec and the UTF-8 decoder
 //! - `session`: one websocket attached to a terminal
@@ -23,7 +27,7 @@
 //! - `panics`: panics logged once per kind and counted, never a raw backtrace
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
-//! - `server`: `ua serve` put together
+//! - `server`: `ua serve` put together; `serve`, the server in-process
 //! - `client`: the API from the client side
 //! - `connect`: `ua connect`, a terminal client
 //! - `bench`: `ua bench`, the benchmark tool
