@@ -44,6 +44,8 @@ impl Registry {
         done.send_replace(Some(result));
     }
 
+    /// The steps of a create: the assignment, its image (built for this
+    /// instance, or the shared one), then the container and its record.
     async fn build_instance(
         self: &Arc<Self>,
         spec: &Spec,
@@ -85,20 +87,21 @@ impl Registry {
                 spec,
             )
             .await;
-        match made {
-            Ok(instance) => Ok(instance),
-            Err(e) => {
-                // The one way back: nothing of a failed create is left behind.
-                if let Err(e) = self.docker.remove_container(&container).await {
-                    log::warn!(
-                        "instance {instance_id}: container not removed after a failed create: {e}"
-                    );
-                }
-                if !shared {
-                    let _ = self.docker.remove_image(&image).await;
-                }
-                Err(e)
-            }
+        if made.is_err() {
+            self.roll_back(instance_id, &container, &image, shared)
+                .await;
+        }
+        made
+    }
+
+    /// The one way back from a failed create: nothing of it is left behind
+    /// (a shared image stays for the other instances; the sweep collects it).
+    async fn roll_back(&self, instance_id: &str, container: &str, image: &str, shared: bool) {
+        if let Err(e) = self.docker.remove_container(container).await {
+            log::warn!("instance {instance_id}: container not removed after a failed create: {e}");
+        }
+        if !shared {
+            let _ = self.docker.remove_image(image).await;
         }
     }
 
