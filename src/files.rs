@@ -33,6 +33,13 @@ pub enum FilesError {
     Docker(#[from] DockerError),
 }
 
+impl FilesError {
+    /// Whether Docker could not be reached (try again) rather than failed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, FilesError::Docker(DockerError::Unreachable(_)))
+    }
+}
+
 /// The `path` values of a query string, percent-decoded, in order.
 pub fn paths_from_query(query: &str) -> Result<Vec<String>, FilesError> {
     let mut paths = Vec::new();

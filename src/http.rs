@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServeConfig;
-use crate::docker::DockerError;
 use crate::files::{self, FilesError};
 use crate::health::Health;
 use crate::instances::{unix_now, CreateError, Registry};
@@ -417,18 +416,14 @@ async fn graded_files(app: &App, instance_id: &str, query: &str) -> Response<Bod
         );
     };
     let read = match files::paths_from_query(query) {
-        Ok(paths) => {
-            let container = app.registry.container_of(&instance);
-            let image = app.registry.image_of(&instance);
-            files::read(&app.registry.docker, &container, &image, &paths).await
-        }
+        Ok(paths) => app.registry.read_files(&instance, &paths).await,
         Err(e) => Err(e),
     };
     match read {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(FilesError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, &m),
         Err(FilesError::TooBig(m)) => error(StatusCode::PAYLOAD_TOO_LARGE, &m),
-        Err(FilesError::Docker(DockerError::Unreachable(e))) => {
+        Err(e) if e.is_unavailable() => {
             log::warn!("instance {instance_id}: files not read: {e}");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -13,7 +13,11 @@
 //! - `docker`: every call to the Docker daemon
 //! - `health`: the `/health` probe, cached so that it cannot load Docker
 //! - `store`: instance records on disk and the state-directory lock
-//! - `instances`: the live registry: create, attach, clean, expire, reconcile
+//! - `instances`: the live registry: get-or-create, lookup, attach, observe
+//! - `tables`: the registry's tables and capacity decisions (pure)
+//! - `create`: making one instance, with one rollback
+//! - `housekeeping`: clean, expire, tidy, reconcile, shutdown
+//! - `instance_errors`: why an instance was not made or attached
 //! - `terminal`: one running terminal, its flow control and replay buffer
 //! - `terminado`: the websocket codec (client and server messages) and the UTF-8 decoder
 //! - `close`: websocket close codes, their reasons and what they mean to clients
@@ -24,7 +28,7 @@
 //! - `panics`: panics logged once per kind and counted, never a raw backtrace
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
-//! - `server`: `ua serve` put together
+//! - `server`: `ua serve` put together; `serve`, the server in-process
 //! - `admin`: the admin socket, `ua status`, `ua list`, `ua clean`
 //! - `handle`: short non-secret instance handles for logs and listings
 //! - `reload`: SIGHUP: settings and keys read again, swapped in live
@@ -50,11 +54,14 @@ pub mod client;
 pub mod close;
 pub mod config;
 pub mod connect;
+pub mod create;
 pub mod docker;
 pub mod files;
 pub mod handle;
 pub mod health;
+pub mod housekeeping;
 pub mod http;
+pub mod instance_errors;
 pub mod instance_files;
 pub mod instances;
 pub mod live;
@@ -72,6 +79,7 @@ pub mod session;
 pub mod spec;
 pub mod store;
 pub mod systemd;
+pub mod tables;
 pub mod terminado;
 pub mod terminal;
 pub mod web;

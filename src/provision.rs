@@ -17,8 +17,8 @@ use crate::assignment_image::{self, Candidate, HashCache};
 use crate::base_images::{base_images, PullPolicy};
 use crate::config::ServeConfig;
 use crate::docker::{Docker, DockerError};
+use crate::instance_errors::CreateError;
 use crate::instance_files::{self, Entry, Owner};
-use crate::instances::CreateError;
 use crate::metrics::{self, PHASE_SECONDS};
 use crate::redact::Redactor;
 use crate::spec::{AssignmentName, Spec};
@@ -293,7 +293,7 @@ impl Provisioner {
             }
             Err(e) => {
                 log::warn!("assignment image {tag} did not build: {e}");
-                Err(crate::instances::build_failure(e))
+                Err(crate::instance_errors::build_failure(e))
             }
         }
     }

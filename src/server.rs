@@ -1,5 +1,7 @@
-//! `ua serve`: start-up (lock, key, reconcile, listen), background sweeps,
-//! and the orderly shutdown on SIGTERM or SIGINT.
+//! `ua serve`: start-up (key, lock, listen, reconcile, admin socket), the
+//! background tasks, reload on SIGHUP, and the orderly shutdown on SIGTERM
+//! or SIGINT. [`serve`] is the server in-process, on any listeners, stopped
+//! by a token.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +61,8 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
     runtime.block_on(run(config, keys, store, inherited, cmdline))
 }
 
+/// Listens (on every socket systemd passed, or `--listen`) and serves until
+/// a signal.
 async fn run(
     config: ServeConfig,
     keys: Keyring,
@@ -66,6 +70,63 @@ async fn run(
     inherited: systemd::Inherited,
     cmdline: Vec<String>,
 ) -> anyhow::Result<()> {
+    let from_systemd = !inherited.is_empty();
+    let listeners = inherited
+        .into_listeners(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let start = Start {
+        listeners,
+        from_systemd,
+        cmdline,
+    };
+    serve_from(start, config, keys, store, shutdown).await
+}
+
+/// The server in-process, on the opened (locked) `store`: reconciles with
+/// Docker, binds the admin socket, says it is listening, then answers on
+/// `listeners` (connections wait in their backlog until then) until
+/// `shutdown` is cancelled; then closes every session and stops every
+/// container. `ua serve`, the in-process tests and the router fuzz target
+/// all start here. A SIGHUP reloads the settings of this process's
+/// `serve` flags.
+pub async fn serve(
+    listeners: Vec<http::Listener>,
+    config: ServeConfig,
+    keys: Keyring,
+    store: Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let start = Start {
+        listeners,
+        from_systemd: false,
+        cmdline: reload::serve_cmdline(),
+    };
+    serve_from(start, config, keys, store, shutdown).await
+}
+
+/// How the server was started: its listeners, whether systemd passed
+/// them (for the log), and the `serve` flags a reload reads again.
+struct Start {
+    listeners: Vec<http::Listener>,
+    from_systemd: bool,
+    cmdline: Vec<String>,
+}
+
+async fn serve_from(
+    start: Start,
+    config: ServeConfig,
+    keys: Keyring,
+    store: Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Start {
+        listeners,
+        from_systemd,
+        cmdline,
+    } = start;
     let config = Arc::new(config);
     let state_dir = config
         .state_dir
@@ -88,7 +149,7 @@ async fn run(
         (Err(why), 0) => log::info!("per-container disk limits are {why}"),
         (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
     }
-    // Bound before the listeners: it exists once ua says it listens.
+    // Bound before ua says it listens: it exists once ua says so.
     let admin_socket = admin::bind(&state_dir)
         .map_err(|e| {
             log::error!(
@@ -97,16 +158,12 @@ async fn run(
             )
         })
         .ok();
-    let from_systemd = !inherited.is_empty();
-    let listeners = inherited
-        .into_listeners(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let via = if from_systemd {
         " (socket from systemd)"
     } else {
         ""
     };
+    // After reconcile: whoever reads these lines finds the records settled.
     for listener in &listeners {
         match listener {
             http::Listener::Tcp(l) => log::info!("listening on http://{}{via}", l.local_addr()?),
@@ -124,7 +181,6 @@ async fn run(
         http::Listener::Tcp(l) => l.local_addr().ok(),
         http::Listener::Unix(_) => None,
     });
-    let shutdown = CancellationToken::new();
     let hangup = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
     let app = Arc::new(App {
         origins: Swap::new(config.origin_allowlist()),
@@ -138,10 +194,9 @@ async fn run(
             .browser_terminal
             .then(|| WebAssets::load(&config.web_dir))
             .flatten(),
-        shutdown: shutdown.clone(),
+        shutdown,
     });
     let background = background::spawn(app.clone());
-    tokio::spawn(watch_signals(shutdown.clone()));
     let reloader = reload::Reloader { cmdline, listening };
     tokio::spawn(reload::on_sighup(hangup, app.clone(), reloader));
     if let Some(socket) = admin_socket {

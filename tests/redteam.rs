@@ -5,29 +5,7 @@ mod common;
 
 use common::*;
 
-/// Requests whose paths once panicked a handler (a slice out of bounds)
-/// get a plain answer, and the log has no panic in it.
-#[test]
-fn odd_instance_paths_answer_without_a_panic() {
-    let server = TestServer::start();
-    for path in [
-        "/instance/ws",
-        "/instance/",
-        "/instance//ws",
-        "/instance/x/ws",
-    ] {
-        let response = server.http("GET", path, "");
-        assert!(
-            matches!(response.status, 400 | 404),
-            "{path}: {} {}",
-            response.status,
-            response.body
-        );
-    }
-    let metrics = server.http("GET", "/metrics", "").body;
-    assert!(metrics.contains("\nua_panics_total 0\n"), "{metrics}");
-    assert!(!server.log().contains("panicked"), "{}", server.log());
-}
+// Odd instance paths that once panicked a handler: tests/in_process.rs.
 
 /// A failed build's output leaves the server only sealed: whatever form the
 /// data takes in it (split by a newline, shell-quoted with a `'`), the 422

@@ -4,18 +4,13 @@
 #![no_main]
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use ua::config::ServeConfig;
-use ua::docker::Docker;
-use ua::health::Health;
-use ua::http::{App, Listener};
-use ua::instances::Registry;
-use ua::live::Swap;
+use ua::http::Listener;
 use ua::seal::Keyring;
 use ua::store::Store;
 
@@ -46,26 +41,19 @@ fn server() -> u16 {
             "false",
         ])
         .unwrap();
-        let config = Arc::new(config);
-        let store = Store::open(&config.state_dir).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let port = listener.local_addr().unwrap().port();
-        let docker = Arc::new(Docker::new(&state));
-        let app = Arc::new(App {
-            origins: Swap::new(config.origin_allowlist()),
-            public_origins: Swap::new(vec![format!("http://127.0.0.1:{port}")]),
-            registry: Registry::new(config.clone(), docker.clone(), store),
-            health: Health::new(docker, &state),
+        let store = Store::open(&config.state_dir).unwrap();
+        runtime.spawn(ua::server::serve(
+            vec![Listener::Tcp(listener)],
             config,
-            keys: Swap::new(keys),
-            sessions: TaskTracker::new(),
-            web: None,
-            shutdown: CancellationToken::new(),
-        });
-        runtime.spawn(ua::http::serve(vec![Listener::Tcp(listener)], app));
+            keys,
+            store,
+            CancellationToken::new(),
+        ));
         Server {
             port,
             _runtime: runtime,
