@@ -17,8 +17,11 @@ use crate::spec::AssignmentName;
 const DOCKERFILE_TEMPLATE: &str = "Dockerfile.tmpl";
 /// A plain Dockerfile marks a shared-image assignment (see `assignment_image`).
 pub const DOCKERFILE: &str = "Dockerfile";
+/// Optional settings of an assignment (limits, build timeout).
 pub const SETTINGS_FILE: &str = "assignment.json";
+/// The directory of an assignment that holds its build context.
 pub const CONTEXT_DIR: &str = "context";
+/// Suffix of a file rendered with the spec (and saved without it).
 pub const TEMPLATE_SUFFIX: &str = ".tmpl";
 /// Name of the rendered Dockerfile inside the context; the daemon drops it
 /// (and `.dockerignore`) from the context because our `.dockerignore` lists it.
@@ -225,7 +228,9 @@ impl Assignment {
 /// A per-instance build context: the tar, and the rendered Dockerfile in it
 /// (read for its `FROM` lines).
 pub struct RenderedContext {
+    /// The packed context.
     pub tar: Vec<u8>,
+    /// The rendered Dockerfile, as packed.
     pub dockerfile: String,
 }
 

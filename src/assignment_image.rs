@@ -25,8 +25,11 @@ const HASH_HEX: usize = 16;
 
 /// An assignment's build context, packed, with its content hash.
 pub struct SharedContext {
+    /// The packed context.
     pub tar: Vec<u8>,
+    /// The content hash, as the tag writes it.
     pub hash: String,
+    /// The Dockerfile, as packed.
     pub dockerfile: String,
 }
 
@@ -251,8 +254,11 @@ fn stamp(dir: &Path) -> io::Result<[u8; 32]> {
 /// An assignment image as the garbage collector sees it.
 #[derive(Debug, Clone)]
 pub struct Candidate {
+    /// The image's `ua-assignment/` tag.
     pub tag: String,
+    /// The assignment's name, from the image's label.
     pub assignment: String,
+    /// The content hash, from the image's label.
     pub hash: String,
 }
 

@@ -30,8 +30,11 @@ pub const LABEL_STATE_DIR: &str = "ua.state-dir";
 /// `instance` (per-instance container or image; also when missing, as older
 /// versions made them) or `assignment` (an image shared by an assignment's instances).
 pub const LABEL_KIND: &str = "ua.kind";
+/// The assignment (dotted name) an assignment image belongs to.
 pub const LABEL_ASSIGNMENT: &str = "ua.assignment";
+/// The content hash an assignment image was built from.
 pub const LABEL_ASSIGNMENT_HASH: &str = "ua.assignment-hash";
+/// The [`LABEL_KIND`] of an assignment image.
 pub const KIND_ASSIGNMENT: &str = "assignment";
 const KIND_INSTANCE: &str = "instance";
 /// Largest file read out of a container (`/etc/passwd`, `/etc/group`).
@@ -145,7 +148,9 @@ pub struct Owned {
 /// An image ua made, found by label.
 #[derive(Debug, Clone)]
 pub struct OwnedImage {
+    /// The image's ID.
     pub id: String,
+    /// The image's tags.
     pub tags: Vec<String>,
     /// Set on per-instance images.
     pub instance_id: Option<String>,
@@ -156,7 +161,9 @@ pub struct OwnedImage {
 /// What a finished non-TTY exec left: its exit status and last output lines.
 #[derive(Debug, Clone)]
 pub struct ExecOutcome {
+    /// The exit status (-1 when Docker does not know it).
     pub status: i64,
+    /// The last lines of output, for the error of a failed run.
     pub tail: Vec<String>,
 }
 
@@ -269,6 +276,7 @@ impl Docker {
         known
     }
 
+    /// Whether the daemon answers, within 3 seconds.
     pub async fn ping(&self) -> Result<(), DockerError> {
         let client = self.client().await?;
         match tokio::time::timeout(Duration::from_secs(3), client.ping()).await {

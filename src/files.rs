@@ -23,12 +23,16 @@ const MAX_PATH_CHARS: usize = 4096;
 /// Room for tar headers (long names, PAX records) before the file's bytes.
 const HEADER_SLACK: usize = 64 * 1024;
 
+/// Why graded files could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
+    /// The request is malformed (paths, their number or their length): a 400.
     #[error("{0}")]
     BadRequest(String),
+    /// A file or the total is over its limit: a 413.
     #[error("{0}")]
     TooBig(String),
+    /// Docker failed or could not be reached.
     #[error(transparent)]
     Docker(#[from] DockerError),
 }

@@ -17,13 +17,16 @@ pub const PROBE_PERIOD: Duration = Duration::from_secs(2);
 /// What one probe found: `Ok` or a sentence saying what is wrong.
 #[derive(Debug, Clone)]
 pub struct Probe {
+    /// Whether Docker answers a ping.
     pub docker: Result<(), String>,
+    /// Whether the state directory takes writes.
     pub state_dir: Result<(), String>,
     /// Whether container disk limits are enforced; never makes ua unhealthy.
     pub disk_quota: Result<(), String>,
 }
 
 impl Probe {
+    /// Whether ua is healthy: Docker answers and the state directory takes writes.
     pub fn ok(&self) -> bool {
         self.docker.is_ok() && self.state_dir.is_ok()
     }
@@ -37,6 +40,7 @@ pub struct Health {
 }
 
 impl Health {
+    /// A probe of `docker` and `state_dir`; nothing is probed until asked.
     pub fn new(docker: Arc<Docker>, state_dir: &Path) -> Health {
         Health {
             docker,

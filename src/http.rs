@@ -164,17 +164,27 @@ async fn serve_connection(stream: Box<dyn Connection>, app: Arc<App>) {
 /// that it is unit-tested and fuzzed; it never indexes into request text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
+    /// `POST /spec`: a spec's instance, made when missing (`?mode=observe`: only looked up).
     PostSpec,
+    /// `POST /spec/clean`: removes a spec's instance.
     CleanSpec,
+    /// `OPTIONS` on `/spec` or `/spec/clean`: a CORS preflight.
     Preflight,
+    /// `GET /health`.
     Health,
+    /// `GET /metrics`.
     Metrics,
+    /// `GET /static/{name}`: a file of the browser terminal.
     Static(&'a str),
+    /// `GET /instance/{id}`: the terminal page.
     TerminalPage(&'a str),
+    /// `GET /instance/{id}/ws`: the terminal websocket.
     Websocket(&'a str),
     /// `GET /instance/{id}/files`: graded files.
     Files(&'a str),
+    /// A known path with a method it does not take: a 405.
     WrongMethod,
+    /// Any other request: a 404.
     NotFound,
 }
 

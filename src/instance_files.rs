@@ -9,33 +9,46 @@ use std::path::{Path, PathBuf};
 
 use crate::assignment::{walk, Assignment, AssignmentError, Renderer, TEMPLATE_SUFFIX};
 
+/// The directory whose files (templates rendered) go into each new container.
 pub const INSTANCE_DIR: &str = "instance";
+/// The setup script, rendered with the spec and run as root in each new container.
 pub const SETUP_TEMPLATE: &str = "setup.sh.tmpl";
 
 /// One entry of `instance/`, its path relative to `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Where the entry goes, relative to `/`.
     pub path: PathBuf,
+    /// Its permission bits.
     pub mode: u32,
+    /// What it is.
     pub kind: Kind,
 }
 
+/// What an entry of `instance/` is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
+    /// A file with its (rendered) contents.
     File(Vec<u8>),
+    /// A directory.
     Dir,
+    /// A symbolic link to this target.
     Symlink(PathBuf),
 }
 
 /// Who owns what: the image user's IDs and home directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
+    /// The user's ID.
     pub uid: u64,
+    /// The user's group ID.
     pub gid: u64,
+    /// The user's home, when it is neither missing nor `/`; only files under it are theirs.
     pub home: Option<PathBuf>,
 }
 
 impl Owner {
+    /// Root, with no home: every file belongs to root.
     pub const ROOT: Owner = Owner {
         uid: 0,
         gid: 0,

@@ -42,6 +42,7 @@
 //! - `node`: `--node-id` and the node prefix of instance IDs
 //! - `route`: the route token a load balancer hashes to pick a spec's node
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod assignment;

@@ -42,6 +42,7 @@ pub struct BuildSlots {
 }
 
 impl BuildSlots {
+    /// At most `slots` builds at once (at least one).
     pub fn new(slots: usize) -> BuildSlots {
         BuildSlots {
             semaphore: Semaphore::new(slots.max(1)),
@@ -49,6 +50,7 @@ impl BuildSlots {
         }
     }
 
+    /// Waits for a slot, counted as queued meanwhile.
     pub async fn acquire(&self) -> SemaphorePermit<'_> {
         self.queued.fetch_add(1, Ordering::Relaxed);
         let permit = self.semaphore.acquire().await;
@@ -56,6 +58,7 @@ impl BuildSlots {
         permit.expect("the build semaphore is never closed")
     }
 
+    /// How many wait for a slot now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
@@ -88,9 +91,11 @@ impl Drop for Pinned {
     }
 }
 
+/// Makes instances' images, files and setup, and collects unused assignment images.
 pub struct Provisioner {
     config: Arc<ServeConfig>,
     docker: Arc<Docker>,
+    /// The `--max-builds` slots of every build.
     pub slots: BuildSlots,
     hashes: Arc<HashCache>,
     /// Assignment-image builds in flight, by tag: later requests wait on the first.
@@ -103,6 +108,7 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
+    /// A provisioner for `config`, talking to `docker`.
     pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>) -> Arc<Provisioner> {
         Arc::new(Provisioner {
             slots: BuildSlots::new(config.max_builds),

@@ -103,7 +103,9 @@ pub struct Attachment {
 
 /// What a read-only observer gets: the replay, then live output; no input.
 pub struct Observation {
+    /// Output in order: the replay first, then live output.
     pub output: mpsc::Receiver<Bytes>,
+    /// Fires once when the terminal side closes this observer.
     pub closed: oneshot::Receiver<CloseReason>,
 }
 
