@@ -11,10 +11,10 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
-    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, ResizeExecOptions, StartContainerOptions,
-    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    ResizeExecOptions, StartContainerOptions, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
@@ -510,24 +510,15 @@ impl Docker {
         container: &str,
         path: &str,
     ) -> Result<Option<Vec<u8>>, DockerError> {
-        let options = DownloadFromContainerOptionsBuilder::new()
-            .path(path)
-            .build();
-        let client = self.client().await?;
-        let mut stream = client.download_from_container(container, Some(options));
-        let mut archive = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk.map_err(DockerError::from) {
-                Ok(bytes) => archive.extend_from_slice(&bytes),
-                Err(DockerError::NotFound) => return Ok(None),
-                Err(e) => return Err(e),
-            }
-            if archive.len() > MAX_READ_BYTES + 64 * 1024 {
-                return Err(DockerError::Api {
-                    status: 413,
-                    message: format!("{path} is larger than {MAX_READ_BYTES} bytes"),
-                });
-            }
+        let limit = MAX_READ_BYTES + 64 * 1024;
+        let Some(archive) = self.read_archive(container, path, limit).await? else {
+            return Ok(None);
+        };
+        if archive.len() >= limit {
+            return Err(DockerError::Api {
+                status: 413,
+                message: format!("{path} is larger than {MAX_READ_BYTES} bytes"),
+            });
         }
         let mut entries = tar::Archive::new(archive.as_slice());
         let unreadable = |e: std::io::Error| DockerError::Api {
