@@ -11,6 +11,7 @@ use crate::assignment::{
 };
 use crate::config::ServeConfig;
 use crate::docker::Limits;
+use crate::gate::{self, Gate};
 use crate::instance_errors::{build_failure, CreateError};
 use crate::instances::{unix_now, Instance, Registry};
 use crate::metrics;
@@ -179,17 +180,17 @@ impl Registry {
     ) -> Result<Arc<Instance>, CreateError> {
         let started = std::time::Instant::now();
         let labels = self.docker.labels(instance_id);
-        // A shared-image container runs its keep-alive as root, so that its
-        // setup (an exec as root) has the container's capabilities (Docker
-        // gives an exec none when the container's process is not root); the
-        // terminal runs as the image's USER either way.
-        let user = shared.then_some("0:0");
+        // A setup runs before the terminal: the gate stays closed until the
+        // first attach (see gate.rs).
+        let has_setup = prepared.as_ref().is_some_and(|p| p.setup.is_some());
+        let gate = if has_setup { Gate::Closed } else { Gate::Open };
+        let (command, user) = self.docker.image_command(image).await?;
         let container_id = self
             .docker
             .create_container(
                 container,
                 image,
-                user,
+                gate::entrypoint(gate, &user, &command),
                 &labels,
                 &self.limits(&assignment.settings),
             )
@@ -226,6 +227,7 @@ impl Registry {
             keep_until: spec
                 .keep_until
                 .map(|t| t.min(now + self.config.load().max_keep.as_secs() as i64)),
+            gate,
         };
         self.save(&record).await.map_err(|e| {
             CreateError::Internal(format!("the instance record was not saved: {e}"))

@@ -8,11 +8,12 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig};
+use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
-    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, ContainerArchiveInfoOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, ResizeContainerTTYOptionsBuilder,
     ResizeExecOptions, StartContainerOptions, StopContainerOptionsBuilder,
     UploadToContainerOptionsBuilder,
 };
@@ -47,13 +48,6 @@ const EXEC_READ_BYTES: usize = 8 * 1024;
 const BUILD_LINE_CHARS: usize = 500;
 /// Seconds `docker stop` waits before it kills.
 const STOP_GRACE_SECS: i32 = 2;
-/// The container's own process: an idle loop under Docker's init, so that
-/// terminals run as execs beside it and a stop ends promptly.
-const KEEP_ALIVE: [&str; 3] = [
-    "/bin/sh",
-    "-c",
-    "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done",
-];
 
 /// A failed Docker call.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +159,14 @@ pub struct ExecOutcome {
     pub status: i64,
     /// The last lines of output, for the error of a failed run.
     pub tail: Vec<String>,
+}
+
+/// A container's TTY, attached: its main process's output and input.
+pub struct Attached {
+    /// The TTY's output, raw bytes.
+    pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>,
+    /// The TTY's input.
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
 }
 
 /// A running TTY exec: its output stream and its input.
@@ -425,14 +427,16 @@ impl Docker {
         Ok((command, config.user.unwrap_or_default()))
     }
 
-    /// Creates a stopped container of `image` that runs the keep-alive, as
-    /// `user` or else the image's USER. (An exec as root has the container's
-    /// capabilities only when its own process runs as root.)
+    /// Creates a stopped container of `image` whose main process is
+    /// `entrypoint` (the terminal behind its gate, see [`crate::gate`]) on a
+    /// TTY that stays open between attaches. It runs as root: a setup exec
+    /// as root has the container's capabilities only then. Docker keeps no
+    /// log of it, so terminal output is never written to disk.
     pub async fn create_container(
         &self,
         name: &str,
         image: &str,
-        user: Option<&str>,
+        entrypoint: Vec<String>,
         labels: &HashMap<String, String>,
         limits: &Limits,
     ) -> Result<String, DockerError> {
@@ -446,14 +450,26 @@ impl Docker {
             cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
             security_opt: Some(vec!["no-new-privileges".into()]),
             init: Some(true),
+            binds: Some(vec![crate::gate::gosu_mount()]),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
             ..Default::default()
         };
         let body = ContainerCreateBody {
             image: Some(image.into()),
-            entrypoint: Some(KEEP_ALIVE.iter().map(|s| s.to_string()).collect()),
+            entrypoint: Some(entrypoint),
             cmd: Some(vec![]),
             labels: Some(labels.clone()),
-            user: user.map(str::to_string),
+            user: Some("0:0".into()),
+            tty: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(false),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            env: Some(vec!["TERM=xterm-256color".into()]),
             network_disabled: Some(true),
             host_config: Some(host_config),
             ..Default::default()
@@ -624,6 +640,65 @@ impl Docker {
             .start_container(container, None::<StartContainerOptions>)
             .await;
         ignore_not_modified(result)
+    }
+
+    /// Attaches to the TTY of a container's main process, running or not
+    /// (attach before a start to see its first output). Dropping the
+    /// streams leaves the process running.
+    pub async fn attach(&self, container: &str) -> Result<Attached, DockerError> {
+        let options = AttachContainerOptionsBuilder::new()
+            .stream(true)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let attached = self
+            .client()
+            .await?
+            .attach_container(container, Some(options))
+            .await?;
+        Ok(Attached {
+            output: attached.output,
+            input: attached.input,
+        })
+    }
+
+    /// Sends `signal` (`SIGWINCH`...) to the container's main process.
+    pub async fn signal(&self, container: &str, signal: &str) -> Result<(), DockerError> {
+        let options = KillContainerOptionsBuilder::new().signal(signal).build();
+        Ok(self
+            .client()
+            .await?
+            .kill_container(container, Some(options))
+            .await?)
+    }
+
+    /// Resizes a container's TTY.
+    pub async fn resize_tty(
+        &self,
+        container: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), DockerError> {
+        let options = ResizeContainerTTYOptionsBuilder::new()
+            .h(rows.into())
+            .w(cols.into())
+            .build();
+        Ok(self
+            .client()
+            .await?
+            .resize_container_tty(container, options)
+            .await?)
+    }
+
+    /// Whether the container's main process runs.
+    pub async fn is_running(&self, container: &str) -> Result<bool, DockerError> {
+        let inspect = self
+            .client()
+            .await?
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await?;
+        Ok(inspect.state.and_then(|s| s.running).unwrap_or(false))
     }
 
     /// Stops a container (killed after 2 s); one already stopped is fine.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::docker::DockerError;
+use crate::gate::Gate;
 use crate::instances::{unix_now, Instance, Registry};
 use crate::store::InstanceRecord;
 use crate::terminal::{CloseReason, Terminal};
@@ -251,14 +252,15 @@ impl Registry {
                     self.delete_record(&record.instance_id).await;
                 }
                 Some(container) => {
-                    if container.running {
+                    if container.running && record.gate == Gate::Legacy {
+                        // Its terminal was an exec, gone with the old server.
                         log::info!(
                             "instance {}: stopping its container (no session)",
                             record.instance_id
                         );
                         self.docker.stop(&record.container_id).await?;
                     }
-                    kept.insert(record.instance_id.clone(), record);
+                    kept.insert(record.instance_id.clone(), (record, container.running));
                 }
             }
         }
@@ -277,8 +279,16 @@ impl Registry {
         }
         {
             let mut tables = self.tables.lock().unwrap();
-            for record in kept.into_values() {
-                tables.insert(Instance::new(record));
+            let grace = self.config.load().reattach_grace;
+            for (record, running) in kept.into_values() {
+                let instance = Instance::new(record);
+                if running && instance.record().gate != Gate::Legacy {
+                    // Its terminal outlived the old server: the student has
+                    // the reattach grace to come back to it, as after a
+                    // dropped connection; then the sweep stops it.
+                    instance.warm_for(grace);
+                }
+                tables.insert(instance);
             }
             log::info!("reconciled: {} instances", tables.by_id.len());
         }
@@ -289,7 +299,10 @@ impl Registry {
             .await
     }
 
-    /// On shutdown: close every session with 1001 and stop every container.
+    /// On shutdown: close every session with 1001. Containers keep running
+    /// (their terminal is their main process): the next server gives their
+    /// students the reattach grace. Containers of older versions, whose
+    /// terminal is an exec that dies with this process, are stopped.
     pub async fn shutdown(&self) {
         let instances: Vec<Arc<Instance>> = self
             .tables
@@ -301,10 +314,13 @@ impl Registry {
             .collect();
         let stops = instances.into_iter().map(|instance| async move {
             let terminal = instance.terminal.lock().await.take();
+            let legacy = instance.record().gate == Gate::Legacy;
             if let Some(terminal) = terminal {
                 terminal.end(CloseReason::Shutdown).await;
-                self.stop_and_touch(&instance).await;
-            } else if instance.is_warm() {
+                if legacy {
+                    self.stop_and_touch(&instance).await;
+                }
+            } else if instance.is_warm() && legacy {
                 self.stop_and_touch(&instance).await;
             }
         });

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::ServeConfig;
-use crate::docker::{Docker, DockerError};
+use crate::docker::{Attached, Docker, DockerError};
 use crate::files::{self, FilesError};
+use crate::gate::{self, Gate};
 pub use crate::housekeeping::DOCKER_CALL_LIMIT;
 pub use crate::instance_errors::{AttachError, CreateError};
 use crate::live::Swap;
@@ -19,7 +20,9 @@ use crate::provision::Provisioner;
 use crate::spec::Spec;
 use crate::store::{InstanceRecord, Store};
 use crate::tables::{Admission, Caps, Tables};
-use crate::terminal::{Attachment, CloseReason, Ended, Observation, Terminal, TerminalSettings};
+use crate::terminal::{
+    Attachment, CloseReason, Ended, Observation, Terminal, TerminalSettings, Tty,
+};
 
 /// Why an observer was not added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,27 +290,14 @@ impl Registry {
             }
         }
         let record = instance.record();
-        let started = std::time::Instant::now();
-        if let Err(e) = self.docker.start(&record.container_id).await {
-            if matches!(e, DockerError::NotFound) {
+        let opened = match self.open_tty(instance, &record).await {
+            Err(AttachError::Docker(DockerError::NotFound)) => {
                 drop(slot);
                 self.forget_vanished(instance).await;
                 return Err(AttachError::Gone);
             }
-            return Err(e.into());
-        }
-        metrics::PHASE_SECONDS.record("start", &instance.id, started);
-        let started = std::time::Instant::now();
-        let (mut command, user) = self.docker.image_command(&record.image).await?;
-        if command.is_empty() {
-            command = vec!["/bin/sh".into()];
-        }
-        // As the image's USER: a shared-image container itself runs as root.
-        let exec = self
-            .docker
-            .exec_as(&record.container_id, command, &user)
-            .await?;
-        metrics::PHASE_SECONDS.record("exec", &instance.id, started);
+            other => other?,
+        };
         // The terminal owns the container's running from here.
         *instance.warm_until.lock().unwrap() = None;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
@@ -318,7 +308,9 @@ impl Registry {
             replay_bytes: config.replay_bytes,
         };
         let terminal = Terminal::spawn(
-            exec,
+            opened.attached,
+            opened.tty,
+            opened.was_running,
             self.docker.clone(),
             &settings,
             generation,
@@ -328,6 +320,74 @@ impl Registry {
         let attachment = terminal.attach(client_id).await.ok_or(AttachError::Gone)?;
         *slot = Some(terminal);
         Ok(attachment)
+    }
+
+    /// Attaches to the container's TTY and gets its terminal going: starts
+    /// the container, or releases a closed gate, or (after a restart of ua)
+    /// just lands in the program that runs.
+    async fn open_tty(
+        &self,
+        instance: &Instance,
+        record: &InstanceRecord,
+    ) -> Result<OpenedTty, AttachError> {
+        let container = &record.container_id;
+        if record.gate == Gate::Legacy {
+            return self.open_legacy_exec(instance, record).await;
+        }
+        // Attached before it starts or is released: its first output is seen.
+        let attached = self.docker.attach(container).await?;
+        if record.gate == Gate::Closed {
+            // Before the start: a gate that starts now finds it at once.
+            self.docker.upload(container, gate::ready_tar()).await?;
+            let mut record = record.clone();
+            record.gate = Gate::Open;
+            if let Err(e) = self.save(&record).await {
+                log::warn!("instance {}: record not saved: {e}", instance.id);
+            }
+            *instance.record.lock().unwrap() = record;
+        }
+        let was_running = self.docker.is_running(container).await?;
+        if !was_running {
+            let started = std::time::Instant::now();
+            self.docker.start(container).await?;
+            metrics::PHASE_SECONDS.record("start", &instance.id, started);
+        } else {
+            // Wakes a closed gate; a program that runs takes it as a resize.
+            self.docker.signal(container, gate::WAKE_SIGNAL).await?;
+        }
+        Ok(OpenedTty {
+            attached,
+            tty: Tty::Main {
+                container: container.clone(),
+            },
+            was_running,
+        })
+    }
+
+    /// A container made before the gate: its main process idles and the
+    /// terminal is an exec as the image's USER.
+    async fn open_legacy_exec(
+        &self,
+        instance: &Instance,
+        record: &InstanceRecord,
+    ) -> Result<OpenedTty, AttachError> {
+        let started = std::time::Instant::now();
+        self.docker.start(&record.container_id).await?;
+        metrics::PHASE_SECONDS.record("start", &instance.id, started);
+        let (command, user) = self.docker.image_command(&record.image).await?;
+        let command = gate::command_or_shell(command);
+        let exec = self
+            .docker
+            .exec_as(&record.container_id, command, &user)
+            .await?;
+        Ok(OpenedTty {
+            attached: Attached {
+                output: exec.output,
+                input: exec.input,
+            },
+            tty: Tty::Exec { id: exec.id },
+            was_running: false,
+        })
     }
 
     /// Adds a read-only observer to the instance's running terminal; never
@@ -376,4 +436,12 @@ impl Registry {
             self.stop_and_touch(instance).await;
         }
     }
+}
+
+/// A TTY attached and its program going.
+struct OpenedTty {
+    attached: Attached,
+    tty: Tty,
+    /// The container ran already (a warm container, or ua restarted).
+    was_running: bool,
 }

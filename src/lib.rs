@@ -58,6 +58,7 @@ pub mod connect;
 pub mod create;
 pub mod docker;
 pub mod files;
+pub mod gate;
 pub mod handle;
 pub mod health;
 pub mod housekeeping;

@@ -69,7 +69,8 @@ type ImageResult = Option<Result<String, CreateError>>;
 /// The rendered per-instance parts of a shared-image assignment.
 pub struct Prepared {
     files: Vec<Entry>,
-    setup: Option<String>,
+    /// The rendered setup script, if the assignment has one.
+    pub setup: Option<String>,
 }
 
 /// Keeps an assignment image from the garbage collector while an instance

@@ -37,6 +37,10 @@ pub struct InstanceRecord {
     /// Unix seconds: not expired before then (the spec's `keepUntil`, capped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_until: Option<i64>,
+    /// How its container starts the terminal (absent in records of older
+    /// versions: an exec beside an idle main process).
+    #[serde(default)]
+    pub gate: crate::gate::Gate,
 }
 
 /// Why the state directory cannot be used.

@@ -1,5 +1,6 @@
-//! One running terminal: a TTY exec in an instance's container, outliving
-//! the websockets attached to it. A single task (the pump) owns the exec's
+//! One running terminal: the TTY of an instance's container (its main
+//! process; an exec in containers of older versions), outliving the
+//! websockets attached to it. A single task (the pump) owns the TTY's
 //! output, the replay buffer and the attached client; input has its own
 //! writer task so that a paste never blocks output.
 //!
@@ -19,7 +20,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::docker::{Docker, Exec};
+use crate::docker::{Attached, Docker, DockerError};
 
 /// Largest output chunk handed to a client at once (one `stdout` message).
 pub const MAX_CHUNK: usize = 64 * 1024;
@@ -33,6 +34,9 @@ const FLOOD_READ: usize = 1024;
 const FLOOD_WAIT: Duration = Duration::from_millis(1);
 /// Resizes reach Docker at most this often; the last size wins.
 const RESIZE_INTERVAL: Duration = Duration::from_millis(200);
+/// After a restart, how long the program has to take the odd size that
+/// makes it repaint.
+const REDRAW_PAUSE: Duration = Duration::from_millis(100);
 /// Longest that input waits for an asked size to be applied.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 /// How long a finished terminal waits for its client to take the last output.
@@ -165,6 +169,37 @@ pub struct TerminalSettings {
     pub replay_bytes: usize,
 }
 
+/// Whose TTY a terminal drives.
+#[derive(Debug, Clone)]
+pub enum Tty {
+    /// The container's main process: survives ua's restarts.
+    Main {
+        /// The container.
+        container: String,
+    },
+    /// An exec (containers made by versions before the gate).
+    Exec {
+        /// The exec's ID.
+        id: String,
+    },
+}
+
+impl Tty {
+    async fn resize(&self, docker: &Docker, rows: u16, cols: u16) -> Result<(), DockerError> {
+        match self {
+            Tty::Main { container } => docker.resize_tty(container, rows, cols).await,
+            Tty::Exec { id } => docker.resize(id, rows, cols).await,
+        }
+    }
+
+    async fn is_running(&self, docker: &Docker) -> Result<bool, DockerError> {
+        match self {
+            Tty::Main { container } => docker.is_running(container).await,
+            Tty::Exec { id } => docker.exec_running(id).await,
+        }
+    }
+}
+
 /// A handle on a running terminal, kept by its instance.
 #[derive(Clone)]
 pub struct Terminal {
@@ -176,10 +211,15 @@ pub struct Terminal {
 }
 
 impl Terminal {
-    /// Starts the pump and the input writer of a freshly started exec.
-    /// `on_end` runs once the terminal is over, with how it ended.
+    /// Starts the pump and the input writer of an attached TTY. With
+    /// `redraw`, the program was running before (ua restarted): the first
+    /// size is applied with a change first, so that full-screen programs
+    /// repaint what the client has lost. `on_end` runs once the terminal is
+    /// over, with how it ended.
     pub fn spawn<F, Fut>(
-        exec: Exec,
+        attached: Attached,
+        tty: Tty,
+        redraw: bool,
         docker: Arc<Docker>,
         settings: &TerminalSettings,
         generation: u64,
@@ -191,22 +231,23 @@ impl Terminal {
     {
         let (commands, command_rx) = mpsc::channel(8);
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
-        tokio::spawn(write_input(exec.input, input_rx));
+        tokio::spawn(write_input(attached.input, input_rx));
         let (asked, sizes) = watch::channel(AskedSize::default());
         let (done, applied) = watch::channel(0);
         tokio::spawn(resize_terminal(
             docker.clone(),
-            exec.id.clone(),
+            tty.clone(),
+            redraw,
             sizes,
             done,
         ));
         let pump = Pump {
-            output: exec.output,
+            output: attached.output,
             commands: command_rx,
             replay: Replay::new(settings.replay_bytes),
             grace: settings.grace,
             docker,
-            exec_id: exec.id,
+            tty,
         };
         tokio::spawn(async move { on_end(pump.run().await).await });
         Terminal {
@@ -287,7 +328,7 @@ struct Pump {
     replay: Replay,
     grace: Duration,
     docker: Arc<Docker>,
-    exec_id: String,
+    tty: Tty,
 }
 
 impl Pump {
@@ -379,7 +420,7 @@ impl Pump {
                     }
                     None => {
                         // A cut connection to Docker also ends the stream: ask.
-                        let reason = match self.docker.exec_running(&self.exec_id).await {
+                        let reason = match self.tty.is_running(&self.docker).await {
                             Ok(false) => CloseReason::Exited,
                             Ok(true) | Err(_) => CloseReason::Failed,
                         };
@@ -504,14 +545,23 @@ async fn finish(client: Option<Client>, pending: Option<Bytes>, reason: CloseRea
 /// terminal and its attachments are gone.
 async fn resize_terminal(
     docker: Arc<Docker>,
-    exec_id: String,
+    tty: Tty,
+    mut redraw: bool,
     mut sizes: watch::Receiver<AskedSize>,
     applied: watch::Sender<u64>,
 ) {
     while sizes.changed().await.is_ok() {
         let asked = *sizes.borrow_and_update();
         if let Some((rows, cols)) = asked.size {
-            if let Err(e) = docker.resize(&exec_id, rows, cols).await {
+            if std::mem::take(&mut redraw) {
+                // A program repaints on a size change, not on the same size;
+                // and it must see the odd size before the real one comes.
+                let _ = tty
+                    .resize(&docker, rows, cols.saturating_sub(1).max(1))
+                    .await;
+                tokio::time::sleep(REDRAW_PAUSE).await;
+            }
+            if let Err(e) = tty.resize(&docker, rows, cols).await {
                 log::debug!("resize failed: {e}");
             }
         }
