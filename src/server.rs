@@ -41,6 +41,7 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
     let inherited =
         systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
     let keys = Keyring::load(&config.key_file)?;
+    crate::gate::check_host().map_err(anyhow::Error::msg)?;
     let store = Store::open(&config.state_dir)?;
     handle::init(&config.state_dir).with_context(|| {
         format!(
