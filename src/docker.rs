@@ -46,6 +46,11 @@ const BUILD_TAIL_LINES: usize = 20;
 const EXEC_READ_BYTES: usize = 8 * 1024;
 /// Longest build output line kept.
 const BUILD_LINE_CHARS: usize = 500;
+/// Docker holds back a key that starts the detach sequence until the next
+/// one comes, and ends the attach on the whole sequence. Its default,
+/// Ctrl-P Ctrl-Q, is everyday typing (shell history, editors); Ctrl-^ is
+/// rarely typed, and three in a row never by chance.
+const DETACH_KEYS: &str = "ctrl-^,ctrl-^,ctrl-^";
 /// Seconds `docker stop` waits before it kills.
 const STOP_GRACE_SECS: i32 = 2;
 
@@ -647,6 +652,7 @@ impl Docker {
     /// streams leaves the process running.
     pub async fn attach(&self, container: &str) -> Result<Attached, DockerError> {
         let options = AttachContainerOptionsBuilder::new()
+            .detach_keys(DETACH_KEYS)
             .stream(true)
             .stdin(true)
             .stdout(true)
@@ -816,6 +822,7 @@ impl Docker {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             tty: Some(true),
+            detach_keys: Some(DETACH_KEYS.into()),
             env: Some(vec!["TERM=xterm-256color".into()]),
             user: Some(user.to_string()).filter(|u| !u.is_empty()),
             cmd: Some(command),

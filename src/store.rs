@@ -234,6 +234,7 @@ mod tests {
             keep_until: None,
             last_active_at: 2,
             shared_image: false,
+            gate: crate::gate::Gate::Open,
         }
     }
 
@@ -257,6 +258,8 @@ mod tests {
         let old = r#"{"instanceID":"0123456789abcdef0123456789abcdef","specID":"s","assignment":"a/b","image":"ua/x","containerId":"c","createdAt":1,"lastActiveAt":2}"#;
         let record: InstanceRecord = serde_json::from_str(old).unwrap();
         assert!(!record.shared_image);
+        // Their containers idle beside an exec terminal.
+        assert_eq!(record.gate, crate::gate::Gate::Legacy);
     }
 
     #[test]

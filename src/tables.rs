@@ -164,6 +164,7 @@ mod tests {
             last_active_at: 0,
             shared_image: false,
             keep_until: None,
+            gate: crate::gate::Gate::Open,
         })
     }
 

@@ -455,3 +455,22 @@ fn oversized_frames_close_with_1009() {
         );
     });
 }
+
+#[test]
+fn ctrl_p_and_ctrl_q_reach_the_program_at_once() {
+    // Docker's default detach keys would hold Ctrl-P back and end the
+    // terminal on Ctrl-P Ctrl-Q.
+    let server = TestServer::start();
+    let id = server.instance(&server.demo_spec("detach-keys"));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        term.run("echo ready").await;
+        term.type_line("stty raw -echo; dd bs=1 count=2 2>/dev/null | od -An -tx1; stty sane")
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        term.send_keys("\x10\x11").await;
+        term.wait_for("10 11").await;
+        let out = term.run("echo still-attached").await;
+        assert!(out.contains("still-attached"), "{out}");
+    });
+}

@@ -159,3 +159,59 @@ fn after_a_restart_a_terminal_nobody_comes_back_to_stops_after_the_grace() {
         assert!(out.contains("again"), "{out}");
     });
 }
+
+#[test]
+fn a_container_of_an_earlier_version_keeps_its_files_and_gets_an_exec_terminal() {
+    let mut server = TestServer::start_with(&["--reattach-grace", "60s"]);
+    let id = server.instance(&server.demo_spec("restart-legacy"));
+    runtime().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        term.run("echo from-before > kept.txt").await;
+        term.close().await;
+    });
+    server.kill();
+    // Made over as an earlier ua made it: an idle main process as the
+    // image's USER, the files of the old container, a record without `gate`.
+    let name = format!("ua-{id}");
+    docker(&["stop", "-t", "0", &name]);
+    docker(&["commit", &name, &format!("ua-legacy-test:{id}")]);
+    let state = server.state_dir().canonicalize().unwrap();
+    let labels = [
+        "ua.owned=true".to_string(),
+        format!("ua.state-dir={}", state.display()),
+        format!("ua.instance={id}"),
+    ];
+    docker(&["rm", "-f", &name]);
+    let mut create = vec!["create", "--init", "--network", "none", "--name", &name];
+    for label in &labels {
+        create.extend(["--label", label]);
+    }
+    let image = format!("ua-legacy-test:{id}");
+    create.extend(["--entrypoint", "/bin/sh", &image, "-c"]);
+    create.push("trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done");
+    let container_id = docker(&create).trim().to_string();
+    let record_path = server
+        .state_dir()
+        .join("instances")
+        .join(format!("{id}.json"));
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    record["containerId"] = container_id.clone().into();
+    record.as_object_mut().unwrap().remove("gate");
+    std::fs::write(&record_path, record.to_string()).unwrap();
+
+    server.spawn();
+    runtime().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        let out = term.run("echo \"$(cat kept.txt) as $(id -un)\"").await;
+        assert!(out.contains("from-before as student"), "{out}");
+        term.close().await;
+    });
+    // Its terminal dies with the server: a shutdown stops it, as before.
+    assert!(server.terminate().success());
+    assert_eq!(server.containers(), vec![format!("{name} exited")]);
+    docker(&["rm", "-f", &name]);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .output();
+}
