@@ -33,9 +33,13 @@ pub struct ConnectArgs {
     /// Key file: one base64 key per line.
     #[arg(long, env = "UA_KEY_FILE", default_value = "/etc/ua/key")]
     key_file: PathBuf,
-    /// Base URL of the ua server.
+    /// Base URL of the ua server: `http://`, or `https://` behind a TLS proxy.
     #[arg(long, env = "UA_SERVER", default_value = "http://127.0.0.1:8000")]
     server: String,
+    /// For https: also trust the CA certificates in this PEM file (a private
+    /// CA); the system's are always trusted.
+    #[arg(long, env = "UA_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// Runs `ua connect` until the session ends, then says why.
@@ -52,7 +56,7 @@ pub fn main(args: ConnectArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: ConnectArgs) -> anyhow::Result<String> {
-    let server = Server::parse(&args.server)?;
+    let server = Server::parse_with_ca(&args.server, args.ca_file.as_deref())?;
     let instance = match &args.instance {
         Some(id) => id.clone(),
         None => {

@@ -35,6 +35,7 @@
 //! - `live`: `Swap`, a value a reload replaces
 //! - `background`: the watchdog and status task, and the sweep
 //! - `client`: the API from the client side
+//! - `client_tls`: https/wss for the clients: rustls, system roots, `--ca-file`
 //! - `connect`: `ua connect`, a terminal client
 //! - `bench`: `ua bench`, the benchmark tool
 //! - `bench_startup`: `ua bench --startup`, instance start-up and class starts
@@ -52,6 +53,7 @@ pub mod base_images;
 pub mod bench;
 pub mod bench_startup;
 pub mod client;
+pub mod client_tls;
 pub mod close;
 pub mod config;
 pub mod connect;

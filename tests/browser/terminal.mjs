@@ -2,17 +2,23 @@
 // Opens ua's browser terminal in headless Chromium and checks that a typed
 // command's output appears, a resize reaches `stty size`, and a reload lands
 // back in the same shell. Exits non-zero with a reason on any failure.
+// CHROMIUM_ARGS: extra Chromium flags, space-separated (tests/proxies.rs:
+// trust a throw-away certificate by its SPKI hash).
 import { chromium } from "playwright-core";
 
 const [base, instance] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ...(process.env.CHROMIUM_ARGS || "").split(" ").filter(Boolean)],
 });
 let failed = false;
 try {
   const page = await browser.newPage({ viewport: { width: 1000, height: 700 } });
+  // The schemes of the terminal's websockets (ws: or wss:), for the report.
+  const schemes = new Set();
+  page.on("websocket", (ws) => schemes.add(new URL(ws.url()).protocol));
   const screen = () => page.evaluate(() => {
     const buffer = window.uaTerminal.buffer.active;
     const lines = [];
@@ -50,7 +56,8 @@ try {
   await waitFor("$", "the prompt after reload");
   await page.click("#terminal");
   await run("echo mark=$MARK", "mark=reloaded-2", "the same shell after reload");
-  console.log(`PASS: typed output, resize to ${size[0]}x${size[1]}, reload into the same shell`);
+  console.log(`PASS: typed output, resize to ${size[0]}x${size[1]}, reload into the same shell; ` +
+    `page ${new URL(page.url()).protocol} websockets ${[...schemes].join(",")}`);
 } catch (error) {
   failed = true;
   console.error(`FAIL: ${error.message}`);
