@@ -117,7 +117,7 @@ pub fn fatal(message: &str) {
     if !sent {
         // One journal entry per stderr line: each needs its priority.
         let mut err = std::io::stderr().lock();
-        for line in message.lines() {
+        for line in message.lines().filter(|line| !line.trim().is_empty()) {
             let _ = writeln!(err, "<3>{line}");
         }
     }

@@ -130,8 +130,9 @@ fn logs_and_listings_name_instances_by_handle_never_by_id() {
     );
 }
 
-/// An instance that fails to be made names no ID in the answer or the log:
-/// the container name `ua-<ID>` in Docker's refusal is replaced.
+/// An instance that fails to be made names no ID in the answer or the log
+/// (the ID of an instance never made is nobody's; `handle::hide` keeps it
+/// out of Docker's words, unit-tested in src/handle.rs).
 #[test]
 fn a_failed_create_answers_and_logs_no_instance_id() {
     let server = TestServer::start();
@@ -392,7 +393,8 @@ fn under_systemd_records_go_to_journald_with_instance_and_spec_fields() {
         let out = ua_with_input("seal", &key, plaintext);
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
-    let sealed = seal(r#"{"specID":"journal-1","assignmentName":"demo.busybox","data":{"greeting":"hi"}}"#);
+    let sealed =
+        seal(r#"{"specID":"journal-1","assignmentName":"demo.busybox","data":{"greeting":"hi"}}"#);
     let response = http(port, "POST", "/spec", &[], sealed.as_bytes());
     assert_eq!(response.status, 200, "{}", response.body);
     let id = response.json()["instanceID"].as_str().unwrap().to_string();
