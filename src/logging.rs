@@ -3,14 +3,15 @@
 //! with their key-value pairs as fields: `ua_instance = handle` becomes
 //! `UA_INSTANCE=…`, `ua_spec = id` becomes `UA_SPEC=…`, so that
 //! `journalctl -u ua UA_INSTANCE=…` finds an instance's lines. When only
-//! `JOURNAL_STREAM` is set, stderr lines start with their `<N>` syslog
-//! priority; otherwise (a terminal, a test) with a timestamp.
+//! `JOURNAL_STREAM` is set (and stderr is no terminal), stderr lines start
+//! with their `<N>` syslog priority; otherwise (a terminal, a test) with a
+//! timestamp.
 //!
 //! Log lines name an instance by its handle (`handle::of`), never its ID:
 //! the ID is the terminal's bearer credential and the journal is readable
 //! by the group adm.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use systemd_journal_logger::JournalLog;
 
@@ -26,7 +27,9 @@ enum Output {
 
 /// Picks the output from the environment systemd sets.
 fn output() -> Output {
-    if std::env::var_os("JOURNAL_STREAM").is_none() {
+    // A terminal may inherit JOURNAL_STREAM (one started by a user
+    // service): a person reads it, not journald.
+    if std::env::var_os("JOURNAL_STREAM").is_none() || std::io::stderr().is_terminal() {
         return Output::Plain;
     }
     // JOURNAL_STREAM may be inherited by a process whose stderr goes
