@@ -134,7 +134,7 @@ async fn answer(app: &App, request: Request) -> Value {
             instance: None,
         } => {
             let cleaned = app.registry.clean(&spec_id).await;
-            log::info!("admin: clean of spec {spec_id:?}: {cleaned} removed");
+            log::info!(ua_spec = spec_id; "admin: clean of spec {spec_id:?}: {cleaned} removed");
             json!({ "cleaned": cleaned })
         }
         Request::Clean {
@@ -144,7 +144,10 @@ async fn answer(app: &App, request: Request) -> Value {
             [] => json!({ "error": format!("no instance has the handle {handle}") }),
             [spec_id] => {
                 let cleaned = app.registry.clean(spec_id).await;
-                log::info!("admin: clean of instance {handle}: {cleaned} removed");
+                log::info!(
+                    ua_instance = handle, ua_spec = spec_id;
+                    "admin: clean of instance {handle}: {cleaned} removed"
+                );
                 json!({ "cleaned": cleaned })
             }
             specs => json!({

@@ -12,6 +12,7 @@ use crate::assignment::{
 use crate::config::ServeConfig;
 use crate::docker::Limits;
 use crate::gate::{self, Gate};
+use crate::handle;
 use crate::instance_errors::{build_failure, CreateError};
 use crate::instances::{unix_now, Instance, Registry};
 use crate::metrics;
@@ -31,7 +32,8 @@ impl Registry {
             .building_ids
             .insert(instance_id.clone());
         let mut pinned = None;
-        let result = self.build_instance(&spec, &instance_id, &mut pinned).await;
+        let result = (self.build_instance(&spec, &instance_id, &mut pinned).await)
+            .map_err(|e| e.hiding(&instance_id));
         if result.is_ok() {
             metrics::SPEC_READY_SECONDS.observe(started.elapsed().as_secs_f64());
         }
@@ -100,7 +102,9 @@ impl Registry {
     /// (a shared image stays for the other instances; the sweep collects it).
     async fn roll_back(&self, instance_id: &str, container: &str, image: &str, shared: bool) {
         if let Err(e) = self.docker.remove_container(container).await {
-            log::warn!("instance {instance_id}: container not removed after a failed create: {e}");
+            let h = handle::of(instance_id);
+            let e = handle::hide(&e, instance_id);
+            log::warn!(ua_instance = h; "instance {h}: container not removed after a failed create: {e}");
         }
         if !shared {
             let _ = self.docker.remove_image(image).await;
@@ -155,8 +159,11 @@ impl Registry {
         metrics::BUILD_SECONDS.observe(started.elapsed().as_secs_f64());
         metrics::PHASE_SECONDS.record("build", instance_id, building_started);
         built.map(|()| image).map_err(|e| {
+            let h = handle::of(instance_id);
+            let why = handle::hide(&e, instance_id);
             log::warn!(
-                "build failed for spec {:?} (assignment {}): {e}",
+                ua_instance = h, ua_spec = spec.spec_id;
+                "instance {h}: build failed for spec {:?} (assignment {}): {why}",
                 spec.spec_id,
                 spec.assignment
             );
@@ -204,8 +211,10 @@ impl Registry {
                     .provision(container, image, prepared, timeout, instance_id)
                     .await;
                 if let Err(CreateError::Setup { status, .. }) = &provisioned {
+                    let h = handle::of(instance_id);
                     log::warn!(
-                        "setup failed with status {status} for spec {:?} (assignment {})",
+                        ua_instance = h, ua_spec = spec.spec_id;
+                        "instance {h}: setup failed with status {status} for spec {:?} (assignment {})",
                         spec.spec_id,
                         spec.assignment
                     );
@@ -232,8 +241,10 @@ impl Registry {
         self.save(&record).await.map_err(|e| {
             CreateError::Internal(format!("the instance record was not saved: {e}"))
         })?;
+        let h = handle::of(instance_id);
         log::info!(
-            "instance {instance_id} created for spec {:?} (assignment {}{}) in {} ms",
+            ua_instance = h, ua_spec = spec.spec_id;
+            "instance {h} created for spec {:?} (assignment {}{}) in {} ms",
             spec.spec_id,
             spec.assignment,
             if shared { ", shared image" } else { "" },

@@ -61,6 +61,17 @@ pub fn of(instance_id: &str) -> String {
     digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `text` (say, Docker's words about the container `ua-<ID>`) with every
+/// occurrence of `instance_id` replaced by `<handle>`, for a log line or an
+/// error message.
+pub fn hide(text: impl std::fmt::Display, instance_id: &str) -> String {
+    let text = text.to_string();
+    if instance_id.is_empty() {
+        return text;
+    }
+    text.replace(instance_id, &format!("<{}>", of(instance_id)))
+}
+
 /// Whether `text` has the form of a handle.
 pub fn is_handle(text: &str) -> bool {
     text.len() == 8 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -78,5 +89,19 @@ mod tests {
         assert_eq!(of(id), handle);
         assert!(!id.contains(&handle));
         assert_ne!(of("0123456789abcdef0123456789abcdee"), handle);
+    }
+
+    #[test]
+    fn hide_replaces_every_occurrence_of_the_id() {
+        let id = "n7-0123456789abcdef0123456789abcdef";
+        let text = format!("No such container: ua-{id}; image ua/{id}");
+        let hidden = hide(&text, id);
+        assert!(!hidden.contains(id), "{hidden}");
+        let handle = of(id);
+        assert_eq!(
+            hidden,
+            format!("No such container: ua-<{handle}>; image ua/<{handle}>")
+        );
+        assert_eq!(hide("nothing here", id), "nothing here");
     }
 }

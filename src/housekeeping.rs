@@ -45,10 +45,11 @@ impl Registry {
     pub(crate) async fn forget_vanished(&self, instance: &Arc<Instance>) {
         let taken = self.tables.lock().unwrap().take_if_current(instance);
         if taken {
+            let h = crate::handle::of(&instance.id);
             log::warn!(
-                "instance {}: its container was removed outside ua; dropping the instance \
-                 (its files are gone), and its spec makes a new one",
-                instance.id
+                ua_instance = h, ua_spec = instance.spec_id;
+                "instance {h}: its container was removed outside ua; dropping the instance \
+                 (its files are gone), and its spec makes a new one"
             );
             self.remove(instance, "dropped").await;
         }
@@ -58,7 +59,9 @@ impl Registry {
         let record = instance.record();
         if let Err(e) = self.docker.stop(&record.container_id).await {
             if !matches!(e, DockerError::NotFound) {
-                log::warn!("instance {}: container not stopped: {e}", instance.id);
+                let h = crate::handle::of(&instance.id);
+                let e = crate::handle::hide(&e, &instance.id);
+                log::warn!(ua_instance = h; "instance {h}: container not stopped: {e}");
             }
         }
         let record = {
@@ -68,7 +71,9 @@ impl Registry {
         };
         if self.lookup(&instance.id).is_some() {
             if let Err(e) = self.save(&record).await {
-                log::error!("instance {}: record not saved: {e}", instance.id);
+                let h = crate::handle::of(&instance.id);
+                let e = crate::handle::hide(&e, &instance.id);
+                log::error!(ua_instance = h; "instance {h}: record not saved: {e}");
             }
         }
     }
@@ -98,21 +103,26 @@ impl Registry {
         let record = instance.record();
         let mut complete = true;
         if let Err(e) = bounded(self.docker.remove_container(&record.container_id)).await {
-            log::error!("instance {}: container not removed: {e}", instance.id);
+            let h = crate::handle::of(&instance.id);
+            let e = crate::handle::hide(&e, &instance.id);
+            log::error!(ua_instance = h; "instance {h}: container not removed: {e}");
             complete = false;
         }
         // A shared image stays for its other instances; the sweep collects it.
         if !record.shared_image {
             if let Err(e) = bounded(self.docker.remove_image(&record.image)).await {
-                log::error!("instance {}: image not removed: {e}", instance.id);
+                let h = crate::handle::of(&instance.id);
+                let e = crate::handle::hide(&e, &instance.id);
+                log::error!(ua_instance = h; "instance {h}: image not removed: {e}");
                 complete = false;
             }
         }
         // Without its container the record is dropped on the next start anyway.
         self.delete_record(&instance.id).await;
+        let h = crate::handle::of(&instance.id);
         log::info!(
-            "instance {} {why} (spec {:?}){}",
-            instance.id,
+            ua_instance = h, ua_spec = instance.spec_id;
+            "instance {h} {why} (spec {:?}){}",
             instance.spec_id,
             if complete {
                 ""
@@ -207,7 +217,8 @@ impl Registry {
                     return Ok(());
                 };
                 if slot.as_ref().is_none_or(Terminal::is_over) && !instance.is_warm() {
-                    log::info!("instance {id}: stopping its container (no session)");
+                    let h = crate::handle::of(id);
+                    log::info!(ua_instance = h; "instance {h}: stopping its container (no session)");
                     bounded(self.docker.stop(&container.id)).await?;
                 }
             }
@@ -242,9 +253,10 @@ impl Registry {
             let container = containers.iter().find(|c| c.id == record.container_id);
             match container {
                 None => {
+                    let h = crate::handle::of(&record.instance_id);
                     log::warn!(
-                        "instance {}: its container is gone; dropping the instance",
-                        record.instance_id
+                        ua_instance = h, ua_spec = record.spec_id;
+                        "instance {h}: its container is gone; dropping the instance"
                     );
                     if !record.shared_image {
                         let _ = self.docker.remove_image(&record.image).await;
@@ -254,9 +266,10 @@ impl Registry {
                 Some(container) => {
                     if container.running && record.gate == Gate::Legacy {
                         // Its terminal was an exec, gone with the old server.
+                        let h = crate::handle::of(&record.instance_id);
                         log::info!(
-                            "instance {}: stopping its container (no session)",
-                            record.instance_id
+                            ua_instance = h, ua_spec = record.spec_id;
+                            "instance {h}: stopping its container (no session)"
                         );
                         self.docker.stop(&record.container_id).await?;
                     }

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServeConfig;
 use crate::files::{self, FilesError};
+use crate::handle;
 use crate::health::Health;
 use crate::instances::{unix_now, CreateError, Registry};
 use crate::live::Swap;
@@ -377,7 +378,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             metrics::ERRORS.add(e.metric_kind(), 1);
             if status.is_server_error() {
-                log::warn!("spec {spec_id:?}: {e}");
+                log::warn!(ua_spec = spec_id; "spec {spec_id:?}: {e}");
             }
             let mut body = json!({ "error": capitalise(&e.to_string()) });
             if let Some(limit) = e.limit() {
@@ -386,7 +387,10 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
             if let Some(tail) = failure_output(&e).filter(|tail| !tail.is_empty()) {
                 // Output can hold spec data in any form: only key holders read it.
                 let sealed = app.keys.load().seal(tail.join("\n").as_bytes());
-                log::warn!("spec {spec_id:?}: {e}; its sealed output (ua open shows it): {sealed}");
+                log::warn!(
+                    ua_spec = spec_id;
+                    "spec {spec_id:?}: {e}; its sealed output (ua open shows it): {sealed}"
+                );
                 body["error"] = json!(format!(
                     "{}; its last output is in sealedOutput, for the assignment's author",
                     capitalise(&e.to_string())
@@ -434,14 +438,18 @@ async fn graded_files(app: &App, instance_id: &str, query: &str) -> Response<Bod
         Err(FilesError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, &m),
         Err(FilesError::TooBig(m)) => error(StatusCode::PAYLOAD_TOO_LARGE, &m),
         Err(e) if e.is_unavailable() => {
-            log::warn!("instance {instance_id}: files not read: {e}");
+            let h = handle::of(instance_id);
+            let e = handle::hide(&e, instance_id);
+            log::warn!(ua_instance = h; "instance {h}: files not read: {e}");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Docker is unreachable; try again shortly",
             )
         }
         Err(FilesError::Docker(e)) => {
-            log::warn!("instance {instance_id}: files not read: {e}");
+            let h = handle::of(instance_id);
+            let e = handle::hide(&e, instance_id);
+            log::warn!(ua_instance = h; "instance {h}: files not read: {e}");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the files could not be read from the container",

@@ -104,6 +104,31 @@ impl CreateError {
     }
 }
 
+impl CreateError {
+    /// This error with `instance_id` (in Docker's words about `ua-<ID>`, say)
+    /// replaced by its handle: the answer and the log never carry the ID of
+    /// an instance that was not made. The raw output tails stay as they
+    /// are: they leave the server only sealed.
+    pub fn hiding(self, instance_id: &str) -> CreateError {
+        let hide = |text: String| crate::handle::hide(&text, instance_id);
+        match self {
+            CreateError::NoAssignment(name) => CreateError::NoAssignment(hide(name)),
+            CreateError::Render(why) => CreateError::Render(hide(why)),
+            CreateError::Build { reason, tail } => CreateError::Build {
+                reason: hide(reason),
+                tail,
+            },
+            CreateError::Pull { image, why } => CreateError::Pull {
+                image: hide(image),
+                why: hide(why),
+            },
+            CreateError::Invalid(why) => CreateError::Invalid(hide(why)),
+            CreateError::Internal(why) => CreateError::Internal(hide(why)),
+            other => other,
+        }
+    }
+}
+
 impl From<DockerError> for CreateError {
     fn from(e: DockerError) -> CreateError {
         match e {

@@ -268,8 +268,14 @@ impl Registry {
         let (store, id) = (self.store.clone(), instance_id.to_string());
         match tokio::task::spawn_blocking(move || store.delete(&id)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => log::error!("instance {instance_id}: record not deleted: {e}"),
-            Err(e) => log::error!("instance {instance_id}: record not deleted: {e}"),
+            Ok(Err(e)) => {
+                let h = crate::handle::of(instance_id);
+                log::error!(ua_instance = h; "instance {h}: record not deleted: {e}")
+            }
+            Err(e) => {
+                let h = crate::handle::of(instance_id);
+                log::error!(ua_instance = h; "instance {h}: record not deleted: {e}")
+            }
         }
     }
 
@@ -316,7 +322,8 @@ impl Registry {
             generation,
             move |ended| async move { registry.terminal_ended(&owner, generation, ended).await },
         );
-        log::info!("instance {}: terminal started", instance.id);
+        let h = crate::handle::of(&instance.id);
+        log::info!(ua_instance = h, ua_spec = instance.spec_id; "instance {h}: terminal started");
         let attachment = terminal.attach(client_id).await.ok_or(AttachError::Gone)?;
         *slot = Some(terminal);
         Ok(attachment)
@@ -342,7 +349,8 @@ impl Registry {
             let mut record = record.clone();
             record.gate = Gate::Open;
             if let Err(e) = self.save(&record).await {
-                log::warn!("instance {}: record not saved: {e}", instance.id);
+                let h = crate::handle::of(&instance.id);
+                log::warn!(ua_instance = h; "instance {h}: record not saved: {e}");
             }
             *instance.record.lock().unwrap() = record;
         }
@@ -428,9 +436,10 @@ impl Registry {
             return;
         }
         *slot = None;
+        let h = crate::handle::of(&instance.id);
         log::info!(
-            "instance {}: terminal ended ({ended:?}); stopping its container",
-            instance.id
+            ua_instance = h, ua_spec = instance.spec_id;
+            "instance {h}: terminal ended ({ended:?}); stopping its container"
         );
         if ended != Ended::OnRequest {
             self.stop_and_touch(instance).await;

@@ -39,7 +39,8 @@
 //! - `connect`: `ua connect`, a terminal client
 //! - `bench`: `ua bench`, the benchmark tool
 //! - `bench_startup`: `ua bench --startup`, instance start-up and class starts
-//! - `systemd`: socket activation, notifications, journal logging
+//! - `systemd`: socket activation, notifications
+//! - `logging`: journald's native protocol, `<N>` stderr lines, fatal errors
 //! - `node`: `--node-id` and the node prefix of instance IDs
 //! - `route`: the route token a load balancer hashes to pick a spec's node
 #![forbid(unsafe_code)]
@@ -69,6 +70,7 @@ pub mod instance_errors;
 pub mod instance_files;
 pub mod instances;
 pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod observe;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ua::{admin, bench, config, connect, route, seal, server, spec};
+use ua::{admin, bench, config, connect, logging, route, seal, server, spec};
 
 #[derive(Parser)]
 #[command(
@@ -98,7 +98,16 @@ fn read_input(file: &Option<PathBuf>) -> std::io::Result<Vec<u8>> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Bad flags of a service: at priority 3 in the journal, like any
+        // other reason not to start (--help and --version are not errors).
+        Err(e) if e.use_stderr() && logging::to_journal() => {
+            logging::fatal(&e.to_string());
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Serve(config) => server::main(*config),
         Command::Keygen => {
@@ -120,7 +129,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ua: {e:#}");
+            logging::fatal(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -95,17 +95,21 @@ impl Phases {
         }
     }
 
-    /// Records that `phase` of `instance` took from `started` until now,
-    /// and logs it at debug level.
+    /// Records that `phase` of `instance` (its ID) took from `started` until
+    /// now, and logs it at debug level under the instance's handle.
     pub fn record(&self, phase: &str, instance: &str, started: std::time::Instant) {
         let elapsed = started.elapsed();
         if let Some(i) = PHASES.iter().position(|&p| p == phase) {
             self.histograms[i].observe(elapsed.as_secs_f64());
         }
-        log::debug!(
-            "instance {instance}: {phase} took {} ms",
-            elapsed.as_millis()
-        );
+        if log::log_enabled!(log::Level::Debug) {
+            let h = crate::handle::of(instance);
+            log::debug!(
+                ua_instance = h;
+                "instance {h}: {phase} took {} ms",
+                elapsed.as_millis()
+            );
+        }
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {

@@ -27,7 +27,8 @@ pub async fn run(
     let mut socket = match websocket.await {
         Ok(socket) => socket,
         Err(e) => {
-            log::debug!("instance {}: websocket handshake failed: {e}", instance.id);
+            let h = crate::handle::of(&instance.id);
+            log::debug!(ua_instance = h; "instance {h}: websocket handshake failed: {e}");
             return;
         }
     };
@@ -43,7 +44,8 @@ pub async fn run(
             return;
         }
     };
-    log::info!("instance {}: observer attached", instance.id);
+    let h = crate::handle::of(&instance.id);
+    log::info!(ua_instance = h, ua_spec = instance.spec_id; "instance {h}: observer attached");
     let (sink, stream) = socket.split();
     let clock = Clock::new();
     let mut writer = Writer {
@@ -61,7 +63,10 @@ pub async fn run(
         },
         why = writer.write_output(output, closed, &shutdown) => why,
     };
-    log::info!("instance {}: observer closed ({outcome})", instance.id);
+    log::info!(
+        ua_instance = h, ua_spec = instance.spec_id;
+        "instance {h}: observer closed ({outcome})"
+    );
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer.sink.close()).await;
 }
 

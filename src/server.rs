@@ -36,7 +36,7 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
         Some(_) => reload::resolve(&cmdline).map_err(anyhow::Error::msg)?,
         None => config,
     };
-    systemd::init_logging(config.log_level);
+    crate::logging::init(config.log_level);
     crate::panics::install_hook();
     let inherited =
         systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;

@@ -48,7 +48,8 @@ pub async fn run(
     let mut socket = match websocket.await {
         Ok(socket) => socket,
         Err(e) => {
-            log::debug!("instance {}: websocket handshake failed: {e}", instance.id);
+            let h = crate::handle::of(&instance.id);
+            log::debug!(ua_instance = h; "instance {h}: websocket handshake failed: {e}");
             return;
         }
     };
@@ -59,7 +60,9 @@ pub async fn run(
             let reason = match e {
                 crate::instances::AttachError::Gone => Reason::Gone,
                 _ => {
-                    log::error!("instance {}: terminal not started: {e}", instance.id);
+                    let h = crate::handle::of(&instance.id);
+                    let e = crate::handle::hide(&e, &instance.id);
+                    log::error!(ua_instance = h; "instance {h}: terminal not started: {e}");
                     metrics::ERRORS.add("attach", 1);
                     Reason::NotStarted
                 }
@@ -68,7 +71,11 @@ pub async fn run(
             return;
         }
     };
-    log::info!("instance {}: session {client_id} attached", instance.id);
+    let h = crate::handle::of(&instance.id);
+    log::info!(
+        ua_instance = h, ua_spec = instance.spec_id;
+        "instance {h}: session {client_id} attached"
+    );
     let Attachment {
         output,
         closed,
@@ -96,8 +103,8 @@ pub async fn run(
     };
     detacher.detach().await;
     log::info!(
-        "instance {}: session {client_id} closed ({outcome})",
-        instance.id
+        ua_instance = h, ua_spec = instance.spec_id;
+        "instance {h}: session {client_id} closed ({outcome})"
     );
     // A peer that reads nothing cannot hold the task: the close gets a deadline.
     let _ = tokio::time::timeout(CLOSE_DEADLINE, session.sink.close()).await;

@@ -184,11 +184,22 @@ impl Store {
 
 fn set_aside(path: &Path, why: &str) {
     let aside = path.with_extension("json.bad");
-    log::error!(
-        "instance record {} is unreadable ({why}); moved to {}",
-        path.display(),
-        aside.display()
-    );
+    // The file is named after the instance's ID: the log names its handle.
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let dir = path.parent().unwrap_or(Path::new("")).display();
+    if is_instance_id(stem) {
+        let h = crate::handle::of(stem);
+        log::error!(
+            ua_instance = h;
+            "the record of instance {h} in {dir} is unreadable ({why}); moved aside to a .json.bad file"
+        );
+    } else {
+        log::error!(
+            "instance record {} is unreadable ({why}); moved to {}",
+            path.display(),
+            aside.display()
+        );
+    }
     let _ = fs::rename(path, aside);
 }
 

@@ -1,8 +1,7 @@
 //! Living under systemd: the socket it hands over (listenfd), readiness,
-//! status and watchdog notifications (sd-notify), and log lines that carry
-//! their syslog priority when stderr goes to the journal.
+//! status and watchdog notifications (sd-notify). Logging under systemd is
+//! `logging`'s.
 
-use std::io::Write;
 use std::time::Duration;
 
 use listenfd::ListenFd;
@@ -97,51 +96,4 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// Feeds systemd's watchdog.
 pub fn notify_watchdog() {
     let _ = sd_notify::notify(&[NotifyState::Watchdog]);
-}
-
-/// Writes log records to stderr: `<N>` priority prefixes for the journal,
-/// timestamps otherwise.
-struct StderrLogger {
-    journal: bool,
-}
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        // The global level, not `self.level`: a reload may change it.
-        metadata.level() <= log::max_level() && metadata.target().starts_with("ua")
-    }
-
-    fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let line = if self.journal {
-            let priority = match record.level() {
-                log::Level::Error => 3,
-                log::Level::Warn => 4,
-                log::Level::Info => 6,
-                log::Level::Debug | log::Level::Trace => 7,
-            };
-            format!("<{priority}>{}\n", record.args())
-        } else {
-            format!(
-                "{} {:5} {}\n",
-                humantime::format_rfc3339_millis(std::time::SystemTime::now()),
-                record.level(),
-                record.args()
-            )
-        };
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    }
-
-    fn flush(&self) {}
-}
-
-/// Logs to stderr at `level`, with journal priorities under systemd.
-pub fn init_logging(level: log::LevelFilter) {
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let logger = StderrLogger { journal };
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(level);
-    }
 }
