@@ -342,7 +342,9 @@ impl Registry {
             return self.open_legacy_exec(instance, record).await;
         }
         // Attached before it starts or is released: its first output is seen.
+        let started = std::time::Instant::now();
         let attached = self.docker.attach(container).await?;
+        metrics::PHASE_SECONDS.record("attach", &instance.id, started);
         if record.gate == Gate::Closed {
             // Before the start: a gate that starts now finds it at once.
             self.docker.upload(container, gate::ready_tar()).await?;
@@ -384,10 +386,12 @@ impl Registry {
         metrics::PHASE_SECONDS.record("start", &instance.id, started);
         let (command, user) = self.docker.image_command(&record.image).await?;
         let command = gate::command_or_shell(command);
+        let started = std::time::Instant::now();
         let exec = self
             .docker
             .exec_as(&record.container_id, command, &user)
             .await?;
+        metrics::PHASE_SECONDS.record("exec", &instance.id, started);
         Ok(OpenedTty {
             attached: Attached {
                 output: exec.output,

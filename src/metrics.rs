@@ -79,8 +79,8 @@ impl Histogram {
 }
 
 /// The phases of making an instance and starting its terminal.
-pub const PHASES: [&str; 8] = [
-    "render", "pull", "build", "create", "copy", "start", "setup", "exec",
+pub const PHASES: [&str; 9] = [
+    "render", "pull", "build", "create", "copy", "start", "setup", "attach", "exec",
 ];
 
 /// A duration histogram per phase.

@@ -129,7 +129,7 @@ fn instances_share_one_image_and_get_their_own_files_and_setup() {
         }
     });
     assert!(!server.log().contains("alpha-1111"), "spec data in the log");
-    for phase in ["render", "create", "copy", "start", "setup", "exec"] {
+    for phase in ["render", "create", "copy", "start", "setup", "attach"] {
         assert!(
             server.log().contains(&format!(": {phase} took ")),
             "no debug line for {phase}"
