@@ -37,6 +37,10 @@ const RESIZE_INTERVAL: Duration = Duration::from_millis(200);
 /// After a restart, how long the program has to take the odd size that
 /// makes it repaint.
 const REDRAW_PAUSE: Duration = Duration::from_millis(100);
+/// How often, and how far apart, an ended stream asks whether its program
+/// exited.
+const EXIT_CHECKS: usize = 10;
+const EXIT_CHECK_PAUSE: Duration = Duration::from_millis(50);
 /// Longest that input waits for an asked size to be applied.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 /// How long a finished terminal waits for its client to take the last output.
@@ -197,6 +201,18 @@ impl Tty {
             Tty::Main { container } => docker.is_running(container).await,
             Tty::Exec { id } => docker.exec_running(id).await,
         }
+    }
+
+    /// Whether the program ended, asked when its output stream ended: Docker
+    /// may close the stream a moment before it marks the process exited.
+    async fn has_exited(&self, docker: &Docker) -> Result<bool, DockerError> {
+        for _ in 0..EXIT_CHECKS {
+            if !self.is_running(docker).await? {
+                return Ok(true);
+            }
+            tokio::time::sleep(EXIT_CHECK_PAUSE).await;
+        }
+        Ok(false)
     }
 }
 
@@ -420,9 +436,9 @@ impl Pump {
                     }
                     None => {
                         // A cut connection to Docker also ends the stream: ask.
-                        let reason = match self.tty.is_running(&self.docker).await {
-                            Ok(false) => CloseReason::Exited,
-                            Ok(true) | Err(_) => CloseReason::Failed,
+                        let reason = match self.tty.has_exited(&self.docker).await {
+                            Ok(true) => CloseReason::Exited,
+                            Ok(false) | Err(_) => CloseReason::Failed,
                         };
                         observers.reason = reason;
                         finish(client, pending, reason).await;

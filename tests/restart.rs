@@ -97,6 +97,9 @@ fn a_shared_image_terminal_with_setup_runs_as_the_user_and_survives_restarts() {
             out.contains("user=student home=/home/student dir=/home/student variant=v7"),
             "{out}"
         );
+        // The container runs as root, the student's program with no capabilities.
+        let out = term.run("grep CapEff /proc/$$/status").await;
+        assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
         term.close().await;
     });
     survives(&mut server, &sealed, Down::Kill);
