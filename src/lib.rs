@@ -11,6 +11,7 @@
 //! - `provision`: making a shared-image instance: image once, files, setup
 //! - `redact`: keeping spec data out of messages
 //! - `docker`: every call to the Docker daemon
+//! - `gate`: the container's main process, the gate before the terminal
 //! - `health`: the `/health` probe, cached so that it cannot load Docker
 //! - `store`: instance records on disk and the state-directory lock
 //! - `instances`: the live registry: get-or-create, lookup, attach, observe
