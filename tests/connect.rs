@@ -3,74 +3,14 @@
 //! terminal restored afterwards.
 
 mod common;
+#[path = "common/tmux.rs"]
+mod tmux;
 
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-struct Tmux {
-    session: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Tmux {
-        let session = format!("ua-test-{}", rand_tag());
-        let status = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &session,
-                "-x",
-                "100",
-                "-y",
-                "30",
-                command,
-            ])
-            .status()
-            .expect("tmux is installed (apt-get install tmux)");
-        assert!(status.success());
-        Tmux { session }
-    }
-    fn keys(&self, keys: &[&str]) {
-        let status = Command::new("tmux")
-            .args(["send-keys", "-t", &self.session])
-            .args(keys)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.session])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-    fn wait_for(&self, text: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let screen = self.screen();
-            if screen.contains(text) {
-                return screen;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{text:?} did not appear; the screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .status();
-    }
-}
+use tmux::Tmux;
 
 #[test]
 fn connect_attaches_this_terminal_to_an_instance() {
@@ -94,11 +34,7 @@ fn connect_attaches_this_terminal_to_an_instance() {
     tmux.keys(&["echo still-$((1+1))", "Enter"]);
     tmux.wait_for("still-2");
     // A resize reaches the remote terminal.
-    let status = Command::new("tmux")
-        .args(["resize-window", "-t", &tmux.session, "-x", "90", "-y", "20"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    tmux.resize(90, 20);
     std::thread::sleep(Duration::from_millis(500));
     tmux.keys(&["stty size", "Enter"]);
     tmux.wait_for("20 90");

@@ -1,6 +1,8 @@
 //! A command under a real pseudo-terminal: a detached tmux session, keys
 //! sent to it and its screen read back (for `ua connect`, which needs a
-//! terminal). Included with `#[path]` by the tests that need it.
+//! terminal). Included with `#[path]` by the tests that need it, which use
+//! different parts of it.
+#![allow(dead_code)]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,6 +30,16 @@ impl Tmux {
         let status = Command::new("tmux")
             .args(["send-keys", "-t", &self.session])
             .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Resizes the session's window (the command sees a SIGWINCH).
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let status = Command::new("tmux")
+            .args(["resize-window", "-t", &self.session])
+            .args(["-x", &cols.to_string(), "-y", &rows.to_string()])
             .status()
             .unwrap();
         assert!(status.success());
