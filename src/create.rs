@@ -184,16 +184,19 @@ impl Registry {
         // gives an exec none when the container's process is not root); the
         // terminal runs as the image's USER either way.
         let user = shared.then_some("0:0");
-        let container_id = self
-            .docker
-            .create_container(
-                container,
-                image,
-                user,
-                &labels,
-                &self.limits(&assignment.settings),
-            )
-            .await?;
+        let limits = self.limits(&assignment.settings);
+        let claimed = match shared {
+            true => self.claim_warm(assignment, container, image, &limits).await,
+            false => None,
+        };
+        let container_id = match claimed.clone() {
+            Some(id) => id,
+            None => {
+                self.docker
+                    .create_container(container, image, user, &labels, &limits)
+                    .await?
+            }
+        };
         metrics::PHASE_SECONDS.record("create", instance_id, started);
         let running = match prepared {
             Some(prepared) => {
@@ -213,6 +216,8 @@ impl Registry {
             }
             None => false,
         };
+        // A claimed container runs already (the pool started it).
+        let running = running || claimed.is_some();
         let now = unix_now();
         let record = InstanceRecord {
             instance_id: instance_id.to_string(),
@@ -243,6 +248,21 @@ impl Registry {
             instance.warm_for(self.config.load().reattach_grace);
         }
         Ok(instance)
+    }
+
+    /// A running container from the warm pool, renamed `container`, for a
+    /// new instance of a shared-image assignment whose limits are the
+    /// pool's; `None`: create one. Also tells the pool that `image` is the
+    /// assignment's current image, to keep warm from now on.
+    async fn claim_warm(
+        &self,
+        assignment: &Assignment,
+        container: &str,
+        image: &str,
+        limits: &Limits,
+    ) -> Option<String> {
+        self.pool.want(&assignment.name, image, limits);
+        self.pool.claim(image, limits, container).await
     }
 
     /// The container limits of an assignment on this server.
