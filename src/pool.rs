@@ -28,8 +28,11 @@ const RECHECK: Duration = Duration::from_secs(10);
 const BACKOFF: Duration = Duration::from_secs(5);
 /// How often the task looks whether the registry has reconciled.
 const RECONCILE_POLL: Duration = Duration::from_millis(200);
-/// How often a refill held back by instances being made looks again.
+/// How often a refill held back by students looks again.
 const BUSY_POLL: Duration = Duration::from_millis(100);
+/// No refill until this long after the last claim: a class start's claims
+/// and terminals get Docker to themselves, the pool refills after the rush.
+const QUIET: Duration = Duration::from_secs(2);
 
 /// What the pool keeps warm for one assignment: its current image, with
 /// the limits its instances get.
@@ -112,6 +115,7 @@ pub struct Pool {
     docker: Arc<Docker>,
     state: Mutex<State>,
     wake: Notify,
+    last_claim: Mutex<Option<std::time::Instant>>,
 }
 
 impl Pool {
@@ -121,6 +125,7 @@ impl Pool {
             docker,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            last_claim: Mutex::new(None),
         }
     }
 
@@ -156,6 +161,7 @@ impl Pool {
                     .position(|w| w.target.image == image && w.target.limits == *limits)?;
                 state.free.swap_remove(at)
             };
+            *self.last_claim.lock().unwrap() = Some(std::time::Instant::now());
             self.wake.notify_one();
             // Renamed first: from here on nothing takes it for a free one,
             // not even the adoption after a crash.
@@ -186,6 +192,11 @@ impl Pool {
         all
     }
 
+    fn claimed_lately(&self) -> bool {
+        let last = *self.last_claim.lock().unwrap();
+        last.is_some_and(|at| at.elapsed() < QUIET)
+    }
+
     fn total(&self) -> usize {
         self.state.lock().unwrap().free.len()
     }
@@ -210,8 +221,9 @@ pub async fn run(registry: Arc<Registry>) {
         let step = pool.state.lock().unwrap().next_step(config.warm, room);
         let done = match step {
             Step::Remove(warm) => remove(&pool, &warm).await,
-            // Students first: no refill while an instance is being made.
-            Step::Make(..) if building > 0 => {
+            // Students first: no refill while an instance is being made,
+            // nor right after a claim.
+            Step::Make(..) if building > 0 || pool.claimed_lately() => {
                 tokio::time::sleep(BUSY_POLL).await;
                 Ok(())
             }
