@@ -312,16 +312,23 @@ async fn current_targets(
     let hashes = registry.provisioner.hashes();
     let root = config.assignments.clone();
     let found = tokio::task::spawn_blocking(move || {
-        names
+        let parsed: HashSet<AssignmentName> = names
+            .iter()
+            .filter_map(|name| AssignmentName::parse(name).ok())
+            .collect();
+        parsed
             .into_iter()
-            .map(|name| {
-                let current = AssignmentName::parse(&name)
+            .map(|parsed| {
+                let name = dotted_name(&parsed);
+                let current = Assignment::find(&root, &parsed)
                     .ok()
-                    .and_then(|parsed| Assignment::find(&root, &parsed).ok())
                     .filter(|a| a.mode == Mode::Shared)
-                    .and_then(|a| {
-                        let hash = hashes.hash(&a).ok()?;
-                        Some((image_tag(&a.name, &hash), a.settings))
+                    .and_then(|a| match hashes.hash(&a) {
+                        Ok(hash) => Some((image_tag(&a.name, &hash), a.settings)),
+                        Err(e) => {
+                            log::warn!("warm pool: assignment {name} not hashed: {e}");
+                            None
+                        }
                     });
                 (name, current)
             })
@@ -337,9 +344,15 @@ async fn current_targets(
                     image,
                     limits: container_limits(&settings, &config),
                 }),
-                _ => None,
+                other => {
+                    log::debug!("warm pool: {name}: its image {image} is not there ({other:?})");
+                    None
+                }
             },
-            None => None,
+            None => {
+                log::debug!("warm pool: {name} is not a shared-image assignment here");
+                None
+            }
         };
         targets.insert(name, target);
     }
@@ -392,10 +405,30 @@ async fn adopt(registry: &Registry) {
             return;
         }
     };
-    let names: HashSet<String> = images
+    // Its assignment images, its instances' and its pool's assignments: an
+    // image another server on the daemon built (the tag is the content
+    // hash) carries that server's labels, not ours.
+    let mut names: HashSet<String> = images
         .into_iter()
         .filter_map(|i| i.assignment.map(|(name, _)| name))
         .collect();
+    names.extend(
+        containers
+            .iter()
+            .filter_map(|c| c.pool.as_ref())
+            .map(|p| p.assignment.clone()),
+    );
+    names.extend(
+        registry
+            .tables
+            .lock()
+            .unwrap()
+            .by_id
+            .values()
+            .map(|i| i.record())
+            .filter(|r| r.shared_image)
+            .map(|r| r.assignment),
+    );
     let targets = current_targets(registry, names).await;
     let mut adopted = 0;
     {

@@ -13,6 +13,8 @@ use common::*;
 
 const FILL: Duration = Duration::from_secs(60);
 
+/// `version` also keeps the two tests' images apart: an assignment image's
+/// tag is its content hash, the same for any server on the daemon.
 fn write_lab(dir: &Path, version: &str) {
     write(
         &dir.join("Dockerfile"),
@@ -160,7 +162,26 @@ fn a_warm_pool_is_claimed_refilled_adopted_after_a_restart_and_drained_on_edit()
     let kept = pool(&server);
     assert_eq!(ids(&kept), ids(&refilled), "the pool outlives ua");
     server.spawn();
-    eventually(FILL, "the pool adopted", || health_pool(&server) == 3);
+    let deadline = std::time::Instant::now() + FILL;
+    while health_pool(&server) != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool was not adopted; the log:\n{}\nimages: {}",
+            server.log(),
+            docker(&[
+                "images",
+                "-a",
+                "--filter",
+                &format!(
+                    "label=ua.state-dir={}",
+                    server.state_dir().canonicalize().unwrap().display()
+                ),
+                "--format",
+                "{{.Repository}}:{{.Tag}} {{.ID}} {{.Labels}}"
+            ])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         server.log().contains("warm pool: 3 containers adopted"),
         "{}",
@@ -204,7 +225,7 @@ fn a_warm_pool_is_claimed_refilled_adopted_after_a_restart_and_drained_on_edit()
 #[test]
 fn without_warm_there_is_no_pool_and_leftovers_are_removed_at_start() {
     let mut server = TestServer::start_with(&["--warm", "2"]);
-    write_lab(&server.assignments().join("lab/pool"), "v1");
+    write_lab(&server.assignments().join("lab/pool"), "plain-v1");
     server.instance(&spec(&server, "first", "alpha-1111"));
     let warm = full_pool(&server, 2);
     assert_eq!(server.terminate().code(), Some(0));
