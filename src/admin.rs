@@ -110,6 +110,7 @@ async fn answer(app: &App, request: Request) -> Value {
                     "building": now.building,
                     "queued": now.queued,
                 },
+                "pool": now.pool.iter().map(|(a, n)| (a.clone(), json!(n))).collect::<serde_json::Map<String, Value>>(),
                 "sessions": app.sessions.len(),
                 "docker": probe.docker.err().unwrap_or_else(|| "ok".into()),
                 "stateDir": probe.state_dir.err().unwrap_or_else(|| "ok".into()),
@@ -118,6 +119,7 @@ async fn answer(app: &App, request: Request) -> Value {
                     "maxRunning": config.max_running,
                     "maxBuilds": config.max_builds,
                     "maxBuildQueue": config.max_build_queue,
+                    "warm": config.warm,
                     "memoryMB": config.memory_mb,
                     "pidsLimit": config.pids_limit,
                     "cpus": config.cpus,
@@ -218,6 +220,10 @@ pub fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
         "instances: {} running, {} stopped, {} building ({} queued); {} sessions",
         i["running"], i["stopped"], i["building"], i["queued"], s["sessions"]
     );
+    if let Some(pool) = s["pool"].as_object().filter(|p| !p.is_empty()) {
+        let each: Vec<String> = pool.iter().map(|(a, n)| format!("{a} {n}")).collect();
+        println!("warm pool (--warm {}): {}", l["warm"], each.join(", "));
+    }
     println!("docker: {}", text(&s["docker"]));
     println!("state directory: {}", text(&s["stateDir"]));
     println!(

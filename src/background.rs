@@ -1,7 +1,8 @@
 //! Work the server does by itself, beside requests: the liveness task that
-//! feeds systemd's watchdog and status line, and the sweep (reconcile while
-//! Docker was away, expiry, tidy). They are separate tasks so that a slow
-//! Docker can never starve the watchdog: liveness touches no Docker call.
+//! feeds systemd's watchdog and status line, the sweep (reconcile while
+//! Docker was away, expiry, tidy) and the warm pool's refill (`pool::run`).
+//! They are separate tasks so that a slow Docker can never starve the
+//! watchdog: liveness touches no Docker call.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +16,11 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// finish is done by a later sweep.
 pub const SWEEP_STEP_LIMIT: Duration = Duration::from_secs(60);
 
-/// Starts the liveness and sweep tasks; abort them at shutdown.
-pub fn spawn(app: Arc<App>) -> [tokio::task::JoinHandle<()>; 2] {
+/// Starts the liveness, sweep and warm-pool tasks; abort them at shutdown.
+pub fn spawn(app: Arc<App>) -> [tokio::task::JoinHandle<()>; 3] {
     [
         tokio::spawn(liveness(app.clone())),
+        tokio::spawn(crate::pool::run(app.registry.clone())),
         tokio::spawn(sweep(app)),
     ]
 }

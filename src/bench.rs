@@ -69,6 +69,11 @@ pub struct BenchArgs {
     /// With --startup: concurrent clients posting the class's specs.
     #[arg(long, default_value_t = 8)]
     pub(crate) class_clients: usize,
+    /// With --startup: before the class start, wait until the server's warm
+    /// pool (`/health` `pool`) holds this many containers (a server started
+    /// with `--warm N`); 0 waits for none.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) class_warm: usize,
 }
 
 /// Runs `ua bench`: measures, prints a Markdown table, cleans up.

@@ -98,8 +98,14 @@ async fn rounds(bench: &mut Bench, args: &BenchArgs, cli: &CliShared) -> anyhow:
     Ok(())
 }
 
-/// N students open the shared-image assignment at once, from a few clients.
+/// N students open the shared-image assignment at once, from a few clients,
+/// after the daemon's floor for as many containers is measured in the same
+/// run (and, with `--class-warm`, once the server's warm pool is full).
 async fn class_start(bench: &mut Bench, args: &BenchArgs) -> anyhow::Result<()> {
+    if args.class_warm > 0 {
+        wait_for_pool(bench, args.class_warm).await?;
+    }
+    docker_floor(bench, args).await?;
     let images_before = ua_images().await?;
     // Sealing is the platform's work, done before the class starts.
     let specs: Vec<String> = (0..args.class_size)
@@ -139,8 +145,12 @@ async fn class_start(bench: &mut Bench, args: &BenchArgs) -> anyhow::Result<()> 
         instances.extend(i);
     }
     let all_ready = started.elapsed();
+    let pool = match args.class_warm {
+        0 => "no warm pool".to_string(),
+        n => format!("warm pool of {n}"),
+    };
     println!(
-        "| class start: {} students from {} clients, until every prompt | {:.2} s | | each student waited p50 {} / p99 {} |",
+        "| class start: {} students from {} clients, {pool}, until every prompt | {:.2} s | | each student waited p50 {} / p99 {} |",
         args.class_size,
         args.class_clients.max(1),
         all_ready.as_secs_f64(),
@@ -170,6 +180,81 @@ async fn class_start(bench: &mut Bench, args: &BenchArgs) -> anyhow::Result<()> 
     println!(
         "| ua images (`docker images`, label ua.owned=true) made during the class start | {made} | | {} in all |",
         images_after.len(),
+    );
+    Ok(())
+}
+
+/// Waits (up to 10 minutes) until the server's warm pool holds `n` containers.
+async fn wait_for_pool(bench: &Bench, n: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let pool = bench.server.health().await?["pool"].as_u64();
+        match pool {
+            Some(have) if have as usize >= n => break,
+            Some(_) if started.elapsed() < Duration::from_secs(600) => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Some(have) => bail!("the warm pool holds {have} of {n} after 10 minutes"),
+            None => bail!("the server's /health has no `pool`: does it have --warm?"),
+        }
+    }
+    println!(
+        "| warm pool full before the class start: {n} containers | {:.1} s after the rounds | | the server refills in the background, one container at a time |",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The daemon alone, in the same run: `docker run -d` of as many bare
+/// containers as the class has students, from as many clients, then removed.
+async fn docker_floor(bench: &Bench, args: &BenchArgs) -> anyhow::Result<()> {
+    let names: Arc<Vec<String>> = Arc::new(
+        (0..args.class_size)
+            .map(|i| format!("ua-bench-floor-{}-{i}", bench.run_id))
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..args.class_clients.max(1))
+        .map(|_| {
+            let (names, next) = (names.clone(), next.clone());
+            tokio::spawn(async move {
+                while let Some(name) = names.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    docker(&[
+                        "run",
+                        "-d",
+                        "--name",
+                        name,
+                        "--network",
+                        "none",
+                        "--init",
+                        "ua-busybox:latest",
+                        "sleep",
+                        "3600",
+                    ])
+                    .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let mut result = Ok(());
+    for client in clients {
+        if let Err(e) = client.await? {
+            result = Err(e);
+        }
+    }
+    let elapsed = started.elapsed();
+    let mut remove = vec!["rm", "-f"];
+    remove.extend(names.iter().map(String::as_str));
+    let removed = docker(&remove).await;
+    result?;
+    removed?;
+    println!(
+        "| the daemon alone: `docker run -d --init --network none` × {} from {} clients | | {:.2} s | the floor without a warm pool (no files, no setup, no terminal) |",
+        args.class_size,
+        args.class_clients.max(1),
+        elapsed.as_secs_f64()
     );
     Ok(())
 }

@@ -94,6 +94,21 @@ impl Server {
         Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
     }
 
+    /// `GET /health`: the JSON answer, whatever its status.
+    pub async fn health(&self) -> anyhow::Result<serde_json::Value> {
+        let stream = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .with_context(|| format!("cannot reach the ua server at {}", self.authority))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(format!("{}/health", self.base_path))
+            .header(hyper::header::HOST, &self.authority)
+            .body(Full::new(Bytes::new()))?;
+        let body = sender.send_request(request).await?.into_body();
+        Ok(serde_json::from_slice(&body.collect().await?.to_bytes())?)
+    }
+
     /// `POST /spec`: the instance ID, or the server's reason in the error.
     pub async fn open_instance(&self, sealed: &str) -> anyhow::Result<String> {
         self.post_spec("/spec", sealed, None).await

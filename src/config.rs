@@ -86,6 +86,13 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_MAX_BUILD_QUEUE", default_value_t = 256)]
     pub max_build_queue: usize,
 
+    /// Containers kept created and started, free, per shared-image
+    /// assignment (its current image), for new specs to take: a class start
+    /// then waits for no container start. They count against
+    /// --max-running but yield to students. 0: no warm pool.
+    #[arg(long, env = "UA_WARM", default_value_t = 0)]
+    pub warm: usize,
+
     /// Origins allowed for CORS and the websocket: `*` or a comma-separated list.
     #[arg(long, env = "UA_ALLOWED_ORIGINS", default_value = "*")]
     pub allowed_origins: String,

@@ -187,21 +187,35 @@ impl Registry {
     ) -> Result<Arc<Instance>, CreateError> {
         let started = std::time::Instant::now();
         let labels = self.docker.labels(instance_id);
-        // A setup runs before the terminal: the gate stays closed until the
-        // first attach (see gate.rs).
+        // A setup runs before the terminal, and a warm container waits for
+        // its student: their gate stays closed until the first attach (see
+        // gate.rs).
+        let limits = self.limits(&assignment.settings);
+        let claimed = match shared {
+            true => self.claim_warm(assignment, container, image, &limits).await,
+            false => None,
+        };
         let has_setup = prepared.as_ref().is_some_and(|p| p.setup.is_some());
-        let gate = if has_setup { Gate::Closed } else { Gate::Open };
-        let (command, user) = self.docker.image_command(image).await?;
-        let container_id = self
-            .docker
-            .create_container(
-                container,
-                image,
-                gate::entrypoint(gate, &user, &command),
-                &labels,
-                &self.limits(&assignment.settings),
-            )
-            .await?;
+        let gate = if has_setup || claimed.is_some() {
+            Gate::Closed
+        } else {
+            Gate::Open
+        };
+        let container_id = match claimed.clone() {
+            Some(id) => id,
+            None => {
+                let (command, user) = self.docker.image_command(image).await?;
+                self.docker
+                    .create_container(
+                        container,
+                        image,
+                        gate::entrypoint(gate, &user, &command),
+                        &labels,
+                        &limits,
+                    )
+                    .await?
+            }
+        };
         metrics::PHASE_SECONDS.record("create", instance_id, started);
         let running = match prepared {
             Some(prepared) => {
@@ -223,6 +237,8 @@ impl Registry {
             }
             None => false,
         };
+        // A claimed container runs already (the pool started it).
+        let running = running || claimed.is_some();
         let now = unix_now();
         let record = InstanceRecord {
             instance_id: instance_id.to_string(),
@@ -256,6 +272,21 @@ impl Registry {
             instance.warm_for(self.config.load().reattach_grace);
         }
         Ok(instance)
+    }
+
+    /// A running container from the warm pool, renamed `container`, for a
+    /// new instance of a shared-image assignment whose limits are the
+    /// pool's; `None`: create one. Also tells the pool that `image` is the
+    /// assignment's current image, to keep warm from now on.
+    async fn claim_warm(
+        &self,
+        assignment: &Assignment,
+        container: &str,
+        image: &str,
+        limits: &Limits,
+    ) -> Option<String> {
+        self.pool.want(&assignment.name, image, limits);
+        self.pool.claim(image, limits, container).await
     }
 
     /// The container limits of an assignment on this server.

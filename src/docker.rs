@@ -38,6 +38,13 @@ pub const LABEL_ASSIGNMENT_HASH: &str = "ua.assignment-hash";
 /// The [`LABEL_KIND`] of an assignment image.
 pub const KIND_ASSIGNMENT: &str = "assignment";
 const KIND_INSTANCE: &str = "instance";
+/// The [`LABEL_KIND`] of a warm-pool container (`crate::pool`).
+pub const KIND_POOL: &str = "pool";
+/// The limits a warm-pool container was made with, as `Limits::label` writes them.
+pub const LABEL_POOL_LIMITS: &str = "ua.pool-limits";
+/// Name prefix of a free warm-pool container; a claimed one is renamed
+/// `ua-<instance>` (instance names never start with this).
+pub const POOL_NAME_PREFIX: &str = "ua_pool-";
 /// Largest file read out of a container (`/etc/passwd`, `/etc/group`).
 const MAX_READ_BYTES: usize = 1 << 20;
 /// Lines of build output kept for the error a failed build reports.
@@ -109,7 +116,7 @@ pub enum BuildError {
 }
 
 /// Resource limits of one container (docs/API.md, "Containers").
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Memory limit in bytes (swap the same).
     pub memory_bytes: i64,
@@ -133,15 +140,41 @@ const CAPABILITIES: [&str; 7] = [
     "SETUID",
 ];
 
+impl Limits {
+    /// The limits as one label value (a warm-pool container carries them).
+    pub fn label(&self) -> String {
+        format!(
+            "memory={},pids={},nanocpus={},disk={}",
+            self.memory_bytes, self.pids, self.nano_cpus, self.disk_bytes
+        )
+    }
+}
+
 /// What ua owns in Docker, found by label.
 #[derive(Debug, Clone)]
 pub struct Owned {
     /// Docker's ID of the object.
     pub id: String,
-    /// Its `ua.instance` label, if any.
+    /// Its `ua.instance` label, if any; for a claimed warm-pool container,
+    /// the instance its name (`ua-<instance>`) says.
     pub instance_id: Option<String>,
     /// Whether it runs (containers only).
     pub running: bool,
+    /// Set on a free (unclaimed) warm-pool container.
+    pub pool: Option<Pooled>,
+}
+
+/// A free warm-pool container's labels and image.
+#[derive(Debug, Clone)]
+pub struct Pooled {
+    /// Its name (`ua_pool-…`).
+    pub name: String,
+    /// The assignment (dotted) it was made for.
+    pub assignment: String,
+    /// The image it was created from, as given at creation (the tag).
+    pub image: String,
+    /// Its limits, as `Limits::label` wrote them.
+    pub limits: String,
 }
 
 /// An image ua made, found by label.
@@ -221,6 +254,17 @@ impl Docker {
             (LABEL_KIND.to_string(), KIND_ASSIGNMENT.to_string()),
             (LABEL_ASSIGNMENT.to_string(), assignment.to_string()),
             (LABEL_ASSIGNMENT_HASH.to_string(), hash.to_string()),
+        ])
+    }
+
+    /// The labels of a warm-pool container of `assignment` made with `limits`.
+    pub fn pool_labels(&self, assignment: &str, limits: &Limits) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_OWNED.to_string(), "true".to_string()),
+            (LABEL_STATE_DIR.to_string(), self.state_dir.clone()),
+            (LABEL_KIND.to_string(), KIND_POOL.to_string()),
+            (LABEL_ASSIGNMENT.to_string(), assignment.to_string()),
+            (LABEL_POOL_LIMITS.to_string(), limits.label()),
         ])
     }
 
@@ -769,12 +813,49 @@ impl Docker {
         let list = self.client().await?.list_containers(Some(options)).await?;
         Ok(list
             .into_iter()
-            .map(|c| Owned {
-                id: c.id.unwrap_or_default(),
-                instance_id: c.labels.and_then(|mut l| l.remove(LABEL_INSTANCE)),
-                running: c.state.is_some_and(|s| s.to_string() == "running"),
+            .map(|c| {
+                let mut labels = c.labels.unwrap_or_default();
+                // Docker lists names with a leading slash.
+                let name = c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string();
+                let mut instance_id = labels.remove(LABEL_INSTANCE);
+                let mut pool = None;
+                if labels.get(LABEL_KIND).map(String::as_str) == Some(KIND_POOL) {
+                    if name.starts_with(POOL_NAME_PREFIX) {
+                        pool = Some(Pooled {
+                            name: name.clone(),
+                            assignment: labels.remove(LABEL_ASSIGNMENT).unwrap_or_default(),
+                            image: c.image.unwrap_or_default(),
+                            limits: labels.remove(LABEL_POOL_LIMITS).unwrap_or_default(),
+                        });
+                    } else {
+                        instance_id = name.strip_prefix("ua-").map(str::to_string);
+                    }
+                }
+                Owned {
+                    id: c.id.unwrap_or_default(),
+                    instance_id,
+                    running: c.state.is_some_and(|s| s.to_string() == "running"),
+                    pool,
+                }
             })
             .collect())
+    }
+
+    /// Renames a container (running or not).
+    pub async fn rename(&self, container: &str, name: &str) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::RenameContainerOptions {
+            name: name.to_string(),
+        };
+        Ok(self
+            .client()
+            .await?
+            .rename_container(container, options)
+            .await?)
     }
 
     /// Every image of this server (by label).

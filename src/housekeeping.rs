@@ -19,7 +19,7 @@ use crate::terminal::{CloseReason, Terminal};
 pub const DOCKER_CALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// `call`, failed as unreachable when it takes over [`DOCKER_CALL_LIMIT`].
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     call: impl std::future::Future<Output = Result<T, DockerError>>,
 ) -> Result<T, DockerError> {
     tokio::time::timeout(DOCKER_CALL_LIMIT, call)
@@ -278,7 +278,11 @@ impl Registry {
             }
         }
         let is_kept = |id: &Option<String>| id.as_ref().is_some_and(|id| kept.contains_key(id));
-        for container in containers.iter().filter(|c| !is_kept(&c.instance_id)) {
+        // Free warm-pool containers are the pool's to adopt or remove (`pool::adopt`).
+        let unowned = containers
+            .iter()
+            .filter(|c| c.pool.is_none() && !is_kept(&c.instance_id));
+        for container in unowned {
             log::warn!("removing container {} that no record owns", container.id);
             self.docker.remove_container(&container.id).await?;
         }

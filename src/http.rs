@@ -562,6 +562,7 @@ async fn health(app: &App) -> Response<Body> {
             "instances": instances,
             "building": building,
             "sessions": app.sessions.len(),
+            "pool": app.registry.pool_total(),
         }),
     )
 }

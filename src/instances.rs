@@ -16,6 +16,7 @@ pub use crate::housekeeping::DOCKER_CALL_LIMIT;
 pub use crate::instance_errors::{AttachError, CreateError};
 use crate::live::Swap;
 use crate::metrics;
+use crate::pool::Pool;
 use crate::provision::Provisioner;
 use crate::spec::Spec;
 use crate::store::{InstanceRecord, Store};
@@ -119,6 +120,8 @@ pub struct Registry {
     pub(crate) docker: Arc<Docker>,
     pub(crate) store: Arc<Store>,
     pub(crate) provisioner: Arc<Provisioner>,
+    /// The warm pool of shared-image containers (`--warm`).
+    pub(crate) pool: Arc<Pool>,
     pub(crate) tables: Mutex<Tables>,
     pub(crate) next_generation: AtomicU64,
     /// Set once `reconcile` has loaded the records: before it, the tables
@@ -131,6 +134,7 @@ impl Registry {
     pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
         Arc::new(Registry {
             provisioner: Provisioner::new(config.clone(), docker.clone()),
+            pool: Arc::new(Pool::new(docker.clone())),
             config: Swap::new((*config).clone()),
             docker,
             store: Arc::new(store),
@@ -202,6 +206,7 @@ impl Registry {
             building: tables.building.len(),
             queued: self.provisioner.slots.queued(),
             sessions: 0,
+            pool: self.pool.counts(),
         }
     }
 

@@ -76,6 +76,7 @@ pub mod metrics;
 pub mod node;
 pub mod observe;
 pub mod panics;
+pub mod pool;
 pub mod provision;
 pub mod redact;
 pub mod reload;

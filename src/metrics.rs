@@ -207,6 +207,8 @@ pub struct Snapshot {
     pub queued: usize,
     /// Open websockets.
     pub sessions: usize,
+    /// Free warm-pool containers by assignment.
+    pub pool: Vec<(String, usize)>,
 }
 
 /// The `/metrics` page: the gauges in `now` and every counter.
@@ -226,6 +228,16 @@ pub fn render(now: &Snapshot) -> String {
         "# HELP ua_sessions Live websocket sessions.\n# TYPE ua_sessions gauge\nua_sessions {}",
         now.sessions
     );
+    let _ = writeln!(
+        out,
+        "# HELP ua_pool_containers Free warm-pool containers, by assignment.\n# TYPE ua_pool_containers gauge"
+    );
+    for (assignment, count) in &now.pool {
+        let _ = writeln!(
+            out,
+            "ua_pool_containers{{assignment=\"{assignment}\"}} {count}"
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP ua_builds_in_flight Image builds running now.\n# TYPE ua_builds_in_flight gauge\nua_builds_in_flight {}",

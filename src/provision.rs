@@ -123,6 +123,11 @@ impl Provisioner {
         })
     }
 
+    /// The content hashes of assignments, cached by their files' metadata.
+    pub fn hashes(&self) -> Arc<HashCache> {
+        self.hashes.clone()
+    }
+
     /// The build time limit of `assignment`.
     pub fn build_timeout(&self, assignment: &Assignment) -> Duration {
         assignment

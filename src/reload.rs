@@ -217,6 +217,7 @@ fn live_changes(old: &ServeConfig, new: &ServeConfig) -> Vec<String> {
         max_running,
         max_keep,
         max_build_queue,
+        warm,
         allowed_origins,
         public_origin,
         replay_bytes,

@@ -185,6 +185,11 @@ impl TestServer {
         self.dir.path().join("assignments")
     }
 
+    /// Replaces the extra flags of the next `spawn`.
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts the process (again) on the same directories.
     pub fn spawn(&mut self) {
         let mut child = self.command().spawn().expect("ua serve starts");
