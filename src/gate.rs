@@ -7,9 +7,9 @@
 //! - a container created *open* (nothing to do before the terminal) runs
 //!   the terminal at once;
 //! - a container created *closed* (a setup script to run first, or a warm
-//!   container waiting for its student) waits until ua releases it: ua
-//!   writes [`READY`] and sends `SIGWINCH`, and from then on every start
-//!   goes straight through.
+//!   container waiting for its student) waits until ua releases it with
+//!   `SIGWINCH` (or writes [`READY`] before starting it), and from then on
+//!   every start goes straight through.
 //!
 //! The terminal runs as the image's USER through `gosu` (a static binary,
 //! bind-mounted read-only from the host), so it works on any image that
@@ -29,12 +29,16 @@ pub const READY: &str = ".ua/ready";
 pub const WAKE_SIGNAL: &str = "SIGWINCH";
 
 /// The gate, run by `/bin/sh -c` with `$0` the mode and `"$@"` the user and
-/// the command. A lost signal (sent before the trap was set) costs at most
-/// one poll interval; otherwise the wake is immediate.
-const SCRIPT: &str = r#"if [ "$0" != open ]; then
-  trap 'kill $ua_poll 2>/dev/null' WINCH
-  while [ ! -e /.ua/ready ]; do sleep 2 & ua_poll=$!; wait $ua_poll; done
+/// the command. Woken, it leaves [`READY`] behind for later starts. A signal
+/// sent before the trap is set is lost: ua writes [`READY`] itself before it
+/// starts a closed container, and the gate looks for it every two seconds.
+const SCRIPT: &str = r#"if [ "$0" != open ] && [ ! -e /.ua/ready ]; then
+  trap 'ua_go=1; kill $ua_poll 2>/dev/null' WINCH
+  while [ -z "$ua_go" ] && [ ! -e /.ua/ready ]; do
+    sleep 2 & ua_poll=$!; wait $ua_poll
+  done
   trap - WINCH
+  : > /.ua/ready
 fi
 exec /.ua/gosu "$@""#;
 

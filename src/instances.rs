@@ -350,9 +350,20 @@ impl Registry {
         let started = std::time::Instant::now();
         let attached = self.docker.attach(container).await?;
         metrics::PHASE_SECONDS.record("attach", &instance.id, started);
+        let was_running = self.docker.is_running(container).await?;
+        if !was_running {
+            if record.gate == Gate::Closed {
+                // Before the start: a gate that starts now finds it at once.
+                self.docker.upload(container, gate::ready_tar()).await?;
+            }
+            let started = std::time::Instant::now();
+            self.docker.start(container).await?;
+            metrics::PHASE_SECONDS.record("start", &instance.id, started);
+        } else {
+            // Wakes a waiting gate; a program that runs takes it as a resize.
+            self.docker.signal(container, gate::WAKE_SIGNAL).await?;
+        }
         if record.gate == Gate::Closed {
-            // Before the start: a gate that starts now finds it at once.
-            self.docker.upload(container, gate::ready_tar()).await?;
             let mut record = record.clone();
             record.gate = Gate::Open;
             if let Err(e) = self.save(&record).await {
@@ -360,15 +371,6 @@ impl Registry {
                 log::warn!(ua_instance = h; "instance {h}: record not saved: {e}");
             }
             *instance.record.lock().unwrap() = record;
-        }
-        let was_running = self.docker.is_running(container).await?;
-        if !was_running {
-            let started = std::time::Instant::now();
-            self.docker.start(container).await?;
-            metrics::PHASE_SECONDS.record("start", &instance.id, started);
-        } else {
-            // Wakes a closed gate; a program that runs takes it as a resize.
-            self.docker.signal(container, gate::WAKE_SIGNAL).await?;
         }
         Ok(OpenedTty {
             attached,
