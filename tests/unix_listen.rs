@@ -9,7 +9,7 @@ mod common;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -88,17 +88,16 @@ fn ua_serves_http_and_a_terminal_on_a_unix_socket() {
         "--allowed-origins",
         "https://pl.example",
     ]);
-    let log = server.log();
-    assert!(
-        log.contains(&format!(
-            "listening on the unix socket {}",
-            socket.display()
-        )),
-        "{log}"
-    );
     // Behind a proxy ua cannot know its public origin, and a unix socket
     // gives no default: ua says so when that leaves its own pages out.
-    assert!(log.contains("set --public-origin"), "{log}");
+    let listening = format!("listening on the unix socket {}", socket.display());
+    let has_start_lines =
+        |log: &str| log.contains(&listening) && log.contains("set --public-origin");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !has_start_lines(&server.log()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(has_start_lines(&server.log()), "{}", server.log());
 
     let meta = std::fs::symlink_metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
