@@ -1,7 +1,6 @@
 //! Flags of `ua serve`, each with its `UA_*` environment variable
 //! (docs/API.md, "Operations").
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,9 +35,10 @@ fn default_max_builds() -> usize {
 /// Settings of the server, from flags or `UA_*` variables.
 #[derive(Args, Debug, Clone)]
 pub struct ServeConfig {
-    /// Address to listen on when not socket-activated.
+    /// Where to listen when not socket-activated: `ADDR:PORT`, or
+    /// `unix:/PATH` for a reverse proxy on this host.
     #[arg(long, env = "UA_LISTEN", default_value = "127.0.0.1:8000")]
-    pub listen: SocketAddr,
+    pub listen: crate::listen::ListenAddr,
 
     /// Key file: one base64 key per line, the first seals, all open.
     #[arg(long, env = "UA_KEY_FILE", default_value = "/etc/ua/key")]
@@ -206,8 +206,8 @@ impl ServeConfig {
         <Serve as clap::Parser>::try_parse_from(argv).map(|serve| serve.config)
     }
 
-    /// The public origins: `--public-origin`, or else those of the address
-    /// the server listens on (none for a socket systemd passed).
+    /// The public origins: `--public-origin`, or else those of the TCP
+    /// address the server listens on (none for a unix socket).
     pub fn public_origins(&self, listening: Option<std::net::SocketAddr>) -> Vec<String> {
         let configured = origin_list(&self.public_origin);
         if !configured.is_empty() {

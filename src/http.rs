@@ -70,11 +70,11 @@ pub struct App {
     pub shutdown: CancellationToken,
 }
 
-/// A listening socket: TCP, or a unix socket handed over by systemd.
+/// A listening socket: TCP, or a unix socket (from systemd or `--listen`).
 pub enum Listener {
     /// A TCP listener.
     Tcp(tokio::net::TcpListener),
-    /// A unix socket listener (passed by systemd).
+    /// A unix socket listener (passed by systemd, or `--listen unix:`).
     Unix(tokio::net::UnixListener),
 }
 

@@ -41,6 +41,7 @@
 //! - `bench`: `ua bench`, the benchmark tool
 //! - `bench_startup`: `ua bench --startup`, instance start-up and class starts
 //! - `systemd`: socket activation, notifications
+//! - `listen`: `--listen`: a TCP address or a unix socket path
 //! - `logging`: journald's native protocol, `<N>` stderr lines, fatal errors
 //! - `node`: `--node-id` and the node prefix of instance IDs
 //! - `route`: the route token a load balancer hashes to pick a spec's node
@@ -70,6 +71,7 @@ pub mod http;
 pub mod instance_errors;
 pub mod instance_files;
 pub mod instances;
+pub mod listen;
 pub mod live;
 pub mod logging;
 pub mod metrics;

@@ -72,10 +72,11 @@ async fn run(
     cmdline: Vec<String>,
 ) -> anyhow::Result<()> {
     let from_systemd = !inherited.is_empty();
+    let listen = config.listen.clone();
     let listeners = inherited
-        .into_listeners(config.listen)
+        .into_listeners(&listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     let start = Start {
@@ -83,7 +84,13 @@ async fn run(
         from_systemd,
         cmdline,
     };
-    serve_from(start, config, keys, store, shutdown).await
+    let served = serve_from(start, config, keys, store, shutdown).await;
+    if !from_systemd {
+        // A socket file of ours left behind would look like a server that
+        // is down; systemd's is systemd's to keep.
+        listen.remove();
+    }
+    served
 }
 
 /// The server in-process, on the opened (locked) `store`: reconciles with
@@ -197,6 +204,13 @@ async fn serve_from(
             .flatten(),
         shutdown,
     });
+    if app.web.is_some() && app.public_origins.load().is_empty() && app.origins.load().is_some() {
+        // Behind a proxy on a unix socket ua cannot know its public origin.
+        log::warn!(
+            "the browser terminal's own pages may open terminals only if --allowed-origins \
+             lists their origin: set --public-origin (a unix socket gives no default)"
+        );
+    }
     let background = background::spawn(app.clone());
     let reloader = reload::Reloader { cmdline, listening };
     tokio::spawn(reload::on_sighup(hangup, app.clone(), reloader));

@@ -8,6 +8,7 @@ use listenfd::ListenFd;
 use sd_notify::NotifyState;
 
 use crate::http::Listener;
+use crate::listen::ListenAddr;
 
 /// The sockets taken from systemd before the runtime starts
 /// (`ListenFd::from_env` edits the environment, which is only safe while
@@ -41,14 +42,9 @@ pub fn take_inherited_socket() -> std::io::Result<Inherited> {
 
 impl Inherited {
     /// The listeners to serve on: the inherited ones, else `fallback` bound now.
-    pub async fn into_listeners(
-        self,
-        fallback: std::net::SocketAddr,
-    ) -> std::io::Result<Vec<Listener>> {
+    pub async fn into_listeners(self, fallback: &ListenAddr) -> std::io::Result<Vec<Listener>> {
         if self.0.is_empty() {
-            return Ok(vec![Listener::Tcp(
-                tokio::net::TcpListener::bind(fallback).await?,
-            )]);
+            return Ok(vec![fallback.bind().await?]);
         }
         self.0
             .into_iter()

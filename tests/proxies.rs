@@ -1,9 +1,11 @@
 //! ua behind a real TLS proxy (issue 13 item 6): the shipped
 //! packaging/examples/Caddyfile and nginx-ua.conf, run by Debian's `caddy`
 //! and `nginx` as plain processes on loopback with a throw-away CA made by
-//! openssl. Through each: `ua connect` over https/wss (and refused without
-//! the CA), the browser terminal in Chromium over https/wss, `/metrics`
-//! answered 404, and an access log without instance IDs.
+//! openssl, in front of ua on a unix socket (`--listen unix:`, as
+//! ua.socket's /run/ua/http.sock). Through each: `ua connect` over
+//! https/wss (and refused without the CA), the browser terminal in Chromium
+//! over https/wss, `/metrics` answered 404, and an access log without
+//! instance IDs.
 
 mod common;
 #[path = "common/tmux.rs"]
@@ -190,7 +192,7 @@ impl Drop for Proxy {
     }
 }
 
-fn start_caddy(dir: &Path, pki: &Pki, ua_port: u16, https_port: u16) -> Proxy {
+fn start_caddy(dir: &Path, pki: &Pki, ua_socket: &Path, https_port: u16) -> Proxy {
     let http_port = free_port();
     let access_log = dir.join("caddy-access.log");
     let site = example(
@@ -206,8 +208,8 @@ fn start_caddy(dir: &Path, pki: &Pki, ua_port: u16, https_port: u16) -> Proxy {
                 ),
             ),
             (
-                "reverse_proxy 127.0.0.1:8000",
-                format!("reverse_proxy 127.0.0.1:{ua_port}"),
+                "reverse_proxy unix//run/ua/http.sock",
+                format!("reverse_proxy unix/{}", ua_socket.display()),
             ),
             (
                 "/var/log/caddy/ua-access.log",
@@ -247,7 +249,7 @@ fn start_caddy(dir: &Path, pki: &Pki, ua_port: u16, https_port: u16) -> Proxy {
     proxy
 }
 
-fn start_nginx(dir: &Path, pki: &Pki, ua_port: u16, https_port: u16) -> Proxy {
+fn start_nginx(dir: &Path, pki: &Pki, ua_socket: &Path, https_port: u16) -> Proxy {
     let http_port = free_port();
     let access_log = dir.join("nginx-access.log");
     let site = example(
@@ -270,8 +272,8 @@ fn start_nginx(dir: &Path, pki: &Pki, ua_port: u16, https_port: u16) -> Proxy {
                 pki.key.display().to_string(),
             ),
             (
-                "server 127.0.0.1:8000;",
-                format!("server 127.0.0.1:{ua_port};"),
+                "server unix:/run/ua/http.sock;",
+                format!("server unix:{};", ua_socket.display()),
             ),
             (
                 "/var/log/nginx/ua-access.log",
@@ -348,13 +350,16 @@ fn curl(pki: &Pki, url: &str) -> (u16, String) {
 }
 
 /// Everything the issue asks of a proxy, through `proxy` to `server`.
-fn check_proxy(name: &str, proxy: &Proxy, server: &TestServer, pki: &Pki) {
+fn check_proxy(name: &str, proxy: &Proxy, server: &TestServer, ua_socket: &Path, pki: &Pki) {
     let base = proxy.base();
 
     // /metrics stays internal; the rest of ua is reachable.
     let (status, body) = curl(pki, &format!("{base}/health"));
     assert_eq!(status, 200, "{body}\n{}", proxy.logs());
-    assert_eq!(server.http("GET", "/metrics", "").status, 200);
+    assert_eq!(
+        http_unix(ua_socket, "GET", "/metrics", &[], b"").status,
+        200
+    );
     for path in [
         "/metrics",
         "/metrics?x=1",
@@ -476,7 +481,7 @@ fn check_proxy(name: &str, proxy: &Proxy, server: &TestServer, pki: &Pki) {
     }
 }
 
-fn ua_behind_proxy(name: &str, start: fn(&Path, &Pki, u16, u16) -> Proxy) {
+fn ua_behind_proxy(name: &str, start: fn(&Path, &Pki, &Path, u16) -> Proxy) {
     let web = repo().join("target/web");
     assert!(
         web.join("index.html").is_file(),
@@ -488,7 +493,11 @@ fn ua_behind_proxy(name: &str, start: fn(&Path, &Pki, u16, u16) -> Proxy) {
     // The proxy's port is chosen first: it is part of ua's public origin.
     let https_port = free_port();
     let origin = format!("https://localhost:{https_port}");
+    let ua_socket = dir.path().join("ua-http.sock");
+    let listen = format!("unix:{}", ua_socket.display());
     let server = TestServer::start_with(&[
+        "--listen",
+        &listen,
         "--web-dir",
         &web.display().to_string(),
         // As for PrairieLearn: only the platform's origin, and ua's own pages.
@@ -497,8 +506,8 @@ fn ua_behind_proxy(name: &str, start: fn(&Path, &Pki, u16, u16) -> Proxy) {
         "--public-origin",
         &origin,
     ]);
-    let proxy = start(dir.path(), &pki, server.port, https_port);
-    check_proxy(name, &proxy, &server, &pki);
+    let proxy = start(dir.path(), &pki, &ua_socket, https_port);
+    check_proxy(name, &proxy, &server, &ua_socket, &pki);
 }
 
 #[test]

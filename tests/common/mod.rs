@@ -209,6 +209,10 @@ impl TestServer {
                         .unwrap();
                     let _ = port_tx.send(port);
                 }
+                // `--listen unix:PATH` (no port: reach it with `http_unix`).
+                if line.contains("listening on the unix socket ") {
+                    let _ = port_tx.send(0);
+                }
                 let mut log = log.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
@@ -226,14 +230,15 @@ impl TestServer {
 
     pub fn command(&self) -> Command {
         let mut command = Command::new(BINARY);
-        command
-            .arg("serve")
-            .arg("--listen")
-            .arg(if self.port == 0 {
+        command.arg("serve");
+        if !self.args.iter().any(|arg| arg == "--listen") {
+            command.arg("--listen").arg(if self.port == 0 {
                 "127.0.0.1:0".to_string()
             } else {
                 format!("127.0.0.1:{}", self.port)
-            })
+            });
+        }
+        command
             .arg("--key-file")
             .arg(self.key_file())
             .arg("--assignments")
@@ -416,10 +421,37 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
+    exchange(stream, method, path, headers, body)
+}
+
+/// [`http`] to a server on a unix socket (`--listen unix:PATH`).
+pub fn http_unix(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let stream = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    exchange(stream, method, path, headers, body)
+}
+
+/// One request on `stream`, read to its end.
+fn exchange(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
