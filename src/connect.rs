@@ -80,20 +80,57 @@ async fn run(args: ConnectArgs) -> anyhow::Result<String> {
                 .await?
         }
     };
-    let socket = server.terminal(&instance).await?;
+    let mut socket = server.terminal(&instance).await?;
     eprintln!("[ua: attached to instance {instance}; the session ends when its shell exits]\r");
     let _raw = RawMode::enable()?;
-    attach(socket).await
+    // One reader for the whole run: a read in flight is never lost.
+    let mut stdin = tokio::io::stdin();
+    loop {
+        match attach(socket, &mut stdin).await? {
+            Ended::For(reason) => return Ok(reason),
+            Ended::ServerGone(reason) => {
+                // A restarting server keeps the program running: come back to it.
+                eprint!("\r\n[ua: {reason}; reconnecting]\r\n");
+                match reconnect(&server, &instance).await {
+                    Some(again) => socket = again,
+                    None => return Ok(format!("{reason}; the server did not come back")),
+                }
+            }
+        }
+    }
 }
 
-/// Pipes this terminal to the websocket until it closes; returns why, in words.
-async fn attach(socket: Socket) -> anyhow::Result<String> {
+/// How long `ua connect` tries to get back to a server that went away: the
+/// server's default reattach grace.
+const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Opens the instance's terminal again, once a second, for [`RECONNECT_FOR`].
+async fn reconnect(server: &Server, instance: &str) -> Option<Socket> {
+    let deadline = tokio::time::Instant::now() + RECONNECT_FOR;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if let Ok(socket) = server.terminal(instance).await {
+            return Some(socket);
+        }
+    }
+    None
+}
+
+/// Why a websocket session ended.
+enum Ended {
+    /// For good (exit, takeover, idle, ...): these words.
+    For(String),
+    /// The server shut down or the connection dropped: worth coming back.
+    ServerGone(String),
+}
+
+/// Pipes this terminal to the websocket until it closes; returns why.
+async fn attach(socket: Socket, stdin: &mut tokio::io::Stdin) -> anyhow::Result<Ended> {
     let (mut sink, mut stream) = socket.split();
     let mut resized = signal(SignalKind::window_change())?;
     // Ended from outside: return normally, so raw mode is undone.
     let mut terminated = signal(SignalKind::terminate())?;
     let mut hung_up = signal(SignalKind::hangup())?;
-    let mut stdin = tokio::io::stdin();
     let mut buffer = vec![0u8; 16 * 1024];
     send_size(&mut sink).await;
     let mut stdout = std::io::stdout();
@@ -107,26 +144,32 @@ async fn attach(socket: Socket) -> anyhow::Result<String> {
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    return Ok(close::describe(frame.map(|f| u16::from(f.code))));
+                    let code = frame.map(|f| u16::from(f.code));
+                    let words = close::describe(code);
+                    return Ok(if code == Some(close::Code::Shutdown.number()) {
+                        Ended::ServerGone(words)
+                    } else {
+                        Ended::For(words)
+                    });
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Ok(format!("connection lost: {e}")),
-                None => return Ok("connection lost".into()),
+                Some(Err(e)) => return Ok(Ended::ServerGone(format!("connection lost: {e}"))),
+                None => return Ok(Ended::ServerGone("connection lost".into())),
             },
             read = stdin.read(&mut buffer) => {
                 let n = read?;
                 if n == 0 {
-                    return Ok("input ended".into());
+                    return Ok(Ended::For("input ended".into()));
                 }
                 let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
                 let frame = ClientMessage::Stdin(text).encode();
                 if sink.send(Message::text(frame)).await.is_err() {
-                    return Ok("connection lost".into());
+                    return Ok(Ended::ServerGone("connection lost".into()));
                 }
             }
             _ = resized.recv() => send_size(&mut sink).await,
-            _ = terminated.recv() => return Ok("terminated".into()),
-            _ = hung_up.recv() => return Ok("the terminal hung up".into()),
+            _ = terminated.recv() => return Ok(Ended::For("terminated".into())),
+            _ = hung_up.recv() => return Ok(Ended::For("the terminal hung up".into())),
         }
     }
 }

@@ -87,3 +87,35 @@ fn connect_reports_a_refused_spec_and_a_takeover() {
         );
     });
 }
+
+#[test]
+fn connect_comes_back_to_the_same_shell_after_a_server_restart() {
+    let mut server = TestServer::start();
+    let id = server.instance(&server.demo_spec("connect-restart"));
+    let command = format!(
+        "{BINARY} connect --server http://127.0.0.1:{} --instance {id}; echo exit=$?; sleep 60",
+        server.port
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("~ $");
+    tmux.keys(&["mark=kept-$((6*7)); echo pid=$$.", "Enter"]);
+    let screen = tmux.wait_for("pid=");
+    let pid = screen
+        .rsplit("pid=")
+        .next()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    // A restart (SIGTERM: close 1001), then a kill -9 (the connection drops).
+    assert!(server.terminate().success());
+    tmux.wait_for("reconnecting");
+    server.spawn();
+    tmux.keys(&["echo \"after=$$/$mark\"", "Enter"]);
+    tmux.wait_for(&format!("after={pid}/kept-42"));
+    server.kill();
+    server.spawn();
+    tmux.keys(&["echo \"again=$$/$mark\"", "Enter"]);
+    tmux.wait_for(&format!("again={pid}/kept-42"));
+}
