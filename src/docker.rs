@@ -10,12 +10,11 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, ContainerArchiveInfoOptionsBuilder,
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, ResizeContainerTTYOptionsBuilder,
-    ResizeExecOptions, StartContainerOptions, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    BuildImageOptionsBuilder, ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
+    CreateImageOptionsBuilder, InspectContainerOptions, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, ResizeContainerTTYOptionsBuilder, ResizeExecOptions,
+    StartContainerOptions, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
@@ -53,10 +52,10 @@ const BUILD_TAIL_LINES: usize = 20;
 const EXEC_READ_BYTES: usize = 8 * 1024;
 /// Longest build output line kept.
 const BUILD_LINE_CHARS: usize = 500;
-/// Docker holds back a key that starts the detach sequence until the next
-/// one comes, and ends the attach on the whole sequence. Its default,
-/// Ctrl-P Ctrl-Q, is everyday typing (shell history, editors); Ctrl-^ is
-/// rarely typed, and three in a row never by chance.
+/// Detach keys of a TTY exec (containers made before the gate only; the
+/// terminal's attach has an untypeable key, see `crate::raw_attach`). An
+/// exec's keys travel in JSON, which cannot carry a non-UTF-8 byte, so
+/// these stay typeable (SECURITY.md, residual risks).
 const DETACH_KEYS: &str = "ctrl-^,ctrl-^,ctrl-^";
 /// Seconds `docker stop` waits before it kills.
 const STOP_GRACE_SECS: i32 = 2;
@@ -695,22 +694,8 @@ impl Docker {
     /// (attach before a start to see its first output). Dropping the
     /// streams leaves the process running.
     pub async fn attach(&self, container: &str) -> Result<Attached, DockerError> {
-        let options = AttachContainerOptionsBuilder::new()
-            .detach_keys(DETACH_KEYS)
-            .stream(true)
-            .stdin(true)
-            .stdout(true)
-            .stderr(true)
-            .build();
-        let attached = self
-            .client()
-            .await?
-            .attach_container(container, Some(options))
-            .await?;
-        Ok(Attached {
-            output: attached.output,
-            input: attached.input,
-        })
+        let version = self.client().await?.client_version().to_string();
+        crate::raw_attach::attach(&version, container).await
     }
 
     /// Sends `signal` (`SIGWINCH`...) to the container's main process.

@@ -11,6 +11,7 @@
 //! - `provision`: making a shared-image instance: image once, files, setup
 //! - `redact`: keeping spec data out of messages
 //! - `docker`: every call to the Docker daemon
+//! - `raw_attach`: the terminal's attach, with a detach key nobody can type
 //! - `gate`: the container's main process, the gate before the terminal
 //! - `health`: the `/health` probe, cached so that it cannot load Docker
 //! - `store`: instance records on disk and the state-directory lock
@@ -80,6 +81,7 @@ pub mod observe;
 pub mod panics;
 pub mod pool;
 pub mod provision;
+pub mod raw_attach;
 pub mod redact;
 pub mod reload;
 pub mod route;

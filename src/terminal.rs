@@ -40,6 +40,9 @@ const REDRAW_PAUSE: Duration = Duration::from_millis(100);
 /// How often, and how far apart, an ended stream asks whether its program
 /// exited.
 const EXIT_CHECKS: usize = 10;
+/// Attaches again in a row, with no output between, before a terminal whose
+/// stream keeps ending is taken as broken.
+const MAX_REATTACHES: u32 = 3;
 const EXIT_CHECK_PAUSE: Duration = Duration::from_millis(50);
 /// Longest that input waits for an asked size to be applied.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
@@ -247,7 +250,8 @@ impl Terminal {
     {
         let (commands, command_rx) = mpsc::channel(8);
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
-        tokio::spawn(write_input(attached.input, input_rx));
+        let (writers, writer_rx) = mpsc::channel(1);
+        tokio::spawn(write_input(attached.input, input_rx, writer_rx));
         let (asked, sizes) = watch::channel(AskedSize::default());
         let (done, applied) = watch::channel(0);
         tokio::spawn(resize_terminal(
@@ -264,6 +268,7 @@ impl Terminal {
             grace: settings.grace,
             docker,
             tty,
+            writers,
         };
         tokio::spawn(async move { on_end(pump.run().await).await });
         Terminal {
@@ -345,7 +350,11 @@ struct Pump {
     grace: Duration,
     docker: Arc<Docker>,
     tty: Tty,
+    /// The input half of a new attach goes to the input writer.
+    writers: mpsc::Sender<Input>,
 }
+
+type Input = Pin<Box<dyn AsyncWrite + Send>>;
 
 impl Pump {
     async fn run(mut self) -> Ended {
@@ -368,6 +377,9 @@ impl Pump {
         // replay buffer, reading stops and the program blocks on its output
         // instead of spinning through the grace period.
         let mut unseen: usize = 0;
+        // Attaches again in a row with no output between: a bound, so a
+        // daemon that keeps cutting the stream ends the terminal.
+        let mut reattached = 0;
         loop {
             let keep_reading = client.is_some() || unseen < self.replay.capacity;
             tokio::select! {
@@ -419,6 +431,7 @@ impl Pump {
                 },
                 item = self.output.next(), if pending.is_none() && keep_reading => match item {
                     Some(Ok(first)) => {
+                        reattached = 0;
                         let chunk = self.coalesce(first.into_bytes()).await;
                         self.replay.push(&chunk);
                         observers.send(&chunk);
@@ -427,6 +440,9 @@ impl Pump {
                         } else {
                             unseen += chunk.len();
                         }
+                    }
+                    Some(Err(_)) | None if reattached < MAX_REATTACHES && self.reattach().await => {
+                        reattached += 1;
                     }
                     Some(Err(e)) => {
                         log::warn!("terminal output broke off: {e}");
@@ -448,6 +464,29 @@ impl Pump {
                 () = sleep_until(grace_ends) => return Ended::GraceOver,
             }
         }
+    }
+
+    /// After the output stream ended: when the container's main process
+    /// still runs (the stream broke, or Docker detached), attaches again and
+    /// hands the new input to the writer. False when the program ended or
+    /// no new attach came.
+    async fn reattach(&mut self) -> bool {
+        let Tty::Main { container } = &self.tty else {
+            return false;
+        };
+        if !matches!(self.tty.has_exited(&self.docker).await, Ok(false)) {
+            return false;
+        }
+        let Ok(attached) = self.docker.attach(container).await else {
+            return false;
+        };
+        // An attach to a stopped container would wait for a start: ask again.
+        if !matches!(self.docker.is_running(container).await, Ok(true)) {
+            return false;
+        }
+        self.output = attached.output;
+        log::warn!("a terminal's output ended while its program runs: attached again");
+        self.writers.send(attached.input).await.is_ok()
     }
 
     /// Joins output to `first`, up to [`MAX_CHUNK`]: a small read (an echo,
@@ -586,10 +625,28 @@ async fn resize_terminal(
     }
 }
 
-async fn write_input(mut input: Pin<Box<dyn AsyncWrite + Send>>, mut queue: mpsc::Receiver<Bytes>) {
-    while let Some(bytes) = queue.recv().await {
-        if input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
-            return;
+/// Writes input to the TTY; after a write fails, waits for the input of
+/// the next attach ([`Pump::reattach`]) and writes what failed there.
+async fn write_input(
+    mut input: Input,
+    mut queue: mpsc::Receiver<Bytes>,
+    mut writers: mpsc::Receiver<Input>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            writer = writers.recv() => match writer {
+                Some(writer) => input = writer,
+                None => break,
+            },
+            bytes = queue.recv() => {
+                let Some(mut bytes) = bytes else { break };
+                while input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
+                    let Some(writer) = writers.recv().await else { return };
+                    input = writer;
+                    bytes = bytes.clone();
+                }
+            }
         }
     }
     let _ = input.shutdown().await;
