@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::client_tls;
-use crate::seal::Keyring;
+use crate::seal::{Keyring, Purpose};
 
 /// A client's websocket to a ua server.
 pub type Socket =
@@ -140,7 +140,7 @@ impl Server {
             let output = json["sealedOutput"]
                 .as_str()
                 .zip(keys)
-                .and_then(|(output, keys)| keys.open(output).ok())
+                .and_then(|(output, keys)| open_output(keys, output))
                 .map(|text| String::from_utf8_lossy(&text).into_owned());
             match output {
                 Some(output) => bail!("the server refused the spec ({status}): {error}\n{output}"),
@@ -177,6 +177,14 @@ impl Server {
                 .with_context(|| format!("cannot open the terminal at {}", self.authority))?;
         Ok(socket)
     }
+}
+
+/// A `sealedOutput` opened with the `output` subkey, or with the key itself
+/// as servers before the subkeys sealed it (docs/API.md, "Subkeys").
+fn open_output(keys: &Keyring, sealed: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    keys.open_as(Purpose::Output, sealed)
+        .or_else(|_| keys.open(sealed))
+        .ok()
 }
 
 /// One request on a new HTTP/1.1 connection over `io`.

@@ -27,7 +27,7 @@ use crate::instances::{unix_now, CreateError, Registry};
 use crate::live::Swap;
 use crate::metrics;
 use crate::observe;
-use crate::seal::Keyring;
+use crate::seal::{Keyring, Purpose};
 use crate::session::{self, SessionSettings};
 use crate::spec::Spec;
 use crate::store::is_instance_id;
@@ -386,7 +386,10 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
             }
             if let Some(tail) = failure_output(&e).filter(|tail| !tail.is_empty()) {
                 // Output can hold spec data in any form: only key holders read it.
-                let sealed = app.keys.load().seal(tail.join("\n").as_bytes());
+                let sealed = app
+                    .keys
+                    .load()
+                    .seal_as(Purpose::Output, tail.join("\n").as_bytes());
                 log::warn!(
                     ua_spec = spec_id;
                     "spec {spec_id:?}: {e}; its sealed output (ua open shows it): {sealed}"

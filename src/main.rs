@@ -153,7 +153,11 @@ fn open_command(args: &SealArgs) -> anyhow::Result<()> {
     let sealed = read_input(&args.file)?;
     let sealed =
         std::str::from_utf8(&sealed).map_err(|_| anyhow::anyhow!("the sealed spec is not text"))?;
-    let plaintext = keys.open(sealed)?;
+    // Any purpose: a spec, or a sealedOutput (docs/API.md, "Subkeys").
+    let plaintext = seal::Purpose::ALL
+        .iter()
+        .find_map(|&purpose| keys.open_as(purpose, sealed).ok())
+        .map_or_else(|| keys.open(sealed), Ok)?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(&plaintext)?;

@@ -1,12 +1,15 @@
 //! The shared key file and sealed specs (docs/API.md, "Keys" and "Sealed
 //! specs"): NaCl `crypto_secretbox`, byte-compatible with PyNaCl's
-//! `SecretBox(key).encrypt(plaintext)`.
+//! `SecretBox(key).encrypt(plaintext)`. Specs are sealed with the keys
+//! themselves; every other use has its own subkey ("Subkeys"), so that no
+//! box ua seals for one purpose opens as another (output as a spec).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use sha2::{Digest, Sha256};
 use xsalsa20poly1305::aead::{Aead, KeyInit};
 use xsalsa20poly1305::XSalsa20Poly1305;
 use zeroize::Zeroizing;
@@ -18,6 +21,69 @@ pub const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
 type Key = Zeroizing<[u8; KEY_LEN]>;
+
+/// What a key is used for (docs/API.md, "Subkeys"): each purpose but
+/// `Spec` has a subkey of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Sealed specs: the key itself, as clients have always sealed them.
+    Spec,
+    /// `sealedOutput`: build, setup and render-error output.
+    Output,
+    /// Sealed check results (reserved for the `result` field).
+    Result,
+    /// The route token's HMAC (`crate::route`).
+    Route,
+}
+
+impl Purpose {
+    /// Every purpose, in the order `ua open` tries them.
+    pub const ALL: [Purpose; 4] = [
+        Purpose::Spec,
+        Purpose::Output,
+        Purpose::Result,
+        Purpose::Route,
+    ];
+
+    /// The subkey's label; none for specs, which use the key itself.
+    fn label(self) -> Option<&'static str> {
+        match self {
+            Purpose::Spec => None,
+            Purpose::Output => Some("output"),
+            Purpose::Result => Some("result"),
+            Purpose::Route => Some("route"),
+        }
+    }
+}
+
+/// The key for `purpose`: HMAC-SHA256(key, "ua-subkey" ‖ 0x00 ‖ label), or
+/// the key itself for specs.
+pub fn subkey(key: &[u8; KEY_LEN], purpose: Purpose) -> Zeroizing<[u8; KEY_LEN]> {
+    match purpose.label() {
+        None => Zeroizing::new(*key),
+        Some(label) => Zeroizing::new(hmac_sha256(key, &[b"ua-subkey\0", label.as_bytes()])),
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts`; written out here, as
+/// it is a few lines over the `sha2` crate ua already uses.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block = Zeroizing::new([0u8; BLOCK]);
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| Zeroizing::new(block.map(|b| b ^ byte));
+    let mut inner = Sha256::new_with_prefix(*pad(0x36));
+    for part in parts {
+        inner.update(part);
+    }
+    let mut outer = Sha256::new_with_prefix(*pad(0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
 
 /// Why a key file cannot be used; each message names the file and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -134,27 +200,31 @@ impl Keyring {
         self.keys.is_empty()
     }
 
-    /// Seals `plaintext` with the first key: base64(nonce ‖ tag ‖ ciphertext).
+    /// Seals a spec with the first key: base64(nonce ‖ tag ‖ ciphertext).
     pub fn seal(&self, plaintext: &[u8]) -> String {
+        self.seal_as(Purpose::Spec, plaintext)
+    }
+
+    /// Seals `plaintext` for `purpose` with the first key's subkey.
+    pub fn seal_as(&self, purpose: Purpose, plaintext: &[u8]) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random number generator failed");
-        let cipher = XSalsa20Poly1305::new(self.keys[0].as_ref().into());
-        let sealed = cipher
-            .encrypt(&nonce.into(), plaintext)
-            .expect("sealing into memory cannot fail");
-        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        BASE64.encode(out)
+        seal_with_nonce(&subkey(&self.keys[0], purpose), &nonce, plaintext)
     }
 
-    /// The first key (the sealing key): it also keys the route token (`crate::route`).
-    pub fn first_key(&self) -> &[u8; KEY_LEN] {
-        &self.keys[0]
+    /// The first key's subkey for `purpose` (the route token's key).
+    pub fn first_subkey(&self, purpose: Purpose) -> Zeroizing<[u8; KEY_LEN]> {
+        subkey(&self.keys[0], purpose)
     }
 
-    /// Opens a sealed line with whichever key fits. White space around it is ignored.
+    /// Opens a sealed spec with whichever key fits. White space around it
+    /// is ignored. A box sealed for any other purpose is `Forged`.
     pub fn open(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        self.open_as(Purpose::Spec, sealed)
+    }
+
+    /// Opens a line sealed for `purpose` with whichever key's subkey fits.
+    pub fn open_as(&self, purpose: Purpose, sealed: &str) -> Result<Zeroizing<Vec<u8>>, OpenError> {
         let bytes = BASE64
             .decode(sealed.trim())
             .map_err(|_| OpenError::NotBase64)?;
@@ -166,13 +236,25 @@ impl Keyring {
         self.keys
             .iter()
             .find_map(|key| {
-                XSalsa20Poly1305::new(key.as_ref().into())
+                XSalsa20Poly1305::new(subkey(key, purpose).as_ref().into())
                     .decrypt(nonce, boxed)
                     .ok()
             })
             .map(Zeroizing::new)
             .ok_or(OpenError::Forged)
     }
+}
+
+/// base64(nonce ‖ tag ‖ ciphertext) of `plaintext` under `key`.
+fn seal_with_nonce(key: &[u8; KEY_LEN], nonce: &[u8; NONCE_LEN], plaintext: &[u8]) -> String {
+    let cipher = XSalsa20Poly1305::new(key.into());
+    let sealed = cipher
+        .encrypt(nonce.into(), plaintext)
+        .expect("sealing into memory cannot fail");
+    let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(&sealed);
+    BASE64.encode(out)
 }
 
 /// A new random key as a key-file line.
@@ -229,6 +311,82 @@ mod tests {
         let keys = ring(&[&key]);
         let sealed = "AgICAgICAgICAgICAgICAgICAgICAgICaRF4oKbpM89AV5wURjA7xZUAspER";
         assert_eq!(&keys.open(sealed).unwrap()[..], b"hello");
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test case 2 (a short key) and 6 (a key longer than a block).
+        assert_eq!(
+            hex(&hmac_sha256(
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            )),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hex(&hmac_sha256(
+                &[0xaa; 131],
+                &[b"Test Using Larger Than Block-Size Key - Hash Key First"]
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    /// docs/API.md, "Subkeys": the contract's test vectors.
+    #[test]
+    fn the_subkey_test_vectors_hold() {
+        let key: [u8; KEY_LEN] = std::array::from_fn(|i| i as u8);
+        let vectors = [
+            (
+                Purpose::Output,
+                "22e033cde54f6a3d7f89176c5bcbda9480064cd2e04b335a5c22eebe9ef5ed89",
+            ),
+            (
+                Purpose::Result,
+                "8c016dbc71ffe818f82e5460fc7a6f67f93b4b8c3e2d98a59d76530388f67461",
+            ),
+            (
+                Purpose::Route,
+                "8a3a8b8ecef22a9053d350bdbeeacaa50453950ff8406f17e20cd089908b1e7f",
+            ),
+        ];
+        for (purpose, want) in vectors {
+            assert_eq!(hex(subkey(&key, purpose).as_ref()), want, "{purpose:?}");
+        }
+        let nonce = [2u8; NONCE_LEN];
+        let as_output = "AgICAgICAgICAgICAgICAgICAgICAgICwP/7IJQl3as4oxtvbypDdr9YP4pW";
+        let as_spec = "AgICAgICAgICAgICAgICAgICAgICAgICoCF7hBYRST4HBmhnJKErCf9icEw8";
+        let output_key = subkey(&key, Purpose::Output);
+        assert_eq!(seal_with_nonce(&output_key, &nonce, b"hello"), as_output);
+        assert_eq!(seal_with_nonce(&key, &nonce, b"hello"), as_spec);
+        let keys = ring(&[&BASE64.encode(key)]);
+        assert_eq!(
+            &keys.open_as(Purpose::Output, as_output).unwrap()[..],
+            b"hello"
+        );
+        assert_eq!(&keys.open(as_spec).unwrap()[..], b"hello");
+        assert_eq!(keys.open(as_output), Err(OpenError::Forged));
+        assert_eq!(
+            keys.open_as(Purpose::Output, as_spec),
+            Err(OpenError::Forged)
+        );
+    }
+
+    #[test]
+    fn no_purpose_opens_another_and_rotation_holds_for_each() {
+        let (old, new) = (keygen(), keygen());
+        let rotated = ring(&[&new, &old]);
+        for sealer in Purpose::ALL {
+            let sealed = ring(&[&old]).seal_as(sealer, b"x");
+            for opener in Purpose::ALL {
+                let opened = rotated.open_as(opener, &sealed);
+                assert_eq!(opened.is_ok(), sealer == opener, "{sealer:?} by {opener:?}");
+            }
+        }
     }
 
     #[test]

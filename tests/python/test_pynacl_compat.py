@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 
+import nacl.exceptions
 import nacl.secret
 import nacl.utils
 import pytest
@@ -78,3 +79,23 @@ def test_rotated_keys_all_open(key_file, tmp_path):
         check=True, capture_output=True, text=True,
     ).stdout
     nacl.secret.SecretBox(base64.b64decode(new_line)).decrypt(base64.b64decode(sealed_new))
+
+
+def test_output_sealed_by_pynacl_with_the_output_subkey_opens_in_ua_open(key_file):
+    """docs/API.md, "Subkeys": sealedOutput uses HMAC-SHA256(key, "ua-subkey\\0output")."""
+    import hashlib
+    import hmac
+
+    path, key = key_file
+    output_key = hmac.new(key, b"ua-subkey\0output", hashlib.sha256).digest()
+    sealed = base64.b64encode(bytes(nacl.secret.SecretBox(output_key).encrypt(b"build failed: x"))).decode()
+    opened = subprocess.run(
+        [UA, "open", "--key-file", str(path)], input=sealed, check=True, capture_output=True, text=True
+    ).stdout
+    assert opened == "build failed: x\n"
+    # A spec sealed with that subkey is no spec: `ua seal` output opens with the key itself only.
+    spec = subprocess.run(
+        [UA, "seal", "--key-file", str(path)], input=json.dumps(SPEC), check=True, capture_output=True, text=True
+    ).stdout
+    with pytest.raises(nacl.exceptions.CryptoError):
+        nacl.secret.SecretBox(output_key).decrypt(base64.b64decode(spec))

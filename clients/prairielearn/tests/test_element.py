@@ -105,9 +105,9 @@ def test_spec_name_and_height():
 def test_the_route_token_from_server_py_reaches_the_page():
     div = terminal_div(rendered('<uassign_terminal host="h"></uassign_terminal>')[1])
     assert div.get("data-route") == ""
-    data = question_data(spec_route="76b129f1efbad080", other="T3RoZXI=", other_route="0123456789abcdef")
+    data = question_data(spec_route="fff92af7fd67f703", other="T3RoZXI=", other_route="0123456789abcdef")
     div = terminal_div(rendered('<uassign_terminal host="h"></uassign_terminal>', data)[1])
-    assert div.get("data-route") == "76b129f1efbad080"
+    assert div.get("data-route") == "fff92af7fd67f703"
     div = terminal_div(rendered('<uassign_terminal host="h" spec_name="other"></uassign_terminal>', data)[1])
     assert div.get("data-route") == "0123456789abcdef"
 

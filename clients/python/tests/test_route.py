@@ -24,13 +24,27 @@ def no_key_env(monkeypatch):
 
 
 def test_the_contract_test_vector():
-    assert route_token("course1/q42/variant-7f3a", key=CONTRACT_KEY) == "76b129f1efbad080"
-    assert route_token("é", key=CONTRACT_KEY) == "ff525fe511ce3f45"
-    assert route_token("é", key=bytes(range(32))) == "ff525fe511ce3f45"
+    assert route_token("course1/q42/variant-7f3a", key=CONTRACT_KEY) == "fff92af7fd67f703"
+    assert route_token("é", key=CONTRACT_KEY) == "d8902e8e65a94982"
+    assert route_token("é", key=bytes(range(32))) == "d8902e8e65a94982"
     with pytest.raises(ValueError):
         route_token("", key=CONTRACT_KEY)
     with pytest.raises(uassign.UaError, match="no ua key"):
         route_token("x")
+
+
+def test_the_subkey_test_vectors():
+    """docs/API.md, "Subkeys"."""
+    vectors = {
+        "output": "22e033cde54f6a3d7f89176c5bcbda9480064cd2e04b335a5c22eebe9ef5ed89",
+        "result": "8c016dbc71ffe818f82e5460fc7a6f67f93b4b8c3e2d98a59d76530388f67461",
+        "route": "8a3a8b8ecef22a9053d350bdbeeacaa50453950ff8406f17e20cd089908b1e7f",
+    }
+    for purpose, want in vectors.items():
+        assert uassign.subkey(CONTRACT_KEY, purpose).hex() == want
+        assert uassign.subkey(bytes(range(32)), purpose).hex() == want
+    with pytest.raises(ValueError):
+        uassign.subkey(CONTRACT_KEY, "spec")
 
 
 def test_the_same_token_as_ua_seal_route(tmp_path):
@@ -82,10 +96,10 @@ def test_open_and_clean_send_the_route_when_they_hold_the_key(recorder, monkeypa
     monkeypatch.setenv("UA_KEY", CONTRACT_KEY)  # the key from the environment works too
     open_instance(sealed, url)
     assert paths == [
-        "/ua/spec?route=76b129f1efbad080",
-        "/ua/spec/clean?async=false&route=76b129f1efbad080",
-        "/ua/spec/clean?route=76b129f1efbad080",
-        "/ua/spec?route=76b129f1efbad080",
+        "/ua/spec?route=fff92af7fd67f703",
+        "/ua/spec/clean?async=false&route=fff92af7fd67f703",
+        "/ua/spec/clean?route=fff92af7fd67f703",
+        "/ua/spec?route=fff92af7fd67f703",
     ]
 
 

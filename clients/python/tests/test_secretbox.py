@@ -68,6 +68,30 @@ def pure(monkeypatch):
     monkeypatch.setattr(uassign, "_nacl_secret", None)
 
 
+AS_OUTPUT = "AgICAgICAgICAgICAgICAgICAgICAgICwP/7IJQl3as4oxtvbypDdr9YP4pW"
+AS_SPEC = "AgICAgICAgICAgICAgICAgICAgICAgICoCF7hBYRST4HBmhnJKErCf9icEw8"
+
+
+@pytest.mark.parametrize("pure_path", [False, True])
+def test_the_sealed_output_test_vector(pure_path, monkeypatch):
+    """docs/API.md, "Subkeys": hello sealed as output and as a spec, with
+    the nonce 0x02 * 24; UaError.output opens only the output one (or one an
+    older server sealed with the key itself)."""
+    if pure_path:
+        monkeypatch.setattr(uassign, "_nacl_secret", None)
+    key = bytes(range(32))
+    nonce = bytes([2] * 24)
+    output_key = uassign.subkey(key, "output")
+    assert base64.b64encode(_secretbox.encrypt(output_key, b"hello", nonce)).decode() == AS_OUTPUT
+    assert base64.b64encode(_secretbox.encrypt(key, b"hello", nonce)).decode() == AS_SPEC
+    assert uassign.open_bytes(output_key, base64.b64decode(AS_OUTPUT)) == b"hello"
+    with pytest.raises(Exception):
+        uassign.open_bytes(key, base64.b64decode(AS_OUTPUT))  # an output is no spec
+    assert uassign._open_output({"sealedOutput": AS_OUTPUT}, key) == "hello"
+    assert uassign._open_output({"sealedOutput": AS_SPEC}, key) == "hello"
+    assert uassign._open_output({"sealedOutput": AS_OUTPUT}, os.urandom(32)) is None
+
+
 def test_pure_specs_open_with_ua_and_ua_specs_open_pure(pure, tmp_path):
     path, line = new_key_file(tmp_path)
     sealed = uassign.create_spec("demo.busybox", {"secret": "s3cr3t ✓"}, spec_id="pure/1", key=line)

@@ -422,3 +422,33 @@ def test_a_failed_build_shows_its_output_to_the_key_holder_only(key, tmp_path):
         assert secret in str(author.value)
     finally:
         server.stop()
+
+
+def test_a_sealed_output_echoing_a_spec_does_not_open_as_one(key, tmp_path):
+    """Issue 20, item 5: a setup echoes the student's submission, a forged
+    spec of another student; its sealedOutput posted to /spec is refused
+    (it once returned the victim's instance), and still opens as output."""
+    echo = tmp_path / "assignments" / "lab" / "echo"
+    echo.mkdir(parents=True)
+    (echo / "Dockerfile").write_text("FROM ua-busybox:latest\n")
+    (echo / "setup.sh.tmpl").write_text("printf '%s\\n' {{ data.submission | shell }}\nexit 1\n")
+    ok = tmp_path / "assignments" / "lab" / "ok"
+    ok.mkdir(parents=True)
+    (ok / "Dockerfile").write_text("FROM ua-busybox:latest\n")
+    server = UaServer(assignments=tmp_path / "assignments")
+    try:
+        victim_spec = create_spec("lab.ok", spec_id="victim", key=server.key_line)
+        victim = open_instance(victim_spec, server.url)
+        forged = json.dumps({"specID": "victim", "assignmentName": "lab.ok"})
+        attack = create_spec("lab.echo", {"submission": forged}, unique("attacker"), key=server.key_line)
+        with pytest.raises(UaError) as failed:
+            open_instance(attack, server.url, key=server.key_line)
+        assert failed.value.status == 422
+        assert failed.value.output == forged
+        with pytest.raises(UaError) as replayed:
+            open_instance(failed.value.body["sealedOutput"], server.url)
+        assert replayed.value.status == 400
+        assert victim not in json.dumps(replayed.value.body)
+        assert open_instance(victim_spec, server.url) == victim
+    finally:
+        server.stop()

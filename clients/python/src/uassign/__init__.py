@@ -51,6 +51,7 @@ __all__ = [
     "clean_spec",
     "instance_ws_url",
     "route_token",
+    "subkey",
     "load_key",
     "read_key_file",
     "parse_key_line",
@@ -297,12 +298,31 @@ def open_bytes(key: bytes, sealed: bytes) -> bytes:
     return _secretbox.decrypt(key, sealed)
 
 
+SUBKEY_PURPOSES = ("output", "result", "route")
+
+
+def subkey(key: KeyLike, purpose: str) -> bytes:
+    """The key's subkey for ``purpose`` (docs/API.md, "Subkeys"):
+    ``HMAC-SHA256(key, b"ua-subkey\\0" + purpose)``. Specs are sealed with the
+    key itself; a failed build's or setup's ``sealedOutput`` with the
+    ``"output"`` subkey, so that it never opens as a spec; the route token
+    is keyed with the ``"route"`` subkey; ``"result"`` is reserved.
+
+    Raises:
+        ValueError: ``purpose`` is none of ``SUBKEY_PURPOSES``.
+        UaError: the key is malformed.
+    """
+    if purpose not in SUBKEY_PURPOSES:
+        raise ValueError(f"purpose must be one of {SUBKEY_PURPOSES}, not {purpose!r}")
+    return hmac.new(_coerce_key(key), b"ua-subkey\0" + purpose.encode("ascii"), hashlib.sha256).digest()
+
+
 def route_token(spec_id: str, key: Optional[KeyLike] = None) -> str:
     """The spec's route token: what a load balancer in front of several ua
     nodes hashes so that one spec always reaches one node (docs/API.md,
     "Nodes and routing"): the first 16 hex digits of
-    ``HMAC-SHA256(key, b"ua-route\\0" + spec_id in UTF-8)``, keyed with the
-    sealing key. :func:`open_instance` and :func:`clean_spec` send it as
+    ``HMAC-SHA256(subkey(key, "route"), spec_id in UTF-8)``, keyed with the
+    sealing key's route subkey. :func:`open_instance` and :func:`clean_spec` send it as
     ``?route=`` by themselves when they hold the key.
 
     Raises:
@@ -311,7 +331,7 @@ def route_token(spec_id: str, key: Optional[KeyLike] = None) -> str:
     """
     if not isinstance(spec_id, str) or not 1 <= len(spec_id) <= 200:
         raise ValueError("spec_id must be a string of 1 to 200 characters")
-    mac = hmac.new(load_key(key), b"ua-route\0" + spec_id.encode("utf-8"), hashlib.sha256)
+    mac = hmac.new(subkey(load_key(key), "route"), spec_id.encode("utf-8"), hashlib.sha256)
     return mac.hexdigest()[:16]
 
 
@@ -426,15 +446,22 @@ def _post(url: str, sealed: str, timeout: float) -> tuple[int, Any]:
 
 
 def _open_output(body: Any, key: Optional[KeyLike]) -> Optional[str]:
-    """The plaintext of a 422's ``sealedOutput``, when a key opens it."""
+    """The plaintext of a 422's ``sealedOutput``, when a key opens it: with
+    its ``"output"`` subkey, or (servers before the subkeys) the key itself."""
     sealed = body.get("sealedOutput") if isinstance(body, dict) else None
     if not isinstance(sealed, str):
         return None
     try:
-        opened = open_bytes(load_key(key), base64.b64decode(sealed))
-    except Exception:  # no key here, or not ours: the words alone stand
+        secret_key = load_key(key)
+        raw = base64.b64decode(sealed, validate=True)
+    except Exception:  # no key here, or not base64: the words alone stand
         return None
-    return opened.decode("utf-8", "replace")
+    for box_key in (subkey(secret_key, "output"), secret_key):
+        try:
+            return open_bytes(box_key, raw).decode("utf-8", "replace")
+        except Exception:  # not this key: try the next
+            continue
+    return None
 
 
 def open_instance(
