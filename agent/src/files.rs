@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use ua_agent::proto::{ErrorCode, MAX_DATA};
@@ -26,6 +27,8 @@ pub fn setup(script: Vec<u8>, workdir: &str) -> io::Result<(i32, Vec<u8>)> {
     let (mut reader, writer) = io::pipe()?;
     let dir = if std::path::Path::new(workdir).is_dir() { workdir } else { "/" };
     let mut command = Command::new("/bin/sh");
+    // SAFETY: the closure makes one system call.
+    unsafe { command.pre_exec(crate::user::unblock_signals) };
     command
         .args(["-c", SETUP])
         .current_dir(dir)

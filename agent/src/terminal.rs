@@ -72,6 +72,7 @@ impl Terminal {
                 if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
+                crate::user::unblock_signals()?;
                 become_user(uid, gid, &groups)?;
                 if libc::chdir(workdir.as_ptr()) != 0 {
                     return Err(io::Error::last_os_error());

@@ -68,6 +68,20 @@ pub fn become_user(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
     Ok(())
 }
 
+/// Unblocks every signal: the agent blocks the termination signals for
+/// sigwait, and a child inherits that mask through exec (std leaves it).
+pub fn unblock_signals() -> io::Result<()> {
+    // SAFETY: an empty set on the stack, then this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::other("pthread_sigmask"));
+        }
+    }
+    Ok(())
+}
+
 /// A path for a system call (no NUL inside).
 pub fn c_path(path: &[u8]) -> io::Result<CString> {
     CString::new(path).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
