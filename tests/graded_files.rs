@@ -357,3 +357,20 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
 }
+
+/// A container removed behind ua's back: the files answer 404 (as the
+/// terminal does) and the spec gets a new instance.
+#[test]
+fn a_vanished_container_answers_404_and_the_spec_gets_a_new_instance() {
+    let server = TestServer::start();
+    let spec = server.demo_spec("vanish");
+    let id = server.instance(&spec);
+    docker(&["rm", "-f", &format!("ua-{id}")]);
+    let response = files(&server, &id, "path=notes.txt");
+    assert_eq!(response.status, 404, "{}", response.body);
+    let again = server.instance(&spec);
+    assert_ne!(again, id);
+    let response = files(&server, &again, "path=notes.txt");
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(names(&response.json()), ["notes.txt"]);
+}
