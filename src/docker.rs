@@ -216,6 +216,14 @@ pub struct Exec {
     pub input: Pin<Box<dyn AsyncWrite + Send>>,
 }
 
+/// A non-TTY exec's standard output, as it comes.
+pub struct ExecOutput {
+    /// The exec's ID, for its exit status.
+    pub id: String,
+    /// The bytes it writes to its standard output.
+    pub stdout: Pin<Box<dyn Stream<Item = Result<bytes::Bytes, DockerError>> + Send>>,
+}
+
 /// A lazily connected Docker client: the daemon may come and go.
 pub struct Docker {
     client: Mutex<Option<bollard::Docker>>,
@@ -911,6 +919,59 @@ impl Docker {
                 message: "the exec started detached".into(),
             }),
         }
+    }
+
+    /// Starts `command` as `user` (empty: root) in the running container
+    /// without a TTY and hands back its standard output as it comes (its
+    /// standard error is dropped). The kernel checks `user`'s rights on
+    /// everything the command opens, as for the student's own terminal.
+    pub async fn exec_output(
+        &self,
+        container: &str,
+        user: &str,
+        command: Vec<String>,
+    ) -> Result<ExecOutput, DockerError> {
+        let client = self.client().await?;
+        let config = ExecConfig {
+            attach_stdin: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            user: Some(if user.is_empty() { "0:0" } else { user }.to_string()),
+            cmd: Some(command),
+            ..Default::default()
+        };
+        let created = client.create_exec(container, config).await?;
+        let start = StartExecOptions {
+            output_capacity: Some(EXEC_READ_BYTES),
+            ..Default::default()
+        };
+        let StartExecResults::Attached { output, .. } =
+            client.start_exec(&created.id, Some(start)).await?
+        else {
+            return Err(DockerError::Api {
+                status: 500,
+                message: "the exec started detached".into(),
+            });
+        };
+        let stdout = output.filter_map(|item| async move {
+            match item {
+                Ok(LogOutput::StdOut { message }) => Some(Ok(message)),
+                Ok(_) => None,
+                Err(e) => Some(Err(DockerError::from(e))),
+            }
+        });
+        Ok(ExecOutput {
+            id: created.id,
+            stdout: Box::pin(stdout),
+        })
+    }
+
+    /// The exit status of a finished exec (`None` while it runs or when
+    /// Docker does not know it).
+    pub async fn exec_exit_code(&self, exec: &str) -> Result<Option<i64>, DockerError> {
+        let inspect = self.client().await?.inspect_exec(exec).await?;
+        Ok(inspect.exit_code.filter(|_| inspect.running != Some(true)))
     }
 
     /// Whether an exec's process still runs.

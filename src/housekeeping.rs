@@ -216,7 +216,9 @@ impl Registry {
                 let Ok(slot) = instance.terminal.try_lock() else {
                     return Ok(());
                 };
-                if slot.as_ref().is_none_or(Terminal::is_over) && !instance.is_warm() {
+                // A graded-files read stops it itself when done.
+                let reading = self.file_reads.active(id);
+                if slot.as_ref().is_none_or(Terminal::is_over) && !instance.is_warm() && !reading {
                     let h = crate::handle::of(id);
                     log::info!(ua_instance = h; "instance {h}: stopping its container (no session)");
                     bounded(self.docker.stop(&container.id)).await?;

@@ -3,13 +3,17 @@
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -32,6 +36,7 @@ use crate::session::{self, SessionSettings};
 use crate::spec::Spec;
 use crate::store::is_instance_id;
 use crate::web::WebAssets;
+use crate::write_deadline::WithWriteDeadline;
 
 /// Largest request body accepted (a sealed spec is far smaller).
 pub const MAX_BODY: usize = 1 << 20;
@@ -46,7 +51,31 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Seconds a client told "503" should wait.
 const RETRY_AFTER_SECS: u32 = 5;
 
-type Body = Full<Bytes>;
+/// An answer's body: whole, or streamed (graded files).
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A body of `bytes`, all at once.
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// The graded files as they stream out of the container; a cut-off answer
+/// ends the connection (the client sees it broken, never short).
+struct FilesBody(files::Answer);
+
+impl hyper::body::Body for FilesBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_chunk(cx).map(|c| c.map(|c| c.map(Frame::data)))
+    }
+}
 
 /// Everything a request handler needs.
 pub struct App {
@@ -138,10 +167,23 @@ async fn accept(listener: &Listener) -> std::io::Result<Option<Box<dyn Connectio
 }
 
 async fn serve_connection(stream: Box<dyn Connection>, app: Arc<App>) {
+    // Every answer has a write deadline; a websocket, once upgraded, keeps its own.
+    let upgraded = Arc::new(AtomicBool::new(false));
     let service = hyper::service::service_fn({
-        let app = app.clone();
-        move |request| handle(app.clone(), request)
+        let (app, upgraded) = (app.clone(), upgraded.clone());
+        move |request| {
+            let upgraded = upgraded.clone();
+            let handled = handle(app.clone(), request);
+            async move {
+                let response = handled.await?;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    upgraded.store(true, Ordering::Relaxed);
+                }
+                Ok::<_, Infallible>(response)
+            }
+        }
     });
+    let stream = WithWriteDeadline::new(stream, upgraded);
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -267,7 +309,7 @@ fn json_response(status: StatusCode, mut value: serde_json::Value) -> Response<B
     if retry {
         value["retryAfter"] = json!(RETRY_AFTER_SECS);
     }
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut response = Response::new(full(value.to_string()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -437,9 +479,21 @@ async fn graded_files(app: &App, instance_id: &str, query: &str) -> Response<Bod
         Err(e) => Err(e),
     };
     match read {
-        Ok(body) => json_response(StatusCode::OK, body),
+        Ok(answer) => {
+            let mut response = Response::new(FilesBody(answer).boxed_unsync());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         Err(FilesError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, &m),
         Err(FilesError::TooBig(m)) => error(StatusCode::PAYLOAD_TOO_LARGE, &m),
+        Err(FilesError::Busy(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
+        Err(FilesError::Gone) => error(
+            StatusCode::NOT_FOUND,
+            "there is no such instance (it may have expired or been cleaned); send the spec again",
+        ),
         Err(e) if e.is_unavailable() => {
             let h = handle::of(instance_id);
             let e = handle::hide(&e, instance_id);
@@ -449,7 +503,7 @@ async fn graded_files(app: &App, instance_id: &str, query: &str) -> Response<Bod
                 "Docker is unreachable; try again shortly",
             )
         }
-        Err(FilesError::Docker(e)) => {
+        Err(e) => {
             let h = handle::of(instance_id);
             let e = handle::hide(&e, instance_id);
             log::warn!(ua_instance = h; "instance {h}: files not read: {e}");
@@ -481,7 +535,7 @@ async fn clean_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
 }
 
 fn asset(kind: &'static str, bytes: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(bytes));
+    let mut response = Response::new(full(bytes));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -533,7 +587,7 @@ fn metrics_page(app: &App) -> Response<Body> {
     snapshot.sessions = app.sessions.len();
     let mut text = metrics::render(&snapshot);
     crate::node::render_metric(&mut text, app.config.node_id.as_deref());
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -624,7 +678,10 @@ fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> 
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
     let (response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(config)) {
-        Ok(upgrade) => upgrade,
+        Ok((response, websocket)) => (
+            response.map(|b| b.map_err(|never| match never {}).boxed_unsync()),
+            websocket,
+        ),
         Err(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -656,7 +713,7 @@ fn websocket(app: &App, mut request: Request<Incoming>, instance_id: String) -> 
 }
 
 fn preflight() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     headers.insert(

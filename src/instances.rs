@@ -12,6 +12,7 @@ use crate::config::ServeConfig;
 use crate::docker::{Attached, Docker, DockerError};
 use crate::files::{self, FilesError};
 use crate::gate::{self, Gate};
+use crate::housekeeping::bounded;
 pub use crate::housekeeping::DOCKER_CALL_LIMIT;
 pub use crate::instance_errors::{AttachError, CreateError};
 use crate::live::Swap;
@@ -127,6 +128,8 @@ pub struct Registry {
     /// Set once `reconcile` has loaded the records: before it, the tables
     /// know none of them, so nothing may be created or tidied away.
     pub(crate) reconciled: AtomicBool,
+    /// The graded-files reads in progress (bounded per instance and in all).
+    pub(crate) file_reads: Arc<files::Reads>,
 }
 
 impl Registry {
@@ -141,6 +144,7 @@ impl Registry {
             tables: Mutex::new(Tables::default()),
             next_generation: AtomicU64::new(1),
             reconciled: AtomicBool::new(false),
+            file_reads: Arc::default(),
         })
     }
 
@@ -428,15 +432,119 @@ impl Registry {
         self.tables.lock().unwrap().by_spec.get(spec_id).cloned()
     }
 
-    /// Reads graded files out of the instance's container, running or
-    /// stopped: the HTTP layer asks here and never sees Docker.
+    /// Starts reading graded files out of the instance's container as the
+    /// image's USER (a stopped container is started for the read and
+    /// stopped after it): the HTTP layer asks here and never sees Docker.
+    /// The limits are checked before the answer starts; it then streams.
     pub async fn read_files(
-        &self,
-        instance: &Instance,
+        self: &Arc<Self>,
+        instance: &Arc<Instance>,
         paths: &[String],
-    ) -> Result<serde_json::Value, FilesError> {
+    ) -> Result<files::Answer, FilesError> {
+        let Some(permit) = self.file_reads.try_start(&instance.id) else {
+            return Err(FilesError::Busy(
+                "too many graded-files reads at once; try again shortly".into(),
+            ));
+        };
+        let measured = self.measure_files(instance, paths).await;
+        let (reader, plan) = match measured {
+            Ok(measured) => measured,
+            Err(e) => {
+                drop(permit);
+                self.stop_after_reading(instance).await;
+                return Err(e);
+            }
+        };
+        let (sender, answer) = files::answer();
+        let (registry, instance) = (self.clone(), instance.clone());
+        tokio::spawn(async move {
+            let sent = tokio::time::timeout(
+                files::ANSWER_DEADLINE,
+                files::send(&registry.docker, &reader, plan, sender),
+            )
+            .await;
+            drop(permit);
+            if let Ok(Err(files::Cut::Failed(e))) = sent {
+                let h = crate::handle::of(&instance.id);
+                let e = crate::handle::hide(&e, &instance.id);
+                log::warn!(ua_instance = h; "instance {h}: graded files cut off: {e}");
+            }
+            registry.stop_after_reading(&instance).await;
+        });
+        Ok(answer)
+    }
+
+    /// The container running (started if need be), and the files measured.
+    async fn measure_files(
+        &self,
+        instance: &Arc<Instance>,
+        paths: &[String],
+    ) -> Result<(files::Reader, files::Plan), FilesError> {
         let record = instance.record();
-        files::read(&self.docker, &record.container_id, &record.image, paths).await
+        let user = bounded(self.docker.image_user(&record.image)).await?;
+        let workdir = bounded(self.docker.image_workdir(&record.image)).await?;
+        self.running_for_files(instance, &record.container_id)
+            .await?;
+        let reader = files::Reader {
+            container: record.container_id,
+            user,
+            workdir,
+        };
+        let plan = match bounded_files(files::measure(&self.docker, &reader, paths)).await {
+            // Stopped or restarted meanwhile (a terminal's end, a clean).
+            Err(FilesError::Docker(DockerError::Api { status: 409, .. })) => {
+                return Err(FilesError::Busy(
+                    "the container is stopping or starting; try again shortly".into(),
+                ))
+            }
+            other => other?,
+        };
+        Ok((reader, plan))
+    }
+
+    /// Starts a stopped container for a read (the terminal's lock held, so
+    /// that no attach or end of a terminal crosses it).
+    async fn running_for_files(
+        &self,
+        instance: &Arc<Instance>,
+        container: &str,
+    ) -> Result<(), FilesError> {
+        let slot = instance.terminal.lock().await;
+        let started = match bounded(self.docker.is_running(container)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => bounded(self.docker.start(container)).await,
+            Err(e) => Err(e),
+        };
+        match started {
+            Err(DockerError::NotFound) => {
+                drop(slot);
+                self.forget_vanished(instance).await;
+                Err(FilesError::Gone)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// After the last read of an instance's files: its container is
+    /// stopped again unless a terminal runs in it or waits for it (warm).
+    async fn stop_after_reading(&self, instance: &Arc<Instance>) {
+        if self.file_reads.active(&instance.id) {
+            return;
+        }
+        let slot = instance.terminal.lock().await;
+        let in_use = slot.as_ref().is_some_and(|t| !t.is_over()) || instance.is_warm();
+        if in_use || self.file_reads.active(&instance.id) || self.lookup(&instance.id).is_none() {
+            return;
+        }
+        let container = instance.record().container_id;
+        if let Err(e) = bounded(self.docker.stop(&container)).await {
+            if !matches!(e, DockerError::NotFound) {
+                let h = crate::handle::of(&instance.id);
+                let e = crate::handle::hide(&e, &instance.id);
+                log::warn!(ua_instance = h; "instance {h}: container not stopped after a read: {e}");
+            }
+        }
+        drop(slot);
     }
 
     /// A terminal is over: stop the container (files kept) and start the
@@ -456,6 +564,20 @@ impl Registry {
             self.stop_and_touch(instance).await;
         }
     }
+}
+
+/// `call` (measuring graded files), a 503 when it takes over
+/// [`DOCKER_CALL_LIMIT`] (a FIFO swapped in can hold the open).
+async fn bounded_files<T>(
+    call: impl std::future::Future<Output = Result<T, FilesError>>,
+) -> Result<T, FilesError> {
+    tokio::time::timeout(DOCKER_CALL_LIMIT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(FilesError::Busy(
+                "the files took too long to open; try again shortly".into(),
+            ))
+        })
 }
 
 /// A TTY attached and its program going.

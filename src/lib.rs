@@ -25,7 +25,8 @@
 //! - `close`: websocket close codes, their reasons and what they mean to clients
 //! - `session`: one websocket attached to a terminal
 //! - `observe`: a read-only websocket on a terminal (staff views)
-//! - `files`: graded files read out of a container
+//! - `files`: graded files read out of a container as the image's USER, streamed
+//! - `write_deadline`: the write deadline of every HTTP connection
 //! - `metrics`: counters for `/metrics`
 //! - `panics`: panics logged once per kind and counted, never a raw backtrace
 //! - `web`: the browser terminal's files
@@ -95,3 +96,4 @@ pub mod tables;
 pub mod terminado;
 pub mod terminal;
 pub mod web;
+pub mod write_deadline;

@@ -67,24 +67,58 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
+        // Client-chosen text (a path, a header) may hold newlines and `<N>`:
+        // one record stays one line, one journal entry.
+        let text = record.args().to_string();
+        let message = escape_controls(&text);
         let line = match &self.output {
-            Output::Journal(journal) => match journal.journal_send(record) {
-                Ok(()) => return,
-                // journald restarting: the stream still reaches it.
-                Err(_) => format!("<{}>{}\n", priority(record.level()), record.args()),
-            },
-            Output::Prefixed => format!("<{}>{}\n", priority(record.level()), record.args()),
+            Output::Journal(journal) => {
+                let sent = journal.journal_send(
+                    &log::Record::builder()
+                        .args(format_args!("{message}"))
+                        .level(record.level())
+                        .target(record.target())
+                        .module_path(record.module_path())
+                        .file(record.file())
+                        .line(record.line())
+                        .key_values(record.key_values())
+                        .build(),
+                );
+                match sent {
+                    Ok(()) => return,
+                    // journald restarting: the stream still reaches it.
+                    Err(_) => format!("<{}>{message}\n", priority(record.level())),
+                }
+            }
+            Output::Prefixed => format!("<{}>{message}\n", priority(record.level())),
             Output::Plain => format!(
-                "{} {:5} {}\n",
+                "{} {:5} {message}\n",
                 humantime::format_rfc3339_millis(std::time::SystemTime::now()),
                 record.level(),
-                record.args()
             ),
         };
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}
+}
+
+/// `text` with its control characters (newline, carriage return, escape,
+/// …) written as Rust escapes (`\n`, `\u{1b}`), so that a log line stays
+/// one line whatever a client put in it.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 /// Installs the logger of `ua serve` at `level`.
@@ -129,4 +163,19 @@ pub fn fatal(message: &str) {
 /// Whether log lines go to the journal (natively or with `<N>` prefixes).
 pub fn to_journal() -> bool {
     !matches!(output(), Output::Plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_onto_one_line() {
+        assert_eq!(escape_controls("plain <0> text"), "plain <0> text");
+        assert_eq!(
+            escape_controls("a\n<0>ua: forged\r\u{1b}[2J\tb\u{85}"),
+            "a\\n<0>ua: forged\\r\\u{1b}[2J\\tb\\u{85}"
+        );
+        assert!(!escape_controls("x\ny\rz").contains(['\n', '\r']));
+    }
 }

@@ -253,3 +253,45 @@ fn serve_returns_on_shutdown_and_stops_listening() {
     server.stop().expect("serve ends cleanly");
     assert!(std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err());
 }
+
+/// Every HTTP answer has a write deadline (issue 20, item 2): a client that
+/// pipelines requests and never reads its answers (a 4 KiB receive buffer)
+/// is dropped once ua's writes have waited 30 s, instead of holding the
+/// connection, its buffers and its slot for as long as it likes.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_reads_its_answers_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = serve_here(&dir).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    const REQUESTS: usize = 3000;
+    tokio::spawn(async move {
+        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(REQUESTS);
+        // The server stops reading once its answers back up, then drops us.
+        let _ = writer.write_all(&request).await;
+    });
+    tokio::time::sleep(ua::write_deadline::WRITE_DEADLINE * 3).await;
+    let mut answers = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let read_all = async {
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answers.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(600), read_all)
+        .await
+        .expect("the server ended the connection");
+    let answered = String::from_utf8_lossy(&answers)
+        .matches("HTTP/1.1 200")
+        .count();
+    // Without the deadline all but the last are answered once it reads.
+    assert!(
+        answered < REQUESTS / 2,
+        "all {answered} answers were kept waiting for the client"
+    );
+}

@@ -475,14 +475,51 @@ fn exchange(
         .unwrap_or("0")
         .parse()
         .unwrap_or(0);
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        let start = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(raw.len(), |p| p + 4);
+        String::from_utf8_lossy(&dechunk(&raw[start..])).into_owned()
+    } else {
+        body.to_string()
+    };
     Response {
         status,
         headers,
-        body: body.to_string(),
+        body,
+    }
+}
+
+/// The body of a chunked answer; a cut-off answer gives what came (and no
+/// valid JSON).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return body;
+        };
+        let size = std::str::from_utf8(&raw[..eol])
+            .ok()
+            .and_then(|line| usize::from_str_radix(line.split(';').next()?.trim(), 16).ok());
+        let Some(size) = size else { return body };
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return body;
+        }
+        let take = size.min(raw.len());
+        body.extend_from_slice(&raw[..take]);
+        if take < size || raw.len() < size + 2 {
+            return body;
+        }
+        raw = &raw[size + 2..];
     }
 }
 
