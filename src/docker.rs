@@ -404,6 +404,7 @@ impl Docker {
                 Ok(info) => {
                     if let Some(text) = info.stream.as_deref() {
                         tail.keep(text);
+                        crate::progress::build_line(text);
                         steps.extend(step_images.made_in(text));
                     }
                     if let Some(detail) = info.error_detail.and_then(|d| d.message) {

@@ -79,6 +79,7 @@ pub mod node;
 pub mod observe;
 pub mod panics;
 pub mod pool;
+pub mod progress;
 pub mod provision;
 pub mod redact;
 pub mod reload;
