@@ -385,6 +385,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
             None => error(StatusCode::NOT_FOUND, "this spec has no instance"),
         };
     }
+    let assignment = spec.assignment.to_string();
     let answer = if progress {
         match with_progress(app, spec).await {
             Ok(answer) => answer,
@@ -394,6 +395,11 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
         app.registry.get_or_create(spec).await
     };
     match answer {
+        // `?progress` also names the assignment (the start page's title).
+        Ok(instance_id) if progress => json_response(
+            StatusCode::OK,
+            json!({ "instanceID": instance_id, "assignment": assignment }),
+        ),
         Ok(instance_id) => json_response(StatusCode::OK, json!({ "instanceID": instance_id })),
         Err(e) => {
             let status =
