@@ -307,7 +307,7 @@ def test_the_route_token_is_sent_and_no_node_says_unavailable_retrying(browser, 
             shown = state(browser)
             assert shown["message"].startswith("The server is unavailable, retrying"), shown
             assert "Reconnecting in" in shown["detail"]
-            assert _Unavailable.hits[0] == f"/{prefix}/spec?route=0123456789abcdef"
+            assert _Unavailable.hits[0] == f"/{prefix}/spec?progress&route=0123456789abcdef"
             # Reset (clean) carries the token too.
             browser.evaluate(ROOT + ".uassignTerminal.reset()")
             browser.wait_for(ROOT + ".getAttribute('data-close-reason') === 'reset-failed'", 10, "the reset to fail")
@@ -361,7 +361,7 @@ def test_idle_timeout_offers_reconnect(browser, pages):
         browser.navigate(make_page(pages, f"127.0.0.1:{server.port}", new_spec(server)))
         wait_open(browser)
         shown = wait_stopped(browser, "idle", timeout=30)
-        assert "without activity" in shown["message"] and shown["button"] == "Reconnect"
+        assert "nothing happened" in shown["message"] and shown["button"] == "Reconnect"
         click(browser)
         wait_open(browser)
     finally:
