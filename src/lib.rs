@@ -77,6 +77,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod observe;
+pub mod oom;
 pub mod panics;
 pub mod pool;
 pub mod progress;

@@ -152,7 +152,10 @@ fn seal_command(args: &SealCommandArgs) -> anyhow::Result<()> {
     let sealed = keys.seal(&plaintext);
     if let (true, Some(server)) = (args.link, &args.server) {
         let token = route::token(&keys, &spec.spec_id);
-        println!("{}/start?route={token}#{sealed}", server.trim_end_matches('/'));
+        println!(
+            "{}/start?route={token}#{sealed}",
+            server.trim_end_matches('/')
+        );
         return Ok(());
     }
     println!("{sealed}");

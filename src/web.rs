@@ -85,7 +85,11 @@ pub async fn html_not_found(
 ) -> hyper::Response<http_body_util::Full<Bytes>> {
     use http_body_util::BodyExt;
     let (mut parts, body) = response.into_parts();
-    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let said = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_string))

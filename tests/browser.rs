@@ -80,11 +80,16 @@ fn the_browser_terminal_can_be_turned_off() {
 /// Runs tests/browser/features.mjs on `url` with `checks`; panics with its
 /// report and the server's log on a failure.
 fn features(server: &TestServer, url: &str, checks: &[&str]) -> String {
+    features_with(server, url, checks, &[])
+}
+
+fn features_with(server: &TestServer, url: &str, checks: &[&str], env: &[(&str, &str)]) -> String {
     let mut command = Command::new("node");
     command
         .arg(repo().join("tests/browser/features.mjs"))
         .arg(url)
-        .args(checks);
+        .args(checks)
+        .envs(env.iter().copied());
     if let Ok(dir) = std::env::var("UA_SCREENSHOTS") {
         command.env("SHOTS", dir);
     }
@@ -182,7 +187,10 @@ fn a_browser_gets_a_page_in_words_where_an_api_client_gets_json() {
     for path in ["/", gone.as_str()] {
         let page = http(server.port, "GET", path, &html, b"");
         assert_eq!(page.status, 404);
-        assert!(page.header("content-type").unwrap().starts_with("text/html"));
+        assert!(page
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html"));
         assert!(page.body.contains("This page is not here"), "{}", page.body);
         let api = server.http("GET", path, "");
         assert!(api.json()["error"].is_string(), "{}", api.body);
@@ -190,4 +198,18 @@ fn a_browser_gets_a_page_in_words_where_an_api_client_gets_json() {
     let start = server.http("GET", "/start", "");
     assert_eq!(start.status, 200);
     assert!(start.body.contains("ua-terminal.js"));
+}
+
+#[test]
+fn an_out_of_memory_kill_is_said_in_the_terminal_with_the_limit() {
+    let server = web_server(&[]);
+    let dir = server.assignments().join("small");
+    write(
+        &dir.join("Dockerfile.tmpl"),
+        "FROM ua-busybox:latest\nUSER student\nWORKDIR /home/student\nCMD [\"/bin/sh\"]\n",
+    );
+    write(&dir.join("assignment.json"), r#"{"memoryMB": 48}"#);
+    let id = server.instance(&server.seal(r#"{"specID":"oom-page","assignmentName":"small"}"#));
+    let url = format!("http://127.0.0.1:{}/instance/{id}", server.port);
+    features_with(&server, &url, &["oom"], &[("OOM_MIB", "48")]);
 }

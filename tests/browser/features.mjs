@@ -9,6 +9,7 @@
 //   reader    screen-reader mode from the toolbar, kept after a reload
 //   clipboard Ctrl+Shift+C copies the selection; Ctrl+Shift+V pastes (no ^V)
 //   paste     a 2 MiB paste arrives intact, on one websocket (never 1009)
+//   oom       a program that fills memory is killed: the terminal says so, with OOM_MIB
 //   idle      the idle warning shows, a key hides it; then the idle close in words
 // SHOTS=dir: where screenshots go (desktop.png, phone.png).
 import { createHash } from "node:crypto";
@@ -57,11 +58,11 @@ const waitScreen = (text, what, ms) => until(`(() => { const b = ${SESSION}.term
   for (let i = 0; i < b.length; i++) s += b.getLine(i).translateToString(true) + "\\n"; return s.includes(${JSON.stringify(text)}); })()`, what, ms);
 const open = () => until(`${ROOT} && ${ROOT}.getAttribute('data-state') === 'open'`, "the terminal opens", 120000);
 const focusTerm = () => js(`${SESSION}.term.focus()`);
-const run = async (command, expect, what) => {
+const run = async (command, expect, what, ms) => {
   await focusTerm();
   await page.keyboard.type(command);
   await page.keyboard.press("Enter");
-  await waitScreen(expect, what);
+  await waitScreen(expect, what, ms);
 };
 const report = [];
 
@@ -168,6 +169,14 @@ const CHECKS = {
     await run("md5sum /tmp/pasted", md5, "the paste arrived intact");
     if (sockets.length !== before || closes.length) throw new Error(`the socket was replaced during the paste: ${closes.length} closed`);
     report.push(`paste ${text.length} bytes`);
+  },
+  async oom() {
+    // A child shell fills memory: the kernel stops it, the shell lives on.
+    await run("sh -c 'x=$(head -c 200000000 /dev/zero | tr \"\\\\0\" a)'; echo after-oom-$((2+2))", "after-oom-4", "the shell after the kill", 60000);
+    await waitScreen("out of memory", "the out-of-memory notice", 20000);
+    const limit = process.env.OOM_MIB;
+    if (limit) await waitScreen(`more than the ${limit} MiB`, "the limit in the notice", 5000);
+    report.push("out-of-memory notice");
   },
   async idle() {
     await until(`!document.querySelector('.ua-notice').hidden`, "the idle warning", 30000);
