@@ -124,7 +124,10 @@ impl Server {
         keys: &Keyring,
         spec_id: &str,
     ) -> anyhow::Result<String> {
-        let path = format!("/spec?route={}", crate::route::token(keys, spec_id));
+        let path = format!(
+            "/spec?route={}&progress",
+            crate::route::token(keys, spec_id)
+        );
         self.post_spec(&path, sealed, Some(keys)).await
     }
 
@@ -134,7 +137,18 @@ impl Server {
         sealed: &str,
         keys: Option<&Keyring>,
     ) -> anyhow::Result<String> {
-        let (status, json) = self.post(path, sealed).await?;
+        let mut shown = serde_json::Value::Null;
+        let (status, json) = loop {
+            let (status, json) = self.post(path, sealed).await?;
+            // `?progress`: 202 with the phase while the create goes on.
+            if status != hyper::StatusCode::ACCEPTED {
+                break (status, json);
+            }
+            if json != shown {
+                eprintln!("[ua: {}]\r", crate::progress::describe(&json));
+                shown = json;
+            }
+        };
         if !status.is_success() {
             let error = json["error"].as_str().unwrap_or("no explanation given");
             let output = json["sealedOutput"]

@@ -138,9 +138,15 @@ async fn attach(socket: Socket, stdin: &mut tokio::io::Stdin) -> anyhow::Result<
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(ServerMessage::Stdout(output)) = ServerMessage::decode(&text) {
-                        stdout.write_all(output.as_bytes())?;
-                        stdout.flush()?;
+                    match ServerMessage::decode(&text) {
+                        Some(ServerMessage::Stdout(output)) => {
+                            stdout.write_all(output.as_bytes())?;
+                            stdout.flush()?;
+                        }
+                        Some(ServerMessage::IdleWarning(left)) => eprint!(
+                            "\r\n[ua: idle; this terminal closes in {left} s unless you type]\r\n"
+                        ),
+                        _ => {}
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {

@@ -16,6 +16,7 @@ use crate::handle;
 use crate::instance_errors::{build_failure, CreateError};
 use crate::instances::{unix_now, Instance, Registry};
 use crate::metrics;
+use crate::progress::{self, Phase};
 use crate::provision::{assignment_error, Pinned, Prepared};
 use crate::redact::Redactor;
 use crate::spec::Spec;
@@ -32,7 +33,8 @@ impl Registry {
             .building_ids
             .insert(instance_id.clone());
         let mut pinned = None;
-        let result = (self.build_instance(&spec, &instance_id, &mut pinned).await)
+        let building = self.build_instance(&spec, &instance_id, &mut pinned);
+        let result = (progress::reporting(&spec.spec_id, building).await)
             .map_err(|e| e.hiding(&instance_id));
         if result.is_ok() {
             metrics::SPEC_READY_SECONDS.observe(started.elapsed().as_secs_f64());
@@ -120,6 +122,7 @@ impl Registry {
         instance_id: &str,
     ) -> Result<String, CreateError> {
         let _permit = self.provisioner.slots.acquire().await;
+        progress::set(Phase::Building(None));
         let started = std::time::Instant::now();
         let context = {
             let (assignment, spec, id) =
@@ -144,6 +147,7 @@ impl Registry {
         let image = format!("ua/{instance_id}");
         let labels = self.docker.labels(instance_id);
         let build_timeout = self.provisioner.build_timeout(assignment);
+        progress::set(Phase::Building(None));
         let building_started = std::time::Instant::now();
         let built = self
             .docker
@@ -185,6 +189,7 @@ impl Registry {
         shared: bool,
         spec: &Spec,
     ) -> Result<Arc<Instance>, CreateError> {
+        progress::set(Phase::Creating);
         let started = std::time::Instant::now();
         let labels = self.docker.labels(instance_id);
         // A setup runs before the terminal, and a warm container waits for
@@ -266,6 +271,7 @@ impl Registry {
             if shared { ", shared image" } else { "" },
             started.elapsed().as_millis()
         );
+        progress::set(Phase::Starting);
         let instance = Instance::new(record);
         if running {
             // Left running for the terminal that is about to attach.

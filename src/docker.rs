@@ -411,6 +411,7 @@ impl Docker {
                 Ok(info) => {
                     if let Some(text) = info.stream.as_deref() {
                         tail.keep(text);
+                        crate::progress::build_line(text);
                         steps.extend(step_images.made_in(text));
                     }
                     if let Some(detail) = info.error_detail.and_then(|d| d.message) {
@@ -430,6 +431,36 @@ impl Docker {
             }
         }
         Ok(())
+    }
+
+    /// Sends the container's memory limit in bytes (0: none) on `kills` at
+    /// each out-of-memory kill in it (Docker's `oom` events), until the
+    /// event stream ends or nobody listens.
+    pub async fn watch_oom(&self, container: &str, kills: tokio::sync::mpsc::Sender<i64>) {
+        let Ok(client) = self.client().await else {
+            return;
+        };
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["oom".to_string()]),
+            ("container".to_string(), vec![container.to_string()]),
+        ]);
+        let options = bollard::query_parameters::EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let mut events = client.events(Some(options));
+        while let Some(Ok(_)) = events.next().await {
+            let limit = client
+                .inspect_container(container, None::<InspectContainerOptions>)
+                .await
+                .ok()
+                .and_then(|c| c.host_config?.memory)
+                .unwrap_or(0);
+            if kills.send(limit).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Whether the daemon has `image` (a name or an ID).

@@ -38,6 +38,11 @@ use crate::store::is_instance_id;
 use crate::web::WebAssets;
 use crate::write_deadline::WithWriteDeadline;
 
+/// How long `POST /spec?progress` waits for a phase change at most.
+const PROGRESS_WAIT: Duration = Duration::from_secs(10);
+/// How long it gives a create before answering with a phase.
+const PROGRESS_SETTLE: Duration = Duration::from_millis(300);
+
 /// Largest request body accepted (a sealed spec is far smaller).
 pub const MAX_BODY: usize = 1 << 20;
 /// Largest websocket message or frame accepted; bigger ones close with 1009.
@@ -221,6 +226,8 @@ pub enum Route<'a> {
     Static(&'a str),
     /// `GET /instance/{id}`: the terminal page.
     TerminalPage(&'a str),
+    /// `GET /start`: the page that posts the spec in its URL's fragment.
+    StartPage,
     /// `GET /instance/{id}/ws`: the terminal websocket.
     Websocket(&'a str),
     /// `GET /instance/{id}/files`: graded files.
@@ -240,6 +247,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         (&Method::OPTIONS, "/spec" | "/spec/clean") => Route::Preflight,
         (&Method::GET, "/health") => Route::Health,
         (&Method::GET, "/metrics") => Route::Metrics,
+        (&Method::GET, "/start") => Route::StartPage,
         (_, "/spec" | "/spec/clean" | "/health" | "/metrics") => Route::WrongMethod,
         _ => {
             if let Some(name) = path.strip_prefix("/static/").filter(|_| get) {
@@ -260,6 +268,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
 async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_string();
     let origin = request.headers().get(header::ORIGIN).cloned();
+    let wants_html = crate::web::wants_html(request.method(), request.headers());
     // A bug in a handler answers 500 instead of dropping the connection;
     // the panic hook (crate::panics) has logged and counted it.
     let handled = AssertUnwindSafe(route_request(&app, request, &path))
@@ -274,6 +283,9 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
     if path.starts_with("/spec") || path.ends_with("/files") {
         add_cors(&app, origin.as_ref(), &mut response);
     }
+    if wants_html && response.status() == StatusCode::NOT_FOUND {
+        response = crate::web::html_not_found(response).await;
+    }
     Ok(response)
 }
 
@@ -286,6 +298,7 @@ async fn route_request(app: &Arc<App>, request: Request<Incoming>, path: &str) -
         Route::Metrics => metrics_page(app),
         Route::Static(name) => static_file(app, name),
         Route::TerminalPage(id) => terminal_page(app, id),
+        Route::StartPage => start_page(app),
         Route::Websocket(id) => websocket(app, request, id.to_string()),
         Route::Files(id) => {
             let query = request.uri().query().unwrap_or("").to_string();
@@ -402,6 +415,7 @@ fn capitalise(text: &str) -> String {
 
 async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     let observe = query_has(&request, "mode=observe");
+    let progress = query_has(&request, "progress");
     let spec = match read_spec(app, request).await {
         Ok(spec) => spec,
         Err(response) => return response,
@@ -413,7 +427,21 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
             None => error(StatusCode::NOT_FOUND, "this spec has no instance"),
         };
     }
-    match app.registry.get_or_create(spec).await {
+    let assignment = spec.assignment.to_string();
+    let answer = if progress {
+        match with_progress(app, spec).await {
+            Ok(answer) => answer,
+            Err(phase) => return json_response(StatusCode::ACCEPTED, phase),
+        }
+    } else {
+        app.registry.get_or_create(spec).await
+    };
+    match answer {
+        // `?progress` also names the assignment (the start page's title).
+        Ok(instance_id) if progress => json_response(
+            StatusCode::OK,
+            json!({ "instanceID": instance_id, "assignment": assignment }),
+        ),
         Ok(instance_id) => json_response(StatusCode::OK, json!({ "instanceID": instance_id })),
         Err(e) => {
             let status =
@@ -457,10 +485,41 @@ fn failure_output(e: &CreateError) -> Option<&[String]> {
 }
 
 fn query_has(request: &Request<Incoming>, pair: &str) -> bool {
-    request
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == pair))
+    request.uri().query().is_some_and(|q| has_pair(q, pair))
+}
+
+fn has_pair(query: &str, pair: &str) -> bool {
+    query.split('&').any(|kv| kv == pair)
+}
+
+/// `POST /spec?progress`: the create's answer if it comes within
+/// [`PROGRESS_WAIT`] or before its phase changes; else (`Err`) the phase
+/// it is in. The create goes on either way (it runs in its own task).
+async fn with_progress(
+    app: &App,
+    spec: Spec,
+) -> Result<Result<String, CreateError>, serde_json::Value> {
+    let watch = crate::progress::Watch::of(&spec.spec_id);
+    let mut phases = watch.subscribe();
+    let seen = *phases.borrow_and_update();
+    let create = app.registry.get_or_create(spec);
+    tokio::pin!(create);
+    // A moment for a create that is quick (an instance that exists).
+    let settle = tokio::time::sleep(PROGRESS_SETTLE);
+    tokio::select! {
+        answer = &mut create => return Ok(answer),
+        () = settle => {}
+    }
+    let now = *phases.borrow();
+    if now == seen {
+        tokio::select! {
+            answer = &mut create => return Ok(answer),
+            _ = phases.changed() => {}
+            () = tokio::time::sleep(PROGRESS_WAIT) => {}
+        }
+    }
+    let phase = *phases.borrow();
+    Err(phase.to_json())
 }
 
 /// `GET /instance/{id}/files?path=…`: graded files out of the container.
@@ -571,7 +630,22 @@ fn terminal_page(app: &App, instance_id: &str) -> Response<Body> {
             "there is no such instance (it may have expired or been cleaned); send the spec again",
         );
     }
-    let (kind, bytes) = web.page();
+    page_with_policy(web.page())
+}
+
+/// `GET /start`: the page reads the sealed spec from its fragment (which no
+/// request line carries) and posts it.
+fn start_page(app: &App) -> Response<Body> {
+    match app.web.as_ref().and_then(|web| web.file("start.html")) {
+        Some(page) => page_with_policy(page),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "the browser terminal is turned off on this server",
+        ),
+    }
+}
+
+fn page_with_policy((kind, bytes): (&'static str, Bytes)) -> Response<Body> {
     let mut response = asset(kind, bytes);
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,

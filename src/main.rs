@@ -84,6 +84,14 @@ struct SealCommandArgs {
     /// for a load balancer in front of several nodes (docs/API.md, "Nodes and routing").
     #[arg(long)]
     route: bool,
+    /// Print a link instead: `{server}/start?route=<token>#<sealed spec>`, a
+    /// way in for a student's browser (the spec rides in the fragment, which
+    /// no request line carries). Needs --server.
+    #[arg(long, requires = "server")]
+    link: bool,
+    /// The ua server's base URL for --link, e.g. https://ua.example.edu.
+    #[arg(long)]
+    server: Option<String>,
 }
 
 fn read_input(file: &Option<PathBuf>) -> std::io::Result<Vec<u8>> {
@@ -141,7 +149,16 @@ fn seal_command(args: &SealCommandArgs) -> anyhow::Result<()> {
     // Refuse what the server would refuse, before it travels.
     let spec =
         spec::Spec::parse(&plaintext).map_err(|e| anyhow::anyhow!("not a valid spec: {e}"))?;
-    println!("{}", keys.seal(&plaintext));
+    let sealed = keys.seal(&plaintext);
+    if let (true, Some(server)) = (args.link, &args.server) {
+        let token = route::token(&keys, &spec.spec_id);
+        println!(
+            "{}/start?route={token}#{sealed}",
+            server.trim_end_matches('/')
+        );
+        return Ok(());
+    }
+    println!("{sealed}");
     if args.route {
         println!("route={}", route::token(&keys, &spec.spec_id));
     }

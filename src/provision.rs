@@ -164,6 +164,7 @@ impl Provisioner {
                     tail: Vec::new(),
                 });
             }
+            crate::progress::set(crate::progress::Phase::Pulling);
             let started = Instant::now();
             let pulled = tokio::time::timeout(PULL_TIMEOUT, self.docker.pull(&image)).await;
             PHASE_SECONDS.record("pull", instance_id, started);
@@ -349,6 +350,7 @@ impl Provisioner {
         instance_id: &str,
     ) -> Result<bool, CreateError> {
         if !prepared.files.is_empty() {
+            crate::progress::set(crate::progress::Phase::Copying);
             let started = Instant::now();
             let owner = self.owner(container, image).await?;
             let mut exists = HashMap::new();
@@ -387,6 +389,7 @@ impl Provisioner {
         let Some(script) = prepared.setup else {
             return Ok(false);
         };
+        crate::progress::set(crate::progress::Phase::Setup);
         let started = Instant::now();
         self.docker.start(container).await?;
         PHASE_SECONDS.record("start", instance_id, started);

@@ -25,6 +25,8 @@ use crate::terminal::{Attachment, CloseReason, Resizer, MAX_CHUNK};
 /// How long the closing handshake may take.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest pause between pings.
+/// How long before the idle close a terminal is warned (`idle_warning`).
+const IDLE_WARNING: Duration = Duration::from_secs(60);
 const MAX_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// A peer silent this long (not even a pong) is taken for dead.
 const MIN_DEAD_AFTER: Duration = Duration::from_secs(60);
@@ -221,6 +223,7 @@ impl Writer<'_> {
         let mut ping = tokio::time::interval(ping_every);
         ping.tick().await;
         let mut decoder = Utf8Decoder::default();
+        let mut warned = false;
         let reason = loop {
             tokio::select! {
                 chunk = output.recv() => {
@@ -252,9 +255,13 @@ impl Writer<'_> {
                 }
                 reason = &mut closed => break reason.unwrap_or(CloseReason::Gone),
                 _ = ping.tick() => {
-                    if self.clock.since(&self.clock.last_activity) >= self.idle_timeout {
+                    let idle_for = self.clock.since(&self.clock.last_activity);
+                    if idle_for >= self.idle_timeout {
                         self.send_briefly(closing(Reason::Idle)).await;
                         return Outcome::Closed(Reason::Idle);
+                    }
+                    if self.idle_warning(idle_for, &mut warned).await.is_err() {
+                        return Outcome::ConnectionLost;
                     }
                     if self.clock.since(&self.clock.last_heard) >= dead_after {
                         return Outcome::NoAnswer;
@@ -293,6 +300,23 @@ impl Writer<'_> {
         };
         self.send_briefly(closing(reason)).await;
         Outcome::Closed(reason)
+    }
+
+    /// Warns once per idle stretch, [`IDLE_WARNING`] (at most half the idle
+    /// timeout) before the idle close; activity starts a new stretch.
+    async fn idle_warning(&mut self, idle_for: Duration, warned: &mut bool) -> Result<(), ()> {
+        let warn_before = (self.idle_timeout / 2).min(IDLE_WARNING);
+        if idle_for + warn_before < self.idle_timeout {
+            *warned = false;
+            return Ok(());
+        }
+        if *warned {
+            return Ok(());
+        }
+        *warned = true;
+        let left = (self.idle_timeout - idle_for).as_secs_f64().ceil() as u64;
+        let message = Message::text(ServerMessage::IdleWarning(left).encode());
+        self.sink.send(message).await.map_err(|_| ())
     }
 
     /// Sends a last message, giving up on a peer that reads nothing.

@@ -73,6 +73,9 @@ pub enum ServerMessage {
     Stdout(String),
     /// `["disconnect", 1]`: the command exited.
     Disconnect,
+    /// `["idle_warning", seconds]`: the idle timeout closes the terminal in
+    /// that many seconds unless input or output comes first.
+    IdleWarning(u64),
 }
 
 impl ServerMessage {
@@ -82,6 +85,7 @@ impl ServerMessage {
             ServerMessage::Setup => r#"["setup",{}]"#.to_string(),
             ServerMessage::Stdout(text) => json_text(&("stdout", text)),
             ServerMessage::Disconnect => r#"["disconnect",1]"#.to_string(),
+            ServerMessage::IdleWarning(seconds) => json_text(&("idle_warning", seconds)),
         }
     }
 
@@ -94,6 +98,10 @@ impl ServerMessage {
         match items.first().and_then(Value::as_str)? {
             "setup" => Some(ServerMessage::Setup),
             "disconnect" => Some(ServerMessage::Disconnect),
+            "idle_warning" => items
+                .get(1)
+                .and_then(Value::as_u64)
+                .map(ServerMessage::IdleWarning),
             "stdout" => match items.get_mut(1).map(Value::take) {
                 Some(Value::String(text)) => Some(ServerMessage::Stdout(text)),
                 _ => None,

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::docker::{Attached, Docker, DockerError};
+use crate::oom;
 
 /// Largest output chunk handed to a client at once (one `stdout` message).
 pub const MAX_CHUNK: usize = 64 * 1024;
@@ -261,8 +262,14 @@ impl Terminal {
             sizes,
             done,
         ));
+        let output = match &tty {
+            Tty::Main { container } => {
+                oom::with_notices(attached.output, docker.clone(), container)
+            }
+            Tty::Exec { .. } => attached.output,
+        };
         let pump = Pump {
-            output: attached.output,
+            output,
             commands: command_rx,
             replay: Replay::new(settings.replay_bytes),
             grace: settings.grace,

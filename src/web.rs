@@ -68,3 +68,52 @@ impl WebAssets {
         self.files.get(name).cloned()
     }
 }
+
+/// Whether a request comes from a browser asking for a page: a `GET` whose
+/// `Accept` puts `text/html` first (API clients send JSON or nothing).
+pub fn wants_html(method: &hyper::Method, headers: &hyper::HeaderMap) -> bool {
+    let accept = headers
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    method == hyper::Method::GET && accept.trim_start().starts_with("text/html")
+}
+
+/// A 404's JSON error as a short HTML page in words, for a browser.
+pub async fn html_not_found(
+    response: hyper::Response<http_body_util::Full<Bytes>>,
+) -> hyper::Response<http_body_util::Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let (mut parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let said = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "There is nothing here.".to_string());
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Not here</title></head><body style=\"font-family:sans-serif;max-width:40em;margin:3em auto;padding:0 1em\">\
+         <h1>This page is not here</h1><p>{}</p>\
+         <p>If you came from a link for an assignment, open that link again: \
+         it gives you your terminal back, or a fresh one.</p></body></html>",
+        escape(&said)
+    );
+    parts.headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    hyper::Response::from_parts(parts, http_body_util::Full::new(Bytes::from(page)))
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import subprocess
+from pathlib import Path
 import shutil
 import signal
 import threading
@@ -307,7 +310,7 @@ def test_the_route_token_is_sent_and_no_node_says_unavailable_retrying(browser, 
             shown = state(browser)
             assert shown["message"].startswith("The server is unavailable, retrying"), shown
             assert "Reconnecting in" in shown["detail"]
-            assert _Unavailable.hits[0] == f"/{prefix}/spec?route=0123456789abcdef"
+            assert _Unavailable.hits[0] == f"/{prefix}/spec?progress&route=0123456789abcdef"
             # Reset (clean) carries the token too.
             browser.evaluate(ROOT + ".uassignTerminal.reset()")
             browser.wait_for(ROOT + ".getAttribute('data-close-reason') === 'reset-failed'", 10, "the reset to fail")
@@ -361,9 +364,42 @@ def test_idle_timeout_offers_reconnect(browser, pages):
         browser.navigate(make_page(pages, f"127.0.0.1:{server.port}", new_spec(server)))
         wait_open(browser)
         shown = wait_stopped(browser, "idle", timeout=30)
-        assert "without activity" in shown["message"] and shown["button"] == "Reconnect"
+        assert "nothing happened" in shown["message"] and shown["button"] == "Reconnect"
         click(browser)
         wait_open(browser)
     finally:
         browser.navigate("about:blank")
+        server.stop()
+
+
+# The behaviours of the shared terminal (web/src/ua-terminal.js), checked by
+# the same script as ua's own page (tests/browser.rs) runs.
+FEATURES = Path(__file__).resolve().parents[3] / "tests" / "browser" / "features.mjs"
+
+
+def run_features(url: str, checks: list[str]) -> str:
+    node = shutil.which("node")
+    if node is None or not (FEATURES.parent / "node_modules" / "playwright-core").is_dir():
+        message = "node and tests/browser/node_modules (npm ci) are needed"
+        if os.environ.get("UA_REQUIRE_BROWSER"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    env = dict(os.environ, CHROMIUM=require_chromium())
+    result = subprocess.run([node, str(FEATURES), url, *checks], capture_output=True, text=True, timeout=600, env=env)
+    report = result.stdout + result.stderr
+    assert result.returncode == 0 and "PASS" in result.stdout, report
+    return report
+
+
+def test_the_shared_terminal_in_the_element(pages, ua):
+    url = make_page(pages, f"127.0.0.1:{ua.port}", new_spec(ua))
+    report = run_features(url, ["progress", "desktop", "phone", "keyboard", "reader", "clipboard", "paste"])
+    assert "paste 2097" in report
+
+
+def test_the_element_warns_before_the_idle_close(pages):
+    server = UaServer(["--idle-timeout", "8s"])
+    try:
+        run_features(make_page(pages, f"127.0.0.1:{server.port}", new_spec(server)), ["idle"])
+    finally:
         server.stop()

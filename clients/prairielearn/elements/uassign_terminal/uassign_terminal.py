@@ -18,6 +18,9 @@ Attributes:
                elements do (for pl-external-grader, pl-file-preview, manual
                grading). A missing file is a format error.
     reset      "true" (default): a "Reset to a fresh copy" button.
+    screen-reader  "true": xterm.js's screen-reader mode on from the start
+               (default "false": the student switches it in the terminal's
+               toolbar, and the choice is kept by the browser).
 
 The sealed spec is made in the question's server.py (uassign.create_spec). It is
 safe in the page: only the ua server can open it. With several ua nodes behind
@@ -108,7 +111,7 @@ def _settings(element_html: str) -> dict:
     pl.check_attribs(
         element,
         required_attribs=["host"],
-        optional_attribs=["spec_name", "spec-name", "insecure", "height", "graded-files", "reset"],
+        optional_attribs=["spec_name", "spec-name", "insecure", "height", "graded-files", "reset", "screen-reader"],
     )
     insecure = pl.get_boolean_attrib(element, "insecure", INSECURE_DEFAULT)
     http_base, ws_base = server_urls(pl.get_string_attrib(element, "host"), insecure)
@@ -122,6 +125,7 @@ def _settings(element_html: str) -> dict:
         "height": height,
         "graded_files": graded_file_names(pl.get_string_attrib(element, "graded-files", "")),
         "reset": pl.get_boolean_attrib(element, "reset", RESET_DEFAULT),
+        "screen_reader": pl.get_boolean_attrib(element, "screen-reader", False),
     }
 
 
@@ -231,6 +235,7 @@ def _render(settings: dict, values: dict) -> str:
                 "http_base": settings["http_base"],
                 "ws_base": settings["ws_base"],
                 "height": settings["height"],
+                "screen_reader": "true" if settings["screen_reader"] else "false",
                 **values,
             },
         ).strip()

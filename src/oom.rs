@@ -1,0 +1,64 @@
+//! Out-of-memory kills said in the terminal: while a terminal runs, Docker's
+//! `oom` events of its container become a line in its output, which the
+//! student, observers and the replay all get (docs/API.md, "Terminal
+//! websocket").
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bollard::container::LogOutput;
+use bytes::Bytes;
+use futures_util::{stream, Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::docker::Docker;
+
+/// A terminal's output stream, as the pump reads it.
+pub type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// `output` with a notice after each out-of-memory kill in `container`; the
+/// watch ends with the output.
+pub fn with_notices(output: Output, docker: Arc<Docker>, container: &str) -> Output {
+    let (kills, killed) = mpsc::channel(4);
+    let (ended, output_ended) = oneshot::channel::<()>();
+    let container = container.to_string();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = docker.watch_oom(&container, kills) => {}
+            _ = output_ended => {}
+        }
+    });
+    let notices = stream::unfold(killed, |mut killed| async move {
+        let limit = killed.recv().await?;
+        Some((
+            Ok(LogOutput::StdOut {
+                message: notice(limit),
+            }),
+            killed,
+        ))
+    });
+    let output =
+        output.chain(stream::once(async move { drop(ended) }).filter_map(|()| async { None }));
+    Box::pin(stream::select(output, notices))
+}
+
+/// The line a student reads: what happened, and the limit in MiB.
+pub fn notice(limit_bytes: i64) -> Bytes {
+    let limit = match limit_bytes {
+        n if n > 0 => format!("the {} MiB this environment has", n >> 20),
+        _ => "the memory this environment has".to_string(),
+    };
+    Bytes::from(format!(
+        "\r\n\x1b[1;31m[ua: out of memory: a program used more than {limit} and was stopped]\x1b[0m\r\n"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_notice_names_the_limit_in_mib() {
+        let text = super::notice(64 << 20);
+        assert!(String::from_utf8_lossy(&text).contains("more than the 64 MiB"));
+        assert!(String::from_utf8_lossy(&super::notice(0)).contains("the memory this"));
+    }
+}
