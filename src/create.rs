@@ -190,7 +190,10 @@ impl Registry {
         // A setup runs before the terminal, and a warm container waits for
         // its student: their gate stays closed until the first attach (see
         // gate.rs).
-        let limits = self.limits(&assignment.settings);
+        let limits = self.limits(
+            &crate::assignment_image::dotted_name(&assignment.name),
+            &assignment.settings,
+        );
         let claimed = match shared {
             true => self.claim_warm(assignment, container, image, &limits).await,
             false => None,
@@ -289,10 +292,56 @@ impl Registry {
         self.pool.claim(image, limits, container).await
     }
 
-    /// The container limits of an assignment on this server.
-    fn limits(&self, settings: &Settings) -> Limits {
-        container_limits(settings, &self.config.load())
+    /// The container limits of an assignment on this server; a setting
+    /// above the server's maximum is logged (once per assignment and value).
+    fn limits(&self, assignment: &str, settings: &Settings) -> Limits {
+        let config = self.config.load();
+        for capped in capped_settings(settings, &config) {
+            let line = format!("assignment {assignment}: {capped}");
+            if CAPPED_LOGGED.lock().unwrap().insert(line.clone()) {
+                log::warn!("{line}");
+            }
+        }
+        container_limits(settings, &config)
     }
+}
+
+/// Capped settings already logged: one line per assignment and value.
+static CAPPED_LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The assignment's settings that the operator's maxima cap, each as a
+/// sentence for the log: what it asks, the flag, what it gets.
+pub fn capped_settings(settings: &Settings, config: &ServeConfig) -> Vec<String> {
+    let mut capped = Vec::new();
+    let mut check = |name: &str, asked: Option<f64>, flag: &str, max: f64| {
+        if let Some(asked) = asked.filter(|&asked| asked > max) {
+            capped.push(format!(
+                "{name} {asked} is above the server's {flag} {max}: {max} is used"
+            ));
+        }
+    };
+    let float = |v: Option<i64>| v.map(|v| v as f64);
+    check(
+        "memoryMB",
+        float(settings.memory_mb),
+        "--max-memory-mb",
+        config.max_memory_mb as f64,
+    );
+    check(
+        "pidsLimit",
+        float(settings.pids_limit),
+        "--max-pids-limit",
+        config.max_pids_limit as f64,
+    );
+    check("cpus", settings.cpus, "--max-cpus", config.max_cpus);
+    check(
+        "diskMB",
+        float(settings.disk_mb),
+        "--max-disk-mb",
+        config.max_disk_mb as f64,
+    );
+    capped
 }
 
 /// The container limits: the assignment's, capped at the operator's maxima.
@@ -324,6 +373,21 @@ pub fn container_limits(settings: &Settings, config: &ServeConfig) -> Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capped_settings_are_named_with_their_flag() {
+        let config = ServeConfig::from_args(&["--max-memory-mb", "1024"]).unwrap();
+        let asked = Settings {
+            memory_mb: Some(4096),
+            cpus: Some(0.5),
+            ..Settings::default()
+        };
+        assert_eq!(
+            capped_settings(&asked, &config),
+            ["memoryMB 4096 is above the server's --max-memory-mb 1024: 1024 is used"]
+        );
+        assert!(capped_settings(&Settings::default(), &config).is_empty());
+    }
 
     #[test]
     fn assignment_limits_are_capped_by_the_operator() {

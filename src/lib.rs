@@ -30,7 +30,9 @@
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together; `serve`, the server in-process
-//! - `admin`: the admin socket, `ua status`, `ua list`, `ua clean`
+//! - `admin`: the admin socket and its answers
+//! - `admin_cli`: `ua status`, `ua list`, `ua clean` over the admin socket
+//! - `stdout`: the tools' output; a closed pipe ends them quietly
 //! - `handle`: short non-secret instance handles for logs and listings
 //! - `reload`: SIGHUP: settings and keys read again, swapped in live
 //! - `live`: `Swap`, a value a reload replaces
@@ -49,6 +51,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admin_cli;
 pub mod assignment;
 pub mod assignment_image;
 pub mod background;
@@ -87,6 +90,7 @@ pub mod seal;
 pub mod server;
 pub mod session;
 pub mod spec;
+pub mod stdout;
 pub mod store;
 pub mod systemd;
 pub mod tables;

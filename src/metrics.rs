@@ -261,7 +261,7 @@ pub fn render(now: &Snapshot) -> String {
     PHASE_SECONDS.render(
         &mut out,
         "ua_phase_duration_seconds",
-        "Time of each phase of making an instance (render, pull, build, create, copy, start, setup) and of starting a terminal (start, exec).",
+        "Time of each phase of making an instance (render, pull, build, create, copy, start, setup) and of starting a terminal (attach, start; exec for containers of earlier versions).",
     );
     BYTES.render(
         &mut out,
