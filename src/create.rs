@@ -10,7 +10,7 @@ use crate::assignment::{
     Assignment, AssignmentError, Mode, Settings, TemplateVars, DOCKERFILE_IN_CONTEXT,
 };
 use crate::config::ServeConfig;
-use crate::docker::Limits;
+use crate::docker::{Limits, LABEL_ASSIGNMENT, LABEL_HANDLE};
 use crate::gate::{self, Gate};
 use crate::handle;
 use crate::instance_errors::{build_failure, CreateError};
@@ -32,8 +32,10 @@ impl Registry {
             .building_ids
             .insert(instance_id.clone());
         let mut pinned = None;
+        crate::create_timings::open(&instance_id);
         let result = (self.build_instance(&spec, &instance_id, &mut pinned).await)
             .map_err(|e| e.hiding(&instance_id));
+        crate::create_timings::close(&instance_id);
         if result.is_ok() {
             metrics::SPEC_READY_SECONDS.observe(started.elapsed().as_secs_f64());
         }
@@ -119,7 +121,7 @@ impl Registry {
         spec: &Spec,
         instance_id: &str,
     ) -> Result<String, CreateError> {
-        let _permit = self.provisioner.slots.acquire().await;
+        let _permit = self.provisioner.slots.acquire(instance_id).await;
         let started = std::time::Instant::now();
         let context = {
             let (assignment, spec, id) =
@@ -186,7 +188,13 @@ impl Registry {
         spec: &Spec,
     ) -> Result<Arc<Instance>, CreateError> {
         let started = std::time::Instant::now();
-        let labels = self.docker.labels(instance_id);
+        let mut labels = self.docker.labels(instance_id);
+        // `docker ps --filter label=ua.handle=…` finds a student's container.
+        labels.insert(LABEL_HANDLE.into(), handle::of(instance_id));
+        labels.insert(
+            LABEL_ASSIGNMENT.into(),
+            crate::assignment_image::dotted_name(&spec.assignment),
+        );
         // A setup runs before the terminal, and a warm container waits for
         // its student: their gate stays closed until the first attach (see
         // gate.rs).
@@ -263,11 +271,11 @@ impl Registry {
         let h = handle::of(instance_id);
         log::info!(
             ua_instance = h, ua_spec = spec.spec_id;
-            "instance {h} created for spec {:?} (assignment {}{}) in {} ms",
+            "instance {h} created for spec {:?} (assignment {}{}) {}",
             spec.spec_id,
             spec.assignment,
             if shared { ", shared image" } else { "" },
-            started.elapsed().as_millis()
+            crate::create_timings::describe(instance_id)
         );
         let instance = Instance::new(record);
         if running {

@@ -17,6 +17,7 @@
 //! - `instances`: the live registry: get-or-create, lookup, attach, observe
 //! - `tables`: the registry's tables and capacity decisions (pure)
 //! - `create`: making one instance, with one rollback
+//! - `create_timings`: the phases of one create for its log line
 //! - `housekeeping`: clean, expire, tidy, reconcile, shutdown
 //! - `instance_errors`: why an instance was not made or attached
 //! - `terminal`: one running terminal, its flow control and replay buffer
@@ -26,6 +27,7 @@
 //! - `observe`: a read-only websocket on a terminal (staff views)
 //! - `files`: graded files read out of a container
 //! - `metrics`: counters for `/metrics`
+//! - `trouble`: OOM kills and fork refusals inside instances, logged and counted
 //! - `panics`: panics logged once per kind and counted, never a raw backtrace
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
@@ -64,6 +66,7 @@ pub mod close;
 pub mod config;
 pub mod connect;
 pub mod create;
+mod create_timings;
 pub mod docker;
 pub mod files;
 pub mod gate;
@@ -96,4 +99,5 @@ pub mod systemd;
 pub mod tables;
 pub mod terminado;
 pub mod terminal;
+pub mod trouble;
 pub mod web;

@@ -134,3 +134,87 @@ fn the_log_says_what_the_server_does_with_pool_caps_and_shutdown() {
         server.containers()
     );
 }
+
+/// The value of a `/metrics` series, if present.
+fn metric(server: &TestServer, series: &str) -> Option<u64> {
+    let page = server.http("GET", "/metrics", "").body;
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Issue 25, item 2: an OOM kill and a fork refused at the process limit
+/// are logged at warning with the handle and counted by assignment; the
+/// container carries the handle and assignment as labels; the create's log
+/// line splits its phases.
+#[test]
+fn trouble_inside_an_instance_is_logged_and_counted() {
+    let server = TestServer::start_with(&["--memory-mb", "32", "--pids-limit", "24"]);
+    let id = server.instance(&server.demo_spec("trouble-1"));
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&{
+        let out = Command::new(BINARY)
+            .args(["list", "--json", "--state-dir"])
+            .arg(server.state_dir())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    })
+    .unwrap();
+    let handle = listed[0]["handle"].as_str().unwrap().to_string();
+    let label = |name: &str| {
+        docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{index .Config.Labels \"{name}\"}}}}"),
+            &format!("ua-{id}"),
+        ])
+    };
+    assert_eq!(label("ua.handle").trim(), handle);
+    assert_eq!(label("ua.assignment").trim(), "demo.busybox");
+    let created =
+        format!("instance {handle} created for spec \"trouble-1\" (assignment demo/busybox) in ");
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&created))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("(queue ") && line.contains(" build ") && line.contains(" create "),
+        "{line}"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        term.run("echo attached").await;
+        let out = term
+            .run("sh -c 'x=a; while :; do x=$x$x; done'; echo \"status $?\"")
+            .await;
+        assert!(out.contains("status 137"), "{out}");
+        let out = term
+            .run("sh -c 'for i in $(seq 40); do sleep 2 & done; wait' 2>&1 | tail -1; echo forked")
+            .await;
+        assert!(out.contains("forked"), "{out}");
+        eventually(Duration::from_secs(20), "both are counted", || {
+            metric(&server, "ua_oom_kills_total{assignment=\"demo.busybox\"}") == Some(1)
+                && metric(
+                    &server,
+                    "ua_pids_limit_hits_total{assignment=\"demo.busybox\"}",
+                )
+                .is_some_and(|n| n >= 1)
+        });
+        term.close().await;
+    });
+    let log = server.log();
+    assert!(
+        log.contains(&format!(
+            " WARN  instance {handle}: a process was killed for lack of memory"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(" WARN  instance {handle}: "))
+            && log.contains("fork(s) refused at its process limit"),
+        "{log}"
+    );
+    assert!(!log.contains(&id), "the instance ID is in the log");
+}
