@@ -1,20 +1,18 @@
-//! The admin socket and its commands (docs/API.md, "Admin socket"): `ua
-//! status`, `ua list`, `ua clean` talk to the running server over
+//! The admin socket and its answers (docs/API.md, "Admin socket"): `ua
+//! status`, `ua list`, `ua clean` (`admin_cli`) talk to the running server over
 //! `<state-dir>/admin.sock` (mode 0660, group `ua` when it exists), never
 //! over the public listener. One JSON request line, one JSON answer line.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::http::App;
-use crate::instances::Summary;
 
 /// The socket's name in the state directory.
 pub const SOCKET: &str = "admin.sock";
@@ -158,134 +156,4 @@ async fn answer(app: &App, request: Request) -> Value {
         },
         Request::Clean { .. } => json!({ "error": "give one of --spec-id and --instance" }),
     }
-}
-
-/// Where `ua status`, `ua list` and `ua clean` find the server.
-#[derive(clap::Args, Debug)]
-pub struct Target {
-    /// The server's state directory (its admin socket is admin.sock there).
-    #[arg(long, env = "UA_STATE_DIR", default_value = "/var/lib/ua")]
-    pub state_dir: PathBuf,
-}
-
-/// Sends `request` to the server of `state_dir` and returns its answer.
-pub fn ask(state_dir: &Path, request: &Request) -> anyhow::Result<Value> {
-    let path = state_dir.join(SOCKET);
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                "run it as root or as a member of the group ua"
-            }
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                "is the server running? (`systemctl start ua`; under ua.socket it starts on the first request)"
-            }
-            _ => "is the server running, with this --state-dir?",
-        };
-        anyhow::anyhow!("cannot reach the admin socket {}: {e}; {hint}", path.display())
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let mut line = serde_json::to_string(request)?;
-    line.push('\n');
-    stream.write_all(line.as_bytes())?;
-    let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer)?;
-    let answer: Value = serde_json::from_str(&answer)
-        .map_err(|_| anyhow::anyhow!("the server's answer on {} is not JSON", path.display()))?;
-    if let Some(error) = answer["error"].as_str() {
-        anyhow::bail!("{error}");
-    }
-    Ok(answer)
-}
-
-fn time(unix: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
-}
-
-/// `ua status`: headline counts, Docker and limits.
-pub fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
-    let s = ask(&target.state_dir, &Request::Status)?;
-    if as_json {
-        println!("{s:#}");
-        return Ok(());
-    }
-    let i = &s["instances"];
-    let l = &s["limits"];
-    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
-    match s["node"].as_str() {
-        Some(node) => println!("ua {} (pid {}), node {node}", text(&s["version"]), s["pid"]),
-        None => println!("ua {} (pid {})", text(&s["version"]), s["pid"]),
-    }
-    println!(
-        "instances: {} running, {} stopped, {} building ({} queued); {} sessions",
-        i["running"], i["stopped"], i["building"], i["queued"], s["sessions"]
-    );
-    if let Some(pool) = s["pool"].as_object().filter(|p| !p.is_empty()) {
-        let each: Vec<String> = pool.iter().map(|(a, n)| format!("{a} {n}")).collect();
-        println!("warm pool (--warm {}): {}", l["warm"], each.join(", "));
-    }
-    println!("docker: {}", text(&s["docker"]));
-    println!("state directory: {}", text(&s["stateDir"]));
-    println!(
-        "limits: {} instances stored, {} running, {} builds at once, {} queued builds; per container {} MiB, {} processes, {} CPUs, disk {}",
-        l["maxInstances"],
-        l["maxRunning"],
-        l["maxBuilds"],
-        l["maxBuildQueue"],
-        l["memoryMB"],
-        l["pidsLimit"],
-        l["cpus"],
-        match l["diskMB"].as_i64() {
-            Some(0) | None => "unlimited".to_string(),
-            Some(mb) => format!("{mb} MiB"),
-        }
-    );
-    println!(
-        "times: expiry {}, idle timeout {}, reattach grace {}",
-        text(&l["instanceExpiry"]),
-        text(&l["idleTimeout"]),
-        text(&l["reattachGrace"])
-    );
-    Ok(())
-}
-
-/// `ua list`: every instance by handle.
-pub fn list(target: &Target, as_json: bool) -> anyhow::Result<()> {
-    let answer = ask(&target.state_dir, &Request::List)?;
-    if as_json {
-        println!("{:#}", answer["instances"]);
-        return Ok(());
-    }
-    let instances: Vec<Summary> = serde_json::from_value(answer["instances"].clone())?;
-    println!(
-        "{:<8}  {:<7}  {:<20}  {:<20}  {:<24}  SPEC ID",
-        "HANDLE", "STATE", "LAST USED", "EXPIRES", "ASSIGNMENT"
-    );
-    for i in instances {
-        println!(
-            "{:<8}  {:<7}  {:<20}  {:<20}  {:<24}  {}",
-            i.handle,
-            i.state,
-            time(i.last_used),
-            i.expires.map_or_else(|| "-".to_string(), time),
-            i.assignment,
-            i.spec_id
-        );
-    }
-    Ok(())
-}
-
-/// `ua clean`: removes one instance, as `POST /spec/clean` does.
-pub fn clean(
-    target: &Target,
-    spec_id: Option<String>,
-    instance: Option<String>,
-) -> anyhow::Result<()> {
-    let answer = ask(&target.state_dir, &Request::Clean { spec_id, instance })?;
-    match answer["cleaned"].as_u64() {
-        Some(0) => println!("no instance to clean"),
-        Some(n) => println!("cleaned {n} instance"),
-        None => anyhow::bail!("unexpected answer: {answer}"),
-    }
-    Ok(())
 }

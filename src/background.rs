@@ -16,13 +16,15 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// finish is done by a later sweep.
 pub const SWEEP_STEP_LIMIT: Duration = Duration::from_secs(60);
 
-/// Starts the liveness, sweep and warm-pool tasks; abort them at shutdown.
-pub fn spawn(app: Arc<App>) -> [tokio::task::JoinHandle<()>; 3] {
-    [
+/// Starts the liveness, sweep, warm-pool and trouble tasks; abort them at shutdown.
+pub fn spawn(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![
         tokio::spawn(liveness(app.clone())),
         tokio::spawn(crate::pool::run(app.registry.clone())),
-        tokio::spawn(sweep(app)),
-    ]
+    ];
+    tasks.extend(crate::trouble::spawn(app.registry.clone()));
+    tasks.push(tokio::spawn(sweep(app)));
+    tasks
 }
 
 /// Feeds the watchdog and sets the status line. Each tick proves that the

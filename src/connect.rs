@@ -27,6 +27,11 @@ pub struct ConnectArgs {
     /// The spec's ID; the same ID reaches the same instance.
     #[arg(long)]
     spec_id: Option<String>,
+    /// The spec's `keepUntil`: keep the instance at least until then. Unix
+    /// seconds, an RFC 3339 time (`2026-12-24T00:00:00Z`) or a duration from
+    /// now (`14d`).
+    #[arg(long, value_parser = parse_keep_until, conflicts_with = "instance")]
+    keep_until: Option<i64>,
     /// Attach to an existing instance instead of sending a spec.
     #[arg(long, conflicts_with = "assignment")]
     instance: Option<String>,
@@ -40,6 +45,27 @@ pub struct ConnectArgs {
     /// CA); the system's are always trusted.
     #[arg(long, env = "UA_CA_FILE")]
     ca_file: Option<PathBuf>,
+}
+
+/// `--keep-until`: unix seconds, an RFC 3339 time or a duration from now.
+fn parse_keep_until(text: &str) -> Result<i64, String> {
+    if let Ok(unix) = text.parse::<i64>() {
+        return Ok(unix);
+    }
+    let at = match humantime::parse_rfc3339_weak(text) {
+        Ok(at) => at,
+        Err(_) => {
+            let after = humantime::parse_duration(text).map_err(|_| {
+                format!(
+                    "{text:?} is neither unix seconds, an RFC 3339 time nor a duration such as 14d"
+                )
+            })?;
+            std::time::SystemTime::now() + after
+        }
+    };
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|_| format!("{text:?} is before 1970"))
 }
 
 /// Runs `ua connect` until the session ends, then says why.
@@ -73,7 +99,10 @@ async fn run(args: ConnectArgs) -> anyhow::Result<String> {
                 .spec_id
                 .clone()
                 .unwrap_or_else(|| format!("connect/{assignment}"));
-            let spec = serde_json::json!({ "specID": spec_id, "assignmentName": assignment, "data": data });
+            let mut spec = serde_json::json!({ "specID": spec_id, "assignmentName": assignment, "data": data });
+            if let Some(keep_until) = args.keep_until {
+                spec["keepUntil"] = keep_until.into();
+            }
             let sealed = keys.seal(spec.to_string().as_bytes());
             server
                 .open_instance_as_author(&sealed, &keys, &spec_id)
@@ -208,5 +237,23 @@ impl RawMode {
 impl Drop for RawMode {
     fn drop(&mut self) {
         let _ = crossterm::terminal::disable_raw_mode();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_until_takes_unix_seconds_times_and_durations() {
+        assert_eq!(parse_keep_until("1896048000"), Ok(1896048000));
+        assert_eq!(parse_keep_until("2030-01-31T00:00:00Z"), Ok(1896048000));
+        let now = crate::instances::unix_now();
+        let in_two_weeks = parse_keep_until("14d").unwrap();
+        assert!(
+            (in_two_weeks - now - 14 * 86400).abs() < 5,
+            "{in_two_weeks}"
+        );
+        assert!(parse_keep_until("next tuesday").is_err());
     }
 }

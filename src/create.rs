@@ -10,7 +10,7 @@ use crate::assignment::{
     Assignment, AssignmentError, Mode, Settings, TemplateVars, DOCKERFILE_IN_CONTEXT,
 };
 use crate::config::ServeConfig;
-use crate::docker::Limits;
+use crate::docker::{Limits, LABEL_ASSIGNMENT, LABEL_HANDLE};
 use crate::gate::{self, Gate};
 use crate::handle;
 use crate::instance_errors::{build_failure, CreateError};
@@ -33,9 +33,11 @@ impl Registry {
             .building_ids
             .insert(instance_id.clone());
         let mut pinned = None;
+        crate::create_timings::open(&instance_id);
         let building = self.build_instance(&spec, &instance_id, &mut pinned);
         let result = (progress::reporting(&spec.spec_id, building).await)
             .map_err(|e| e.hiding(&instance_id));
+        crate::create_timings::close(&instance_id);
         if result.is_ok() {
             metrics::SPEC_READY_SECONDS.observe(started.elapsed().as_secs_f64());
         }
@@ -121,7 +123,7 @@ impl Registry {
         spec: &Spec,
         instance_id: &str,
     ) -> Result<String, CreateError> {
-        let _permit = self.provisioner.slots.acquire().await;
+        let _permit = self.provisioner.slots.acquire(instance_id).await;
         progress::set(Phase::Building(None));
         let started = std::time::Instant::now();
         let context = {
@@ -191,11 +193,20 @@ impl Registry {
     ) -> Result<Arc<Instance>, CreateError> {
         progress::set(Phase::Creating);
         let started = std::time::Instant::now();
-        let labels = self.docker.labels(instance_id);
+        let mut labels = self.docker.labels(instance_id);
+        // `docker ps --filter label=ua.handle=…` finds a student's container.
+        labels.insert(LABEL_HANDLE.into(), handle::of(instance_id));
+        labels.insert(
+            LABEL_ASSIGNMENT.into(),
+            crate::assignment_image::dotted_name(&spec.assignment),
+        );
         // A setup runs before the terminal, and a warm container waits for
         // its student: their gate stays closed until the first attach (see
         // gate.rs).
-        let limits = self.limits(&assignment.settings);
+        let limits = self.limits(
+            &crate::assignment_image::dotted_name(&assignment.name),
+            &assignment.settings,
+        );
         let claimed = match shared {
             true => self.claim_warm(assignment, container, image, &limits).await,
             false => None,
@@ -265,11 +276,11 @@ impl Registry {
         let h = handle::of(instance_id);
         log::info!(
             ua_instance = h, ua_spec = spec.spec_id;
-            "instance {h} created for spec {:?} (assignment {}{}) in {} ms",
+            "instance {h} created for spec {:?} (assignment {}{}) {}",
             spec.spec_id,
             spec.assignment,
             if shared { ", shared image" } else { "" },
-            started.elapsed().as_millis()
+            crate::create_timings::describe(instance_id)
         );
         progress::set(Phase::Starting);
         let instance = Instance::new(record);
@@ -295,10 +306,56 @@ impl Registry {
         self.pool.claim(image, limits, container).await
     }
 
-    /// The container limits of an assignment on this server.
-    fn limits(&self, settings: &Settings) -> Limits {
-        container_limits(settings, &self.config.load())
+    /// The container limits of an assignment on this server; a setting
+    /// above the server's maximum is logged (once per assignment and value).
+    fn limits(&self, assignment: &str, settings: &Settings) -> Limits {
+        let config = self.config.load();
+        for capped in capped_settings(settings, &config) {
+            let line = format!("assignment {assignment}: {capped}");
+            if CAPPED_LOGGED.lock().unwrap().insert(line.clone()) {
+                log::warn!("{line}");
+            }
+        }
+        container_limits(settings, &config)
     }
+}
+
+/// Capped settings already logged: one line per assignment and value.
+static CAPPED_LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The assignment's settings that the operator's maxima cap, each as a
+/// sentence for the log: what it asks, the flag, what it gets.
+pub fn capped_settings(settings: &Settings, config: &ServeConfig) -> Vec<String> {
+    let mut capped = Vec::new();
+    let mut check = |name: &str, asked: Option<f64>, flag: &str, max: f64| {
+        if let Some(asked) = asked.filter(|&asked| asked > max) {
+            capped.push(format!(
+                "{name} {asked} is above the server's {flag} {max}: {max} is used"
+            ));
+        }
+    };
+    let float = |v: Option<i64>| v.map(|v| v as f64);
+    check(
+        "memoryMB",
+        float(settings.memory_mb),
+        "--max-memory-mb",
+        config.max_memory_mb as f64,
+    );
+    check(
+        "pidsLimit",
+        float(settings.pids_limit),
+        "--max-pids-limit",
+        config.max_pids_limit as f64,
+    );
+    check("cpus", settings.cpus, "--max-cpus", config.max_cpus);
+    check(
+        "diskMB",
+        float(settings.disk_mb),
+        "--max-disk-mb",
+        config.max_disk_mb as f64,
+    );
+    capped
 }
 
 /// The container limits: the assignment's, capped at the operator's maxima.
@@ -330,6 +387,21 @@ pub fn container_limits(settings: &Settings, config: &ServeConfig) -> Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capped_settings_are_named_with_their_flag() {
+        let config = ServeConfig::from_args(&["--max-memory-mb", "1024"]).unwrap();
+        let asked = Settings {
+            memory_mb: Some(4096),
+            cpus: Some(0.5),
+            ..Settings::default()
+        };
+        assert_eq!(
+            capped_settings(&asked, &config),
+            ["memoryMB 4096 is above the server's --max-memory-mb 1024: 1024 is used"]
+        );
+        assert!(capped_settings(&Settings::default(), &config).is_empty());
+    }
 
     #[test]
     fn assignment_limits_are_capped_by_the_operator() {

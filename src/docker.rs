@@ -30,8 +30,12 @@ pub const LABEL_STATE_DIR: &str = "ua.state-dir";
 /// `instance` (per-instance container or image; also when missing, as older
 /// versions made them) or `assignment` (an image shared by an assignment's instances).
 pub const LABEL_KIND: &str = "ua.kind";
-/// The assignment (dotted name) an assignment image belongs to.
+/// The assignment (dotted name) an assignment image, a warm-pool container
+/// or an instance's container belongs to.
 pub const LABEL_ASSIGNMENT: &str = "ua.assignment";
+/// The handle (`crate::handle`) of the instance a container belongs to:
+/// `docker ps` and Docker's events name the student without the ID.
+pub const LABEL_HANDLE: &str = "ua.handle";
 /// The content hash an assignment image was built from.
 pub const LABEL_ASSIGNMENT_HASH: &str = "ua.assignment-hash";
 /// The [`LABEL_KIND`] of an assignment image.
@@ -281,6 +285,16 @@ impl Docker {
             format!("{LABEL_STATE_DIR}={}", self.state_dir),
         ];
         HashMap::from([("label".to_string(), labels)])
+    }
+
+    /// The daemon's client, for a module that streams from it (`trouble`).
+    pub(crate) async fn raw_client(&self) -> Result<bollard::Docker, DockerError> {
+        self.client().await
+    }
+
+    /// The `ua.state-dir` label value of this server's objects.
+    pub(crate) fn state_dir_label(&self) -> &str {
+        &self.state_dir
     }
 
     async fn client(&self) -> Result<bollard::Docker, DockerError> {

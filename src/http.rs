@@ -284,7 +284,9 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
         add_cors(&app, origin.as_ref(), &mut response);
     }
     if wants_html && response.status() == StatusCode::NOT_FOUND {
-        response = crate::web::html_not_found(response).await;
+        response = crate::web::html_not_found(response)
+            .await
+            .map(|b| b.map_err(|never| match never {}).boxed_unsync());
     }
     Ok(response)
 }

@@ -18,6 +18,7 @@
 //! - `instances`: the live registry: get-or-create, lookup, attach, observe
 //! - `tables`: the registry's tables and capacity decisions (pure)
 //! - `create`: making one instance, with one rollback
+//! - `create_timings`: the phases of one create for its log line
 //! - `housekeeping`: clean, expire, tidy, reconcile, shutdown
 //! - `instance_errors`: why an instance was not made or attached
 //! - `terminal`: one running terminal, its flow control and replay buffer
@@ -28,11 +29,14 @@
 //! - `files`: graded files read out of a container as the image's USER, streamed
 //! - `write_deadline`: the write deadline of every HTTP connection
 //! - `metrics`: counters for `/metrics`
+//! - `trouble`: OOM kills and fork refusals inside instances, logged and counted
 //! - `panics`: panics logged once per kind and counted, never a raw backtrace
 //! - `web`: the browser terminal's files
 //! - `http`: routes, CORS, limits, the connection loop
 //! - `server`: `ua serve` put together; `serve`, the server in-process
-//! - `admin`: the admin socket, `ua status`, `ua list`, `ua clean`
+//! - `admin`: the admin socket and its answers
+//! - `admin_cli`: `ua status`, `ua list`, `ua clean` over the admin socket
+//! - `stdout`: the tools' output; a closed pipe ends them quietly
 //! - `handle`: short non-secret instance handles for logs and listings
 //! - `reload`: SIGHUP: settings and keys read again, swapped in live
 //! - `live`: `Swap`, a value a reload replaces
@@ -51,6 +55,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admin_cli;
 pub mod assignment;
 pub mod assignment_image;
 pub mod background;
@@ -63,6 +68,7 @@ pub mod close;
 pub mod config;
 pub mod connect;
 pub mod create;
+mod create_timings;
 pub mod docker;
 pub mod files;
 pub mod gate;
@@ -92,10 +98,12 @@ pub mod seal;
 pub mod server;
 pub mod session;
 pub mod spec;
+pub mod stdout;
 pub mod store;
 pub mod systemd;
 pub mod tables;
 pub mod terminado;
 pub mod terminal;
+pub mod trouble;
 pub mod web;
 pub mod write_deadline;

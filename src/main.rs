@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ua::{admin, bench, config, connect, logging, route, seal, server, spec};
+use ua::{admin_cli, bench, config, connect, logging, route, seal, server, spec};
 
 #[derive(Parser)]
 #[command(
@@ -37,7 +37,7 @@ enum Command {
     /// Show the running server's counts, Docker and limits (admin socket).
     Status {
         #[command(flatten)]
-        target: admin::Target,
+        target: admin_cli::Target,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -45,7 +45,7 @@ enum Command {
     /// List the running server's instances by handle (admin socket).
     List {
         #[command(flatten)]
-        target: admin::Target,
+        target: admin_cli::Target,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -53,7 +53,7 @@ enum Command {
     /// Remove one instance (session closed, container, image and record gone).
     Clean {
         #[command(flatten)]
-        target: admin::Target,
+        target: admin_cli::Target,
         /// The spec whose instance goes.
         #[arg(
             long,
@@ -118,24 +118,23 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(config) => server::main(*config),
-        Command::Keygen => {
-            println!("{}", seal::keygen());
-            Ok(())
-        }
+        Command::Keygen => ua::stdout::print(&format!("{}\n", seal::keygen())).map_err(Into::into),
         Command::Seal(args) => seal_command(&args),
         Command::Open(args) => open_command(&args),
         Command::Connect(args) => connect::main(args),
         Command::Bench(args) => bench::main(args),
-        Command::Status { target, json } => admin::status(&target, json),
-        Command::List { target, json } => admin::list(&target, json),
+        Command::Status { target, json } => admin_cli::status(&target, json),
+        Command::List { target, json } => admin_cli::list(&target, json),
         Command::Clean {
             target,
             spec_id,
             instance,
-        } => admin::clean(&target, spec_id, instance),
+        } => admin_cli::clean(&target, spec_id, instance),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `ua list | head`: the reader has what it wanted.
+        Err(e) if ua::stdout::is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             logging::fatal(&format!("{e:#}"));
             ExitCode::FAILURE
@@ -152,16 +151,17 @@ fn seal_command(args: &SealCommandArgs) -> anyhow::Result<()> {
     let sealed = keys.seal(&plaintext);
     if let (true, Some(server)) = (args.link, &args.server) {
         let token = route::token(&keys, &spec.spec_id);
-        println!(
-            "{}/start?route={token}#{sealed}",
+        let link = format!(
+            "{}/start?route={token}#{sealed}\n",
             server.trim_end_matches('/')
         );
-        return Ok(());
+        return Ok(ua::stdout::print(&link)?);
     }
-    println!("{sealed}");
+    let mut out = format!("{sealed}\n");
     if args.route {
-        println!("route={}", route::token(&keys, &spec.spec_id));
+        out.push_str(&format!("route={}\n", route::token(&keys, &spec.spec_id)));
     }
+    ua::stdout::print(&out)?;
     Ok(())
 }
 

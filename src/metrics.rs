@@ -79,8 +79,8 @@ impl Histogram {
 }
 
 /// The phases of making an instance and starting its terminal.
-pub const PHASES: [&str; 9] = [
-    "render", "pull", "build", "create", "copy", "start", "setup", "attach", "exec",
+pub const PHASES: [&str; 10] = [
+    "queue", "render", "pull", "build", "create", "copy", "start", "setup", "attach", "exec",
 ];
 
 /// A duration histogram per phase.
@@ -101,6 +101,7 @@ impl Phases {
         let elapsed = started.elapsed();
         if let Some(i) = PHASES.iter().position(|&p| p == phase) {
             self.histograms[i].observe(elapsed.as_secs_f64());
+            crate::create_timings::note(instance, PHASES[i], elapsed);
         }
         if log::log_enabled!(log::Level::Debug) {
             let h = crate::handle::of(instance);
@@ -261,7 +262,7 @@ pub fn render(now: &Snapshot) -> String {
     PHASE_SECONDS.render(
         &mut out,
         "ua_phase_duration_seconds",
-        "Time of each phase of making an instance (render, pull, build, create, copy, start, setup) and of starting a terminal (start, exec).",
+        "Time of each phase of making an instance (queue: waiting for a build slot, render, pull, build, create, copy, start, setup) and of starting a terminal (attach, start; exec for containers of earlier versions).",
     );
     BYTES.render(
         &mut out,
@@ -281,6 +282,7 @@ pub fn render(now: &Snapshot) -> String {
         "# HELP ua_panics_total Internal errors (bugs) caught in a task.\n# TYPE ua_panics_total counter\nua_panics_total {}",
         crate::panics::PANICS.load(std::sync::atomic::Ordering::Relaxed)
     );
+    crate::trouble::render(&mut out);
     out
 }
 

@@ -343,12 +343,18 @@ async fn current_targets(
                     limits: container_limits(&settings, &config),
                 }),
                 other => {
-                    log::debug!("warm pool: {name}: its image {image} is not there ({other:?})");
+                    if config.warm > 0 {
+                        log::debug!(
+                            "warm pool: {name}: its image {image} is not there ({other:?})"
+                        );
+                    }
                     None
                 }
             },
             None => {
-                log::debug!("warm pool: {name} is not a shared-image assignment here");
+                if config.warm > 0 {
+                    log::debug!("warm pool: {name} is not a shared-image assignment here");
+                }
                 None
             }
         };
@@ -471,10 +477,13 @@ async fn adopt(registry: &Registry) {
             }
         }
     }
-    log::info!(
-        "warm pool: {adopted} containers adopted, {} assignments kept warm",
-        registry.pool.counts().len()
-    );
+    // `--warm 0` (the default) has no pool to speak of.
+    if registry.config().warm > 0 || adopted > 0 {
+        log::info!(
+            "warm pool: {adopted} containers adopted, {} assignments kept warm",
+            registry.pool.counts().len()
+        );
+    }
     registry.pool.wake.notify_one();
 }
 

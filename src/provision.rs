@@ -50,10 +50,13 @@ impl BuildSlots {
         }
     }
 
-    /// Waits for a slot, counted as queued meanwhile.
-    pub async fn acquire(&self) -> SemaphorePermit<'_> {
+    /// Waits for a slot, counted as queued meanwhile (and timed as the
+    /// `queue` phase of `instance_id`).
+    pub async fn acquire(&self, instance_id: &str) -> SemaphorePermit<'_> {
         self.queued.fetch_add(1, Ordering::Relaxed);
+        let waited = std::time::Instant::now();
         let permit = self.semaphore.acquire().await;
+        PHASE_SECONDS.record("queue", instance_id, waited);
         self.queued.fetch_sub(1, Ordering::Relaxed);
         permit.expect("the build semaphore is never closed")
     }
@@ -256,7 +259,7 @@ impl Provisioner {
         tag: &str,
         instance_id: &str,
     ) -> Result<String, CreateError> {
-        let _slot = self.slots.acquire().await;
+        let _slot = self.slots.acquire(instance_id).await;
         // Built by another request between our look and our turn.
         if self.docker.image_exists(tag).await? {
             return Ok(tag.to_string());

@@ -220,7 +220,10 @@ async fn serve_from(
     systemd::notify_ready();
     http::serve(listeners, app.clone()).await;
 
-    log::info!("shutting down: closing sessions and stopping containers");
+    // Containers keep running: the next server reattaches to them.
+    log::info!(
+        "shutting down: closing sessions; running containers are left running for the next start"
+    );
     systemd::notify_stopping();
     background.iter().for_each(|task| task.abort());
     registry.shutdown().await;
@@ -231,7 +234,7 @@ async fn serve_from(
     {
         log::warn!("some sessions did not close in time");
     }
-    log::info!("stopped");
+    log::info!("stopped (containers left running)");
     Ok(())
 }
 

@@ -80,9 +80,12 @@ pub fn wants_html(method: &hyper::Method, headers: &hyper::HeaderMap) -> bool {
 }
 
 /// A 404's JSON error as a short HTML page in words, for a browser.
-pub async fn html_not_found(
-    response: hyper::Response<http_body_util::Full<Bytes>>,
-) -> hyper::Response<http_body_util::Full<Bytes>> {
+pub async fn html_not_found<B>(
+    response: hyper::Response<B>,
+) -> hyper::Response<http_body_util::Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
     use http_body_util::BodyExt;
     let (mut parts, body) = response.into_parts();
     let bytes = body
