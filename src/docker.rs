@@ -447,34 +447,17 @@ impl Docker {
         Ok(())
     }
 
-    /// Sends the container's memory limit in bytes (0: none) on `kills` at
-    /// each out-of-memory kill in it (Docker's `oom` events), until the
-    /// event stream ends or nobody listens.
-    pub async fn watch_oom(&self, container: &str, kills: tokio::sync::mpsc::Sender<i64>) {
+    /// The container's memory limit in bytes (0: none or unknown).
+    pub async fn memory_limit(&self, container: &str) -> i64 {
         let Ok(client) = self.client().await else {
-            return;
+            return 0;
         };
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("event".to_string(), vec!["oom".to_string()]),
-            ("container".to_string(), vec![container.to_string()]),
-        ]);
-        let options = bollard::query_parameters::EventsOptions {
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let mut events = client.events(Some(options));
-        while let Some(Ok(_)) = events.next().await {
-            let limit = client
-                .inspect_container(container, None::<InspectContainerOptions>)
-                .await
-                .ok()
-                .and_then(|c| c.host_config?.memory)
-                .unwrap_or(0);
-            if kills.send(limit).await.is_err() {
-                return;
-            }
-        }
+        client
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|c| c.host_config?.memory)
+            .unwrap_or(0)
     }
 
     /// Whether the daemon has `image` (a name or an ID).

@@ -1,20 +1,50 @@
 //! Out-of-memory kills said in the terminal: while a terminal runs, Docker's
 //! `oom` events of its container become a line in its output, which the
 //! student, observers and the replay all get (docs/API.md, "Terminal
-//! websocket").
+//! websocket"). The server follows Docker's events once (`trouble`) and
+//! announces each kill here; every terminal listens for its own container,
+//! so a class of terminals costs dockerd one event stream, not one each.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bollard::container::LogOutput;
 use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::docker::Docker;
 
 /// A terminal's output stream, as the pump reads it.
 pub type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// The containers (names and IDs) of the out-of-memory kills the server's
+/// event follower has seen, as they happen.
+static KILLS: LazyLock<broadcast::Sender<Vec<String>>> = LazyLock::new(|| broadcast::channel(64).0);
+
+/// Tells the terminals of the container known by `names` (its name, its ID)
+/// that a process in it was killed for memory.
+pub fn announce(names: Vec<String>) {
+    let _ = KILLS.send(names);
+}
+
+/// Sends the memory limit of `container` on `kills` at each announced
+/// kill in it, until nobody listens.
+async fn watch(docker: Arc<Docker>, container: String, kills: mpsc::Sender<i64>) {
+    let mut announced = KILLS.subscribe();
+    loop {
+        match announced.recv().await {
+            Ok(names) if names.contains(&container) => {
+                let limit = docker.memory_limit(&container).await;
+                if kills.send(limit).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
 
 /// `output` with a notice after each out-of-memory kill in `container`; the
 /// watch ends with the output.
@@ -24,7 +54,7 @@ pub fn with_notices(output: Output, docker: Arc<Docker>, container: &str) -> Out
     let container = container.to_string();
     tokio::spawn(async move {
         tokio::select! {
-            () = docker.watch_oom(&container, kills) => {}
+            () = watch(docker, container, kills) => {}
             _ = output_ended => {}
         }
     });

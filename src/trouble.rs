@@ -120,9 +120,12 @@ async fn follow_oom_events(docker: Arc<Docker>) {
                 }
                 last_nano = nano;
                 since = event.time.or(since);
-                let attributes = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+                let actor = event.actor.unwrap_or_default();
+                let attributes = actor.attributes.unwrap_or_default();
                 let (handle, assignment) = who(&attributes);
                 oom_killed(&handle, &assignment);
+                let names = actor.id.into_iter().chain(attributes.get("name").cloned());
+                crate::oom::announce(names.collect());
             }
         }
         since = since.or_else(|| Some(crate::instances::unix_now()));
