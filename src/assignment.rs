@@ -77,6 +77,8 @@ pub struct Settings {
     /// Size limit of the container's writable layer, in MiB (0: none).
     #[serde(rename = "diskMB")]
     pub disk_mb: Option<i64>,
+    /// Docker runtime of its containers (`runsc`); default: the server's.
+    pub runtime: Option<String>,
     /// Longest the build may take, written like `90s` or `5m`.
     #[serde(default, deserialize_with = "duration_text")]
     pub build_timeout: Option<std::time::Duration>,

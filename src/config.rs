@@ -108,6 +108,12 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_REPLAY_BYTES", default_value_t = 64 * 1024)]
     pub replay_bytes: usize,
 
+    /// Docker runtime of every container, e.g. `runsc` (gVisor, registered in
+    /// the daemon's `runtimes`); empty: the daemon's default. An
+    /// assignment.json `runtime` overrides it.
+    #[arg(long, env = "UA_RUNTIME", default_value = "")]
+    pub runtime: String,
+
     /// Memory limit of each container in MiB (swap is limited to the same).
     #[arg(long, env = "UA_MEMORY_MB", default_value_t = 512)]
     pub memory_mb: i64,

@@ -381,6 +381,10 @@ pub fn container_limits(settings: &Settings, config: &ServeConfig) -> Limits {
         pids,
         nano_cpus: (cpus * 1e9) as i64,
         disk_bytes: disk_mb * 1024 * 1024,
+        runtime: settings
+            .runtime
+            .clone()
+            .unwrap_or_else(|| config.runtime.clone()),
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig};
+use bollard::models::{
+    ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig, ResourcesUlimits,
+};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
     CreateImageOptionsBuilder, InspectContainerOptions, KillContainerOptionsBuilder,
@@ -129,7 +131,14 @@ pub struct Limits {
     pub nano_cpus: i64,
     /// Size limit of the writable layer in bytes; 0: none.
     pub disk_bytes: i64,
+    /// Docker runtime (`runsc`); empty: the daemon's default.
+    pub runtime: String,
 }
+
+/// Open files per process (`nofile`, soft and hard) in every container:
+/// bounds what one process holds of the host's per-user pools (inotify
+/// instances, ptys) under runc, where every student is the same host uid.
+pub const NOFILE: i64 = 1024;
 
 /// Capabilities a shell session may need: file ownership and permissions,
 /// signals, and switching user; everything else is dropped.
@@ -146,10 +155,15 @@ const CAPABILITIES: [&str; 7] = [
 impl Limits {
     /// The limits as one label value (a warm-pool container carries them).
     pub fn label(&self) -> String {
-        format!(
+        let label = format!(
             "memory={},pids={},nanocpus={},disk={}",
             self.memory_bytes, self.pids, self.nano_cpus, self.disk_bytes
-        )
+        );
+        // Older pool containers (the daemon's default runtime) keep their label.
+        match self.runtime.as_str() {
+            "" => label,
+            runtime => format!("{label},runtime={runtime}"),
+        }
     }
 }
 
@@ -348,6 +362,33 @@ impl Docker {
         known
     }
 
+    /// The runtimes the daemon knows (`docker info`), sorted.
+    pub async fn runtimes(&self) -> Result<Vec<String>, DockerError> {
+        let info = self.client().await?.info().await?;
+        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// A clear error for a runtime the daemon does not know (empty: its default).
+    pub async fn check_runtime(&self, runtime: &str) -> Result<(), DockerError> {
+        if runtime.is_empty() {
+            return Ok(());
+        }
+        let known = self.runtimes().await?;
+        if known.iter().any(|r| r == runtime) {
+            return Ok(());
+        }
+        Err(DockerError::Api {
+            status: 400,
+            message: format!(
+                "the Docker daemon has no runtime {runtime:?} (it has: {}); register it in \
+                 daemon.json (README, \"A sandboxed runtime\")",
+                known.join(", ")
+            ),
+        })
+    }
+
     /// Whether the daemon answers, within 3 seconds.
     pub async fn ping(&self) -> Result<(), DockerError> {
         let client = self.client().await?;
@@ -534,6 +575,12 @@ impl Docker {
             cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
             security_opt: Some(vec!["no-new-privileges".into()]),
             init: Some(true),
+            ulimits: Some(vec![ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(NOFILE),
+                hard: Some(NOFILE),
+            }]),
+            runtime: Some(limits.runtime.clone()).filter(|r| !r.is_empty()),
             binds: Some(vec![crate::gate::gosu_mount()]),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("none".into()),
@@ -558,6 +605,7 @@ impl Docker {
             host_config: Some(host_config),
             ..Default::default()
         };
+        self.check_runtime(&limits.runtime).await?;
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         let mut body = body;
         let want_quota = limits.disk_bytes > 0 && self.disk_quota().await.is_ok();

@@ -504,6 +504,7 @@ mod tests {
             pids: 256,
             nano_cpus: 1_000_000_000,
             disk_bytes: 0,
+            runtime: String::new(),
         }
     }
 

@@ -152,6 +152,14 @@ async fn serve_from(
              and reconciled when Docker answers"
         ),
     }
+    match docker.check_runtime(&config.runtime).await {
+        Ok(()) => {}
+        Err(e @ DockerError::Api { .. }) => anyhow::bail!("--runtime {}: {e}", config.runtime),
+        Err(e) => log::warn!(
+            "--runtime {}: not checked, Docker is away ({e})",
+            config.runtime
+        ),
+    }
     match (docker.disk_quota().await, config.disk_mb) {
         (Ok(()), _) => log::info!("per-container disk limits can be enforced"),
         (Err(why), 0) => log::info!("per-container disk limits are {why}"),
