@@ -11,7 +11,6 @@ use base64::Engine;
 use globset::{GlobBuilder, GlobMatcher};
 use minijinja::{Environment, UndefinedBehavior, Value};
 
-use crate::redact::Redactor;
 use crate::spec::AssignmentName;
 
 const DOCKERFILE_TEMPLATE: &str = "Dockerfile.tmpl";
@@ -33,9 +32,18 @@ pub enum AssignmentError {
     /// No usable assignment of this name under the root.
     #[error("there is no assignment named `{0}` on this server")]
     NotFound(String),
-    /// A template did not render (the message is redacted).
+    /// A template is unusable (a symlink out of the root); no spec data.
     #[error("the assignment's template did not render: {0}")]
     Render(String),
+    /// A template failed to render with this spec.
+    #[error("{summary}")]
+    Template {
+        /// The template's name, line and the error's kind: never a value.
+        summary: String,
+        /// MiniJinja's full message, raw (it can quote data): it leaves the
+        /// server only sealed.
+        detail: String,
+    },
     /// `assignment.json` is not valid.
     #[error("the assignment's assignment.json is invalid: {0}")]
     Settings(String),
@@ -240,7 +248,6 @@ pub struct RenderedContext {
 pub struct Renderer {
     env: Environment<'static>,
     context: Value,
-    redactor: Redactor,
 }
 
 impl Renderer {
@@ -249,7 +256,6 @@ impl Renderer {
         Renderer {
             env: template_env(),
             context: vars.to_value(),
-            redactor: Redactor::new(vars.data),
         }
     }
 
@@ -257,7 +263,10 @@ impl Renderer {
     pub fn render(&self, name: &str, source: &str) -> Result<String, AssignmentError> {
         self.env
             .render_named_str(name, source, &self.context)
-            .map_err(|e| AssignmentError::Render(self.redactor.redact(&describe(&e))))
+            .map_err(|e| AssignmentError::Template {
+                summary: summarise(name, &e),
+                detail: describe(&e),
+            })
     }
 }
 
@@ -342,6 +351,19 @@ pub fn shell_quote_one_line(text: &str) -> String {
 }
 
 /// A render error in one line, without the debug dump that would show values.
+/// The kind and place of a render error, in words without values: `name`
+/// is the template ua rendered (the error's own name could come from data),
+/// and MiniJinja's kind names are fixed words. Its detail may quote data.
+fn summarise(name: &str, e: &minijinja::Error) -> String {
+    match e.line() {
+        Some(line) => format!(
+            "the template {name} failed to render at line {line}: {}",
+            e.kind()
+        ),
+        None => format!("the template {name} failed to render: {}", e.kind()),
+    }
+}
+
 fn describe(e: &minijinja::Error) -> String {
     let place = match (e.name(), e.line()) {
         (Some(name), Some(line)) => format!(" (in {name}, line {line})"),

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use crate::docker::DockerError;
 use crate::gate::Gate;
+use crate::instance_errors::CreateError;
 use crate::instances::{unix_now, Instance, Registry};
+use crate::spec::AssignmentName;
 use crate::store::InstanceRecord;
 use crate::terminal::{CloseReason, Terminal};
 
@@ -81,18 +83,40 @@ impl Registry {
     /// Removes the instance of `spec_id` (after any build of it in flight):
     /// session closed with 4003, container, image and record gone.
     pub async fn clean(&self, spec_id: &str) -> usize {
-        let building = self.tables.lock().unwrap().building.get(spec_id).cloned();
+        self.clean_of(spec_id, None).await.unwrap_or(0)
+    }
+
+    /// As `clean`, but only an instance of `assignment` when one is given:
+    /// `OtherAssignment` when the specID's instance or build is of another.
+    pub async fn clean_of(
+        &self,
+        spec_id: &str,
+        assignment: Option<&AssignmentName>,
+    ) -> Result<usize, CreateError> {
+        let building = {
+            let tables = self.tables.lock().unwrap();
+            if let Some(assignment) = assignment {
+                tables.check_assignment(spec_id, assignment)?;
+            }
+            tables.building.get(spec_id).cloned()
+        };
         if let Some(mut waiting) = building {
             let _ = waiting.wait_for(Option::is_some).await;
         }
-        let instance = self.tables.lock().unwrap().take_spec(spec_id);
-        match instance {
+        let instance = {
+            let mut tables = self.tables.lock().unwrap();
+            if let Some(assignment) = assignment {
+                tables.check_assignment(spec_id, assignment)?;
+            }
+            tables.take_spec(spec_id)
+        };
+        Ok(match instance {
             Some(instance) => {
                 self.remove(&instance, "cleaned").await;
                 1
             }
             None => 0,
-        }
+        })
     }
 
     /// Tears down an instance already taken out of the tables.

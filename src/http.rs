@@ -424,9 +424,10 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     };
     let spec_id = spec.spec_id.clone();
     if observe {
-        return match app.registry.instance_of_spec(&spec_id) {
-            Some(id) => json_response(StatusCode::OK, json!({ "instanceID": id })),
-            None => error(StatusCode::NOT_FOUND, "this spec has no instance"),
+        return match app.registry.instance_of_spec(&spec) {
+            Ok(Some(id)) => json_response(StatusCode::OK, json!({ "instanceID": id })),
+            Ok(None) => error(StatusCode::NOT_FOUND, "this spec has no instance"),
+            Err(e) => conflict(e),
         };
     }
     let assignment = spec.assignment.to_string();
@@ -456,7 +457,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
             if let Some(limit) = e.limit() {
                 body["limit"] = json!(limit);
             }
-            if let Some(tail) = failure_output(&e).filter(|tail| !tail.is_empty()) {
+            if let Some((tail, what)) = failure_output(&e).filter(|(tail, _)| !tail.is_empty()) {
                 // Output can hold spec data in any form: only key holders read it.
                 let sealed = app
                     .keys
@@ -467,7 +468,7 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
                     "spec {spec_id:?}: {e}; its sealed output (ua open shows it): {sealed}"
                 );
                 body["error"] = json!(format!(
-                    "{}; its last output is in sealedOutput, for the assignment's author",
+                    "{}; {what} is in sealedOutput, for the assignment's author",
                     capitalise(&e.to_string())
                 ));
                 body["sealedOutput"] = json!(sealed);
@@ -477,11 +478,14 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// The last output lines of a failed build or setup (raw: they leave the
-/// server only sealed).
-fn failure_output(e: &CreateError) -> Option<&[String]> {
+/// The last output lines of a failed build or setup, or a render error's
+/// detail (raw: they leave the server only sealed), and what they are.
+fn failure_output(e: &CreateError) -> Option<(&[String], &'static str)> {
     match e {
-        CreateError::Build { tail, .. } | CreateError::Setup { tail, .. } => Some(tail),
+        CreateError::Build { tail, .. } | CreateError::Setup { tail, .. } => {
+            Some((tail, "its last output"))
+        }
+        CreateError::Template { detail, .. } => Some((detail, "the detail")),
         _ => None,
     }
 }
@@ -586,13 +590,33 @@ async fn clean_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
         Err(response) => return response,
     };
     if wait {
-        let cleaned = app.registry.clean(&spec.spec_id).await;
-        json_response(StatusCode::OK, json!({ "cleaned": cleaned }))
+        match app
+            .registry
+            .clean_of(&spec.spec_id, Some(&spec.assignment))
+            .await
+        {
+            Ok(cleaned) => json_response(StatusCode::OK, json!({ "cleaned": cleaned })),
+            Err(e) => conflict(e),
+        }
     } else {
+        // Refused at once when it conflicts now; checked again as it cleans.
+        if let Err(e) = app.registry.check_assignment(&spec) {
+            return conflict(e);
+        }
         let registry = app.registry.clone();
-        tokio::spawn(async move { registry.clean(&spec.spec_id).await });
+        tokio::spawn(async move {
+            let _ = registry
+                .clean_of(&spec.spec_id, Some(&spec.assignment))
+                .await;
+        });
         json_response(StatusCode::ACCEPTED, json!({ "cleaned": null }))
     }
+}
+
+/// `409`: the spec's specID is another assignment's (counted as `conflict`).
+fn conflict(e: CreateError) -> Response<Body> {
+    metrics::ERRORS.add(e.metric_kind(), 1);
+    error(StatusCode::CONFLICT, &e.to_string())
 }
 
 fn asset(kind: &'static str, bytes: Bytes) -> Response<Body> {

@@ -13,6 +13,18 @@ pub enum CreateError {
     /// A template or `assignment.json` is unusable (422).
     #[error("the assignment's template did not render: {0}")]
     Render(String),
+    /// A template failed to render with this spec (422).
+    #[error("{summary}")]
+    Template {
+        /// Which template, where, and the kind of error: no spec data.
+        summary: String,
+        /// MiniJinja's message, raw: it leaves the server only sealed.
+        detail: Vec<String>,
+    },
+    /// The spec's `specID` has an instance (or a build) of another
+    /// assignment (409): two courses' specs must not share an instance.
+    #[error("this specID belongs to an instance of another assignment; give each assignment its own specIDs (or clean the other instance first)")]
+    OtherAssignment,
     /// The image did not build (422).
     #[error("{reason}")]
     Build {
@@ -63,7 +75,9 @@ impl CreateError {
     pub fn status(&self) -> u16 {
         match self {
             CreateError::NoAssignment(_) => 404,
+            CreateError::OtherAssignment => 409,
             CreateError::Render(_)
+            | CreateError::Template { .. }
             | CreateError::Build { .. }
             | CreateError::Setup { .. }
             | CreateError::Invalid(_) => 422,
@@ -80,7 +94,10 @@ impl CreateError {
     pub fn metric_kind(&self) -> &'static str {
         match self {
             CreateError::NoAssignment(_) => "no_assignment",
-            CreateError::Render(_) | CreateError::Invalid(_) => "render",
+            CreateError::OtherAssignment => "conflict",
+            CreateError::Render(_) | CreateError::Template { .. } | CreateError::Invalid(_) => {
+                "render"
+            }
             CreateError::Build { .. } => "build",
             CreateError::Setup { .. } => "setup",
             CreateError::Pull { .. } => "pull",

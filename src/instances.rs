@@ -100,6 +100,12 @@ impl Instance {
             .is_some_and(|until| std::time::Instant::now() < until)
     }
 
+    /// Whether it was made for `assignment` (records store either form).
+    pub(crate) fn is_of(&self, assignment: &crate::spec::AssignmentName) -> bool {
+        let stored = self.record.lock().unwrap().assignment.clone();
+        crate::spec::AssignmentName::parse(&stored).is_ok_and(|name| name == *assignment)
+    }
+
     pub(crate) fn record(&self) -> InstanceRecord {
         self.record.lock().unwrap().clone()
     }
@@ -223,16 +229,19 @@ impl Registry {
         }
         let existing = self.spec_instance(&spec.spec_id);
         if let Some(instance) = existing {
+            if !instance.is_of(&spec.assignment) {
+                return Err(CreateError::OtherAssignment);
+            }
             if !self.container_vanished(&instance).await {
                 return Ok(self.take_over(instance));
             }
             self.forget_vanished(&instance).await;
         }
-        let admission = self
-            .tables
-            .lock()
-            .unwrap()
-            .admit(&spec.spec_id, &Caps::of(&self.config.load()))?;
+        let admission = self.tables.lock().unwrap().admit(
+            &spec.spec_id,
+            &spec.assignment,
+            &Caps::of(&self.config.load()),
+        )?;
         let mut waiting = match admission {
             Admission::Existing(instance) => return Ok(self.take_over(instance)),
             Admission::Wait(waiting) => waiting,
@@ -428,8 +437,19 @@ impl Registry {
     }
 
     /// The instance of a spec, if it has one (never builds, never takes over).
-    pub fn instance_of_spec(&self, spec_id: &str) -> Option<String> {
-        self.tables.lock().unwrap().by_spec.get(spec_id).cloned()
+    /// `OtherAssignment` when the spec's specID has an instance or a build
+    /// of another assignment.
+    pub fn check_assignment(&self, spec: &Spec) -> Result<(), CreateError> {
+        let tables = self.tables.lock().unwrap();
+        tables.check_assignment(&spec.spec_id, &spec.assignment)
+    }
+
+    /// The spec's instance, if it has one; `OtherAssignment` when it is of
+    /// another assignment than the spec's.
+    pub fn instance_of_spec(&self, spec: &Spec) -> Result<Option<String>, CreateError> {
+        let tables = self.tables.lock().unwrap();
+        tables.check_assignment(&spec.spec_id, &spec.assignment)?;
+        Ok(tables.by_spec.get(&spec.spec_id).cloned())
     }
 
     /// Starts reading graded files out of the instance's container as the

@@ -182,8 +182,9 @@ pub static CLOSES: Labelled<10> = Labelled::new([
     "client",
 ]);
 /// Errors, by kind.
-pub static ERRORS: Labelled<11> = Labelled::new([
+pub static ERRORS: Labelled<12> = Labelled::new([
     "bad_request",
+    "conflict",
     "no_assignment",
     "expired_spec",
     "render",

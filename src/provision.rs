@@ -542,6 +542,10 @@ pub fn assignment_error(e: AssignmentError) -> CreateError {
     match e {
         AssignmentError::NotFound(name) => CreateError::NoAssignment(name),
         AssignmentError::Render(message) => CreateError::Render(message),
+        AssignmentError::Template { summary, detail } => CreateError::Template {
+            summary,
+            detail: detail.lines().map(str::to_owned).collect(),
+        },
         AssignmentError::Settings(message) => {
             CreateError::Render(format!("assignment.json is invalid: {message}"))
         }

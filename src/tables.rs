@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::config::ServeConfig;
 use crate::instance_errors::CreateError;
 use crate::instances::Instance;
+use crate::spec::AssignmentName;
 
 /// What waiters for a build hear: `None` until it is over.
 pub(crate) type BuildResult = Option<Result<Arc<Instance>, CreateError>>;
@@ -72,6 +73,8 @@ pub(crate) struct Tables {
     pub(crate) by_spec: HashMap<String, String>,
     /// Builds in flight, by spec ID: later requests wait on the first.
     pub(crate) building: HashMap<String, watch::Receiver<BuildResult>>,
+    /// The assignment each build in flight is for, by spec ID.
+    pub(crate) building_for: HashMap<String, AssignmentName>,
     /// Instance IDs of builds in flight: Docker objects that have no record yet.
     pub(crate) building_ids: HashSet<String>,
 }
@@ -91,8 +94,15 @@ impl Tables {
     }
 
     /// The existing instance, the build to wait for, or a new build
-    /// registered under the spec if the caps allow one.
-    pub fn admit(&mut self, spec_id: &str, caps: &Caps) -> Result<Admission, CreateError> {
+    /// registered under the spec if the caps allow one; `OtherAssignment`
+    /// when the specID's instance or build is of another assignment.
+    pub fn admit(
+        &mut self,
+        spec_id: &str,
+        assignment: &AssignmentName,
+        caps: &Caps,
+    ) -> Result<Admission, CreateError> {
+        self.check_assignment(spec_id, assignment)?;
         if let Some(instance) = self.of_spec(spec_id) {
             return Ok(Admission::Existing(instance));
         }
@@ -102,7 +112,30 @@ impl Tables {
         caps.admit(self.by_id.len(), self.running(), self.building.len())?;
         let (done, waiting) = watch::channel(None);
         self.building.insert(spec_id.to_string(), waiting.clone());
+        self.building_for
+            .insert(spec_id.to_string(), assignment.clone());
         Ok(Admission::Build(done, waiting))
+    }
+
+    /// `OtherAssignment` when the specID's instance, or its build in
+    /// flight, is of an assignment other than `assignment`.
+    pub fn check_assignment(
+        &self,
+        spec_id: &str,
+        assignment: &AssignmentName,
+    ) -> Result<(), CreateError> {
+        let instance_ok = self
+            .of_spec(spec_id)
+            .is_none_or(|instance| instance.is_of(assignment));
+        let build_ok = self
+            .building_for
+            .get(spec_id)
+            .is_none_or(|building| building == assignment);
+        if instance_ok && build_ok {
+            Ok(())
+        } else {
+            Err(CreateError::OtherAssignment)
+        }
     }
 
     /// Adds an instance under its ID and its spec.
@@ -115,6 +148,7 @@ impl Tables {
     /// A build is over: it waits no more, and a made instance is added.
     pub fn finish_build(&mut self, spec_id: &str, instance_id: &str, made: Option<Arc<Instance>>) {
         self.building.remove(spec_id);
+        self.building_for.remove(spec_id);
         self.building_ids.remove(instance_id);
         if let Some(instance) = made {
             self.insert(instance);
@@ -168,12 +202,40 @@ mod tests {
         })
     }
 
+    fn name(text: &str) -> AssignmentName {
+        AssignmentName::parse(text).unwrap()
+    }
+
     const ROOMY: Caps = Caps {
         max_instances: 10,
         max_running: 10,
         max_builds: 2,
         max_build_queue: 10,
     };
+
+    #[test]
+    fn a_spec_id_does_not_cross_assignments() {
+        let mut tables = Tables::default();
+        let Ok(Admission::Build(..)) = tables.admit("s1", &name("a.b"), &ROOMY) else {
+            panic!("a first request builds");
+        };
+        assert!(matches!(
+            tables.admit("s1", &name("other"), &ROOMY),
+            Err(CreateError::OtherAssignment)
+        ));
+        assert!(matches!(
+            tables.admit("s1", &name("a/b"), &ROOMY),
+            Ok(Admission::Wait(_))
+        ));
+        tables.finish_build("s1", "i1", None);
+        tables.insert(instance("i2", "s2"));
+        assert!(tables.check_assignment("s2", &name("a")).is_ok());
+        assert!(matches!(
+            tables.admit("s2", &name("b"), &ROOMY),
+            Err(CreateError::OtherAssignment)
+        ));
+        assert!(tables.check_assignment("s1", &name("b")).is_ok());
+    }
 
     #[test]
     fn caps_refuse_at_each_limit_in_order() {
@@ -207,14 +269,14 @@ mod tests {
     #[test]
     fn a_spec_builds_once_and_later_requests_wait() {
         let mut tables = Tables::default();
-        let Ok(Admission::Build(done, _)) = tables.admit("s1", &ROOMY) else {
+        let Ok(Admission::Build(done, _)) = tables.admit("s1", &name("a"), &ROOMY) else {
             panic!("the first request builds");
         };
-        let Ok(Admission::Wait(mut waiting)) = tables.admit("s1", &ROOMY) else {
+        let Ok(Admission::Wait(mut waiting)) = tables.admit("s1", &name("a"), &ROOMY) else {
             panic!("the second request waits");
         };
         assert!(matches!(
-            tables.admit("s2", &ROOMY),
+            tables.admit("s2", &name("a"), &ROOMY),
             Ok(Admission::Build(..))
         ));
         let made = instance("i1", "s1");
@@ -225,7 +287,7 @@ mod tests {
         assert!(matches!(heard, Some(Ok(i)) if Arc::ptr_eq(&i, &made)));
         assert!(tables.building_ids.is_empty());
         assert_eq!(tables.building.len(), 1, "s2 still builds");
-        match tables.admit("s1", &ROOMY) {
+        match tables.admit("s1", &name("a"), &ROOMY) {
             Ok(Admission::Existing(i)) => assert!(Arc::ptr_eq(&i, &made)),
             _ => panic!("the spec has its instance now"),
         }
@@ -240,18 +302,18 @@ mod tests {
         let mut tables = Tables::default();
         tables.insert(instance("i1", "s1"));
         assert!(matches!(
-            tables.admit("s2", &caps),
+            tables.admit("s2", &name("a"), &caps),
             Ok(Admission::Build(..))
         ));
         assert!(matches!(
-            tables.admit("s3", &caps),
+            tables.admit("s3", &name("a"), &caps),
             Err(CreateError::AtCapacity(2))
         ));
         // A failed build frees its place.
         tables.finish_build("s2", "i2", None);
         assert!(tables.of_spec("s2").is_none());
         assert!(matches!(
-            tables.admit("s3", &caps),
+            tables.admit("s3", &name("a"), &caps),
             Ok(Admission::Build(..))
         ));
     }

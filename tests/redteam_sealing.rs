@@ -85,3 +85,114 @@ fn specs_sealed_with_the_key_itself_still_open_after_a_rotation() {
     assert_eq!(String::from_utf8_lossy(&opened.stdout), "seen\n");
     std::fs::remove_file(&rotated).unwrap();
 }
+
+/// Item 8: a render error's answer gives the kind and place only. An
+/// `include` of a data value once answered "non-existing template 'qzx'"
+/// (too short for redaction), and `| upper` defeated redaction of any
+/// length. The key holder opens the detail from sealedOutput.
+#[test]
+fn render_errors_show_no_form_of_the_data() {
+    let server = TestServer::start();
+    let dir = server.assignments().join("lab/include");
+    write(&dir.join("Dockerfile"), "FROM ua-busybox:latest\n");
+    let cases = [
+        ("data.answer", "qzx"),
+        ("data.answer | upper", "zulu-answer-seven"),
+    ];
+    for (i, (pick, answer)) in cases.iter().enumerate() {
+        let source = format!("#!/bin/sh\n# the answer\n{{% include {pick} %}}\n");
+        write(&dir.join("setup.sh.tmpl"), &source);
+        let spec = serde_json::json!({
+            "specID": format!("render-{i}"), "assignmentName": "lab.include",
+            "data": {"answer": answer},
+        });
+        let response = server.http("POST", "/spec", &server.seal(&spec.to_string()));
+        assert_eq!(response.status, 422, "{}", response.body);
+        let body = response.json();
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("The template setup.sh.tmpl failed to render at line 3: "),
+            "{error}"
+        );
+        let lower = answer.to_lowercase();
+        let headers = format!("{:?}", response.headers).to_lowercase();
+        assert!(
+            !response.body.to_lowercase().contains(&lower),
+            "{}",
+            response.body
+        );
+        assert!(!headers.contains(&lower), "{headers}");
+        assert!(
+            !server.log().to_lowercase().contains(&lower),
+            "the answer in the log"
+        );
+        let sealed = body["sealedOutput"].as_str().expect("sealedOutput");
+        assert!(
+            server.log().contains(sealed),
+            "the log has the sealed detail"
+        );
+        let opened = ua_with_input("open", &server.key_file(), sealed);
+        let detail = String::from_utf8_lossy(&opened.stdout).to_lowercase();
+        assert!(
+            detail.contains(&lower),
+            "the author sees the detail: {detail}"
+        );
+    }
+    assert!(server.containers().is_empty() && server.records().is_empty());
+}
+
+/// Item 7: a spec with student A's specID and another assignment (another
+/// course) once returned A's instance. It is refused with 409 at every
+/// door (create, observe, clean), and A's instance is untouched; a record
+/// that names the assignment in the dotted form still matches after a
+/// restart (records of earlier versions load).
+#[test]
+fn a_spec_id_does_not_cross_assignments() {
+    let mut server = TestServer::start();
+    write(
+        &server.assignments().join("other/course/Dockerfile"),
+        "FROM ua-busybox:latest\n",
+    );
+    let victim = server.instance(&server.demo_spec("student-a"));
+    let crossing = server.seal(r#"{"specID":"student-a","assignmentName":"other.course"}"#);
+    for path in [
+        "/spec",
+        "/spec?mode=observe",
+        "/spec/clean?async=false",
+        "/spec/clean",
+    ] {
+        let response = server.http("POST", path, &crossing);
+        assert_eq!(response.status, 409, "{path}: {}", response.body);
+        assert!(
+            !response.body.contains(&victim),
+            "{path}: {}",
+            response.body
+        );
+        assert!(response.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("another assignment"));
+    }
+    assert_eq!(server.records().len(), 1);
+
+    // Rewrite the record as `demo.busybox`, restart: the same spec finds it.
+    server.terminate();
+    let dir = server.state_dir().join("instances");
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "json") {
+            let mut record: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
+            record["assignment"] = "demo.busybox".into();
+            std::fs::write(entry.path(), record.to_string()).unwrap();
+        }
+    }
+    server.spawn();
+    assert_eq!(server.instance(&server.demo_spec("student-a")), victim);
+    let response = server.http("POST", "/spec", &crossing);
+    assert_eq!(response.status, 409, "{}", response.body);
+    let metrics = server.http("GET", "/metrics", "").body;
+    assert!(
+        metrics.contains("ua_errors_total{kind=\"conflict\"} 1"),
+        "{metrics}"
+    );
+}
