@@ -108,6 +108,10 @@ pub async fn html_not_found(
         hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
     );
     parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        hyper::header::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
     hyper::Response::from_parts(parts, http_body_util::Full::new(Bytes::from(page)))
 }
 
