@@ -441,10 +441,11 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     };
     match answer {
         // `?progress` also names the assignment (the start page's title).
-        Ok(instance_id) if progress => json_response(
-            StatusCode::OK,
-            json!({ "instanceID": instance_id, "assignment": assignment }),
-        ),
+        Ok(instance_id) if progress => {
+            let mut body = json!({ "instanceID": instance_id, "assignment": assignment });
+            body["expiry"] = expiry(app, &instance_id);
+            json_response(StatusCode::OK, body)
+        }
         Ok(instance_id) => json_response(StatusCode::OK, json!({ "instanceID": instance_id })),
         Err(e) => {
             let status =
@@ -476,6 +477,17 @@ async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
             json_response(status, body)
         }
     }
+}
+
+/// When an instance goes: `idleSeconds` after its last session ends, but
+/// not before `keepUntil` (Unix seconds, or null).
+fn expiry(app: &App, instance_id: &str) -> serde_json::Value {
+    let keep_until = app
+        .registry
+        .lookup(instance_id)
+        .and_then(|instance| instance.record().keep_until);
+    let idle = app.registry.config.load().instance_expiry.as_secs();
+    json!({ "idleSeconds": idle, "keepUntil": keep_until })
 }
 
 /// The last output lines of a failed build or setup, or a render error's

@@ -111,6 +111,10 @@ where
         hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
     );
     parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        hyper::header::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
     hyper::Response::from_parts(parts, http_body_util::Full::new(Bytes::from(page)))
 }
 

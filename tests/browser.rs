@@ -154,11 +154,14 @@ fn the_start_link_shows_a_real_builds_phases_then_desktop_phone_keyboard_reader_
         &server,
         r#"{"specID":"start-link","assignmentName":"demo.busybox","data":{"greeting":"hi"}}"#,
     );
-    let report = features(
+    let report = features_with(
         &server,
         &link,
         &[
             "progress",
+            "title",
+            "observe",
+            "expiry",
             "desktop",
             "phone",
             "keyboard",
@@ -166,6 +169,7 @@ fn the_start_link_shows_a_real_builds_phases_then_desktop_phone_keyboard_reader_
             "clipboard",
             "paste",
         ],
+        &[("TITLE", "demo/busybox")],
     );
     eprintln!("{report}");
     assert!(report.contains("paste 2097"), "{report}");

@@ -24,7 +24,9 @@ fn connect_attaches_this_terminal_to_an_instance() {
     );
     let tmux = Tmux::start(&command);
     tmux.wait_for("hello from tmux");
-    tmux.wait_for("~ $");
+    let screen = tmux.wait_for("~ $");
+    // The phases of the first start (POST /spec?progress), as they came.
+    assert!(screen.contains("[ua: building the image"), "{screen}");
     tmux.keys(&["echo typed-$((40+2))", "Enter"]);
     tmux.wait_for("typed-42");
     // Ctrl-C reaches the remote shell, not this process.

@@ -7,6 +7,9 @@ mod common;
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
 use common::*;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -57,8 +60,32 @@ fn an_idle_session_is_closed_with_4002() {
     runtime().block_on(async {
         let mut term = Term::connect(&server.ws_url(&id)).await;
         term.wait_for("$").await;
-        let (ended, _) = term.until_closed(Duration::from_secs(15)).await;
-        assert_eq!(ended, Ended::Closed(4002));
+        // `["idle_warning", seconds]` comes first (docs/API.md); a key
+        // starts a new idle stretch, which warns again before the close.
+        let mut warnings = 0;
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(15), term.socket.next())
+                .await
+                .expect("a frame within 15 s");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(ServerMessage::IdleWarning(left)) = ServerMessage::decode(&text) {
+                        assert!(left <= 1, "{text}");
+                        warnings += 1;
+                        if warnings == 1 {
+                            term.send_keys(" ").await;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    assert_eq!(frame.map(|f| u16::from(f.code)), Some(4002));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended without a close: {other:?}"),
+            }
+        }
+        assert_eq!(warnings, 2, "one warning per idle stretch");
     });
 }
 

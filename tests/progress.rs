@@ -31,6 +31,8 @@ fn progress_polls_show_a_real_builds_phases_then_the_instance() {
     };
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["assignment"], "steps");
+    assert!(answer.json()["expiry"]["idleSeconds"].as_u64().unwrap() > 0);
+    assert!(answer.json()["expiry"]["keepUntil"].is_null());
     let steps: Vec<_> = phases
         .iter()
         .filter(|p| p["phase"] == "building" && p["steps"].is_u64())

@@ -9,6 +9,9 @@
 //   reader    screen-reader mode from the toolbar, kept after a reload
 //   clipboard Ctrl+Shift+C copies the selection; Ctrl+Shift+V pastes (no ^V)
 //   paste     a 2 MiB paste arrives intact, on one websocket (never 1009)
+//   expiry    "When it expires" says how long the environment is kept
+//   observe   a second, read-only page (?mode=observe) sees the output and cannot type
+//   title     the page's title starts with TITLE
 //   oom       a program that fills memory is killed: the terminal says so, with OOM_MIB
 //   idle      the idle warning shows, a key hides it; then the idle close in words
 // SHOTS=dir: where screenshots go (desktop.png, phone.png).
@@ -177,6 +180,45 @@ const CHECKS = {
     const limit = process.env.OOM_MIB;
     if (limit) await waitScreen(`more than the ${limit} MiB`, "the limit in the notice", 5000);
     report.push("out-of-memory notice");
+  },
+  async expiry() {
+    await page.click("[data-tool=expiry]");
+    const said = await js("document.querySelector('.ua-notice').textContent");
+    if (!said.includes("kept for")) throw new Error(`expiry says: ${said}`);
+    await focusTerm();
+    await page.keyboard.press("Space"); // any key hides the notice
+    report.push(`expiry: ${said}`);
+  },
+  async observe() {
+    // A second page, read-only, on the same terminal (/start?mode=observe#spec).
+    await run("echo watched-$((6*6))", "watched-36", "output to watch");
+    const watch = await context.newPage();
+    const u = new URL(url);
+    u.searchParams.set("mode", "observe");
+    await watch.goto(u.toString());
+    const on = (code) => watch.evaluate(code);
+    const deadline = Date.now() + 30000;
+    while (!(await on("window.uaSession && window.uaSession.state === 'open'").catch(() => false))) {
+      if (Date.now() > deadline) throw new Error("the observer never opened");
+      await watch.waitForTimeout(100);
+    }
+    if (await on("!!document.querySelector('[data-tool=reset]')")) throw new Error("the observer has Reset");
+    if (!(await on("window.uaSession.term.options.disableStdin"))) throw new Error("the observer can type");
+    if (!(await on("document.title")).includes("read-only")) throw new Error("the observer's title does not say read-only");
+    await run("echo live-$((7*7))", "live-49", "the student's output");
+    const seen = Date.now() + 10000;
+    while (!(await on(`(() => { const b = window.uaSession.term.buffer.active; let t = "";
+      for (let i = 0; i < b.length; i++) t += b.getLine(i).translateToString(true) + "\\n"; return t.includes("live-49"); })()`))) {
+      if (Date.now() > seen) throw new Error("the observer did not see the student's output");
+      await watch.waitForTimeout(100);
+    }
+    await watch.close();
+    report.push("observe");
+  },
+  async title() {
+    const title = await page.title();
+    if (!title.startsWith(process.env.TITLE || "")) throw new Error(`title: ${title}`);
+    report.push(`title ${title}`);
   },
   async idle() {
     await until(`!document.querySelector('.ua-notice').hidden`, "the idle warning", 30000);

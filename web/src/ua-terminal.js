@@ -334,6 +334,11 @@
       });
       b.setAttribute("aria-pressed", self.settings[t[0]] ? "true" : "false");
     });
+    if (this.spec && !this.observing) {
+      button("When it expires", "expiry", function () {
+        self.showExpiry();
+      });
+    }
     if (this.options.toolbarExtra) {
       this.options.toolbarExtra.forEach(function (b) {
         self.toolbar.appendChild(b);
@@ -395,6 +400,24 @@
       this.input(arrows[key] ? (app ? "\u001bO" : "\u001b[") + arrows[key] : key);
     }
     this.term.focus();
+  };
+
+  // The instance's expiry, from the last answer of POST /spec?progress.
+  Session.prototype.showExpiry = function () {
+    var e = this.expiry;
+    var text = "Not known yet: the terminal has not started.";
+    if (e && typeof e.idleSeconds === "number") {
+      var days = e.idleSeconds / 86400;
+      var span = days >= 1 ? Math.round(days) + " day(s)" : Math.round(e.idleSeconds / 3600) + " hour(s)";
+      text = "Your environment and its files are kept for " + span + " after you last leave it";
+      if (typeof e.keepUntil === "number") {
+        text += ", and at least until " + new Date(e.keepUntil * 1000).toLocaleString();
+      }
+      text += ". After that, opening it again gives you a fresh copy.";
+    }
+    this.notice.setAttribute("data-kind", "expiry");
+    this.notice.textContent = text;
+    this.notice.hidden = false;
   };
 
   Session.prototype.setFontSize = function (size) {
@@ -712,6 +735,7 @@
     var error = body && typeof body.error === "string" ? body.error : null;
     if (response.ok && body && typeof body.instanceID === "string") {
       this.instanceID = body.instanceID;
+      this.expiry = body.expiry || null;
       if (this.options.onAnswer) {
         this.options.onAnswer(body);
       }

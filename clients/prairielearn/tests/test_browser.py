@@ -393,8 +393,23 @@ def run_features(url: str, checks: list[str]) -> str:
 
 def test_the_shared_terminal_in_the_element(pages, ua):
     url = make_page(pages, f"127.0.0.1:{ua.port}", new_spec(ua))
-    report = run_features(url, ["progress", "desktop", "phone", "keyboard", "reader", "clipboard", "paste"])
+    report = run_features(url, ["progress", "expiry", "desktop", "phone", "keyboard", "reader", "clipboard", "paste"])
     assert "paste 2097" in report
+
+
+def test_the_element_says_out_of_memory_with_the_limit(pages, tmp_path):
+    small = tmp_path / "assignments" / "small"
+    small.mkdir(parents=True)
+    (small / "Dockerfile.tmpl").write_text('FROM ua-busybox:latest\nUSER student\nWORKDIR /home/student\nCMD ["/bin/sh"]\n')
+    (small / "assignment.json").write_text('{"memoryMB": 48}')
+    server = UaServer(assignments=tmp_path / "assignments")
+    try:
+        spec = create_spec("small", {}, f"uassign-oom/{uuid.uuid4().hex[:12]}", key=server.key_line)
+        os.environ["OOM_MIB"] = "48"
+        run_features(make_page(pages, f"127.0.0.1:{server.port}", spec), ["oom"])
+    finally:
+        os.environ.pop("OOM_MIB", None)
+        server.stop()
 
 
 def test_the_element_warns_before_the_idle_close(pages):
