@@ -589,7 +589,8 @@ fn ua_connect_sends_the_route_token() {
     assert_eq!(
         stub.join().unwrap().trim_end(),
         format!(
-            "POST /spec?route={} HTTP/1.1",
+            // `progress`: ua connect prints the phases of a first start.
+            "POST /spec?route={}&progress HTTP/1.1",
             ua::route::token(&keys, "connect/route")
         )
     );

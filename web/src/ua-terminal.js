@@ -906,7 +906,7 @@
           if (status === 404) {
             self.onSocketClosed(CLOSE_GONE, true, false);
           } else {
-            self.retry(status === 503 || status === 0 ? "The server is unavailable." : "Could not connect to the terminal.");
+            self.retry(status === 503 || status === 0 ? "The server is unavailable, retrying…" : "Could not connect to the terminal.");
           }
         });
       return;
