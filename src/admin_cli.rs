@@ -193,3 +193,133 @@ pub fn clean(
     }
     Ok(())
 }
+
+/// `ua clean`'s selection of several instances: all that match go.
+#[derive(clap::Args, Debug)]
+pub struct Bulk {
+    /// Every instance of this assignment (`cs101.tar` or `cs101/tar`).
+    #[arg(long)]
+    pub assignment: Option<String>,
+    /// Every stopped instance unused for at least this long (`2h`, `3d`);
+    /// with --assignment, those of the assignment.
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub idle_for: Option<Duration>,
+    /// List what would go, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask before removing more than one instance.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+impl Bulk {
+    /// Whether it selects instances (else `--spec-id` or `--instance` does).
+    pub fn selects(&self) -> bool {
+        self.assignment.is_some() || self.idle_for.is_some()
+    }
+
+    /// Whether `instance` is selected at `now` (unix seconds).
+    fn matches(&self, instance: &Summary, now: i64) -> bool {
+        let dotted = |name: &str| name.replace('/', ".");
+        let of_assignment = self
+            .assignment
+            .as_ref()
+            .is_none_or(|a| dotted(a) == dotted(&instance.assignment));
+        // A running instance is in use, however long ago it was made.
+        let idle = self.idle_for.is_none_or(|idle| {
+            instance.state != "running" && now - instance.last_used >= idle.as_secs() as i64
+        });
+        of_assignment && idle
+    }
+}
+
+/// `ua clean --assignment A` / `--idle-for D`: lists the instances that
+/// match, asks `y/N` on standard input for more than one (unless `--yes`),
+/// then cleans each by its spec ID.
+pub fn clean_bulk(target: &Target, bulk: &Bulk) -> anyhow::Result<()> {
+    let answer = ask(&target.state_dir, &Request::List)?;
+    let instances: Vec<Summary> = serde_json::from_value(answer["instances"].clone())?;
+    let now = crate::instances::unix_now();
+    let chosen: Vec<Summary> = instances
+        .into_iter()
+        .filter(|i| bulk.matches(i, now))
+        .collect();
+    if chosen.is_empty() {
+        print("no instance matches\n")?;
+        return Ok(());
+    }
+    let verb = if bulk.dry_run {
+        "would clean"
+    } else {
+        "to clean"
+    };
+    print(&format!(
+        "{verb} {} instance(s):\n{}",
+        chosen.len(),
+        table(&chosen)
+    ))?;
+    if bulk.dry_run {
+        return Ok(());
+    }
+    if chosen.len() > 1 && !bulk.yes && !confirm(chosen.len())? {
+        print("nothing cleaned\n")?;
+        return Ok(());
+    }
+    let mut cleaned = 0;
+    for instance in &chosen {
+        let request = Request::Clean {
+            spec_id: Some(instance.spec_id.clone()),
+            instance: None,
+        };
+        cleaned += ask(&target.state_dir, &request)?["cleaned"]
+            .as_u64()
+            .unwrap_or(0);
+    }
+    print(&format!("cleaned {cleaned} instance(s)\n"))?;
+    Ok(())
+}
+
+/// Asks on standard error, reads a line of standard input: only `y` or
+/// `yes` says yes (end of input says no).
+fn confirm(n: usize) -> anyhow::Result<bool> {
+    eprint!("clean these {n} instances? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(assignment: &str, state: &str, last_used: i64) -> Summary {
+        Summary {
+            handle: "0a1b2c3d".into(),
+            spec_id: "s".into(),
+            assignment: assignment.into(),
+            state: state.into(),
+            last_used,
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn bulk_selection_by_assignment_and_idleness() {
+        let bulk = Bulk {
+            assignment: Some("cs101.tar".into()),
+            idle_for: Some(Duration::from_secs(7200)),
+            dry_run: false,
+            yes: false,
+        };
+        let now = 100_000;
+        assert!(bulk.matches(&summary("cs101/tar", "stopped", now - 7200), now));
+        assert!(!bulk.matches(&summary("cs101/tar", "stopped", now - 60), now));
+        assert!(!bulk.matches(&summary("cs101/tar", "running", 0), now));
+        assert!(!bulk.matches(&summary("cs101/git", "stopped", 0), now));
+        let all_of = Bulk {
+            idle_for: None,
+            ..bulk
+        };
+        assert!(all_of.matches(&summary("cs101.tar", "running", now), now));
+    }
+}

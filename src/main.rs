@@ -50,20 +50,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove one instance (session closed, container, image and record gone).
+    /// Remove instances (session closed, container, image and record gone):
+    /// one by spec ID or handle, or all of an assignment or idle for long.
     Clean {
         #[command(flatten)]
         target: admin_cli::Target,
         /// The spec whose instance goes.
         #[arg(
             long,
-            required_unless_present = "instance",
-            conflicts_with = "instance"
+            required_unless_present_any = ["instance", "assignment", "idle_for"],
+            conflicts_with_all = ["instance", "assignment", "idle_for"]
         )]
         spec_id: Option<String>,
         /// The handle (from `ua list`) of the instance that goes.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["assignment", "idle_for"])]
         instance: Option<String>,
+        #[command(flatten)]
+        bulk: admin_cli::Bulk,
     },
 }
 
@@ -125,10 +128,14 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::main(args),
         Command::Status { target, json } => admin_cli::status(&target, json),
         Command::List { target, json } => admin_cli::list(&target, json),
+        Command::Clean { target, bulk, .. } if bulk.selects() => {
+            admin_cli::clean_bulk(&target, &bulk)
+        }
         Command::Clean {
             target,
             spec_id,
             instance,
+            ..
         } => admin_cli::clean(&target, spec_id, instance),
     };
     match result {

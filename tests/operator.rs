@@ -218,3 +218,79 @@ fn trouble_inside_an_instance_is_logged_and_counted() {
     );
     assert!(!log.contains(&id), "the instance ID is in the log");
 }
+
+/// Runs `ua clean ARGS` against `server` with `stdin` as its input.
+fn clean_with_input(server: &TestServer, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BINARY)
+        .arg("clean")
+        .args(args)
+        .arg("--state-dir")
+        .arg(server.state_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 25, item 3: `ua clean --assignment` (with `--dry-run`) and
+/// `--idle-for`, asking y/N for more than one instance unless `--yes`.
+#[test]
+fn an_assignment_is_cleaned_at_once_after_a_yes() {
+    let server = TestServer::start();
+    write(
+        &server.assignments().join("other/Dockerfile.tmpl"),
+        "FROM ua-busybox:latest\nUSER student\n",
+    );
+    server.instance(&server.demo_spec("bulk-1"));
+    server.instance(&server.demo_spec("bulk-2"));
+    server.instance(&server.seal(r#"{"specID":"bulk-other","assignmentName":"other"}"#));
+    assert_eq!(server.records().len(), 3);
+
+    let (ok, out, _) =
+        clean_with_input(&server, &["--assignment", "demo.busybox", "--dry-run"], "");
+    assert!(ok && out.contains("would clean 2 instance(s)"), "{out}");
+    assert!(
+        out.contains("bulk-1") && out.contains("bulk-2") && !out.contains("bulk-other"),
+        "{out}"
+    );
+    assert_eq!(server.records().len(), 3, "a dry run removes nothing");
+
+    let (ok, out, err) = clean_with_input(&server, &["--assignment", "demo/busybox"], "n\n");
+    assert!(ok && out.contains("nothing cleaned"), "{out}");
+    assert!(err.contains("clean these 2 instances? [y/N]"), "{err}");
+    assert_eq!(server.records().len(), 3);
+    // End of input is a no too.
+    let (ok, out, _) = clean_with_input(&server, &["--assignment", "demo.busybox"], "");
+    assert!(ok && out.contains("nothing cleaned"), "{out}");
+
+    let (ok, out, _) = clean_with_input(&server, &["--assignment", "demo.busybox"], "y\n");
+    assert!(ok && out.contains("cleaned 2 instance(s)"), "{out}");
+    let left = server.records();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["specID"], "bulk-other");
+
+    let (ok, out, _) = clean_with_input(&server, &["--idle-for", "2h", "--yes"], "");
+    assert!(ok && out.contains("no instance matches"), "{out}");
+    // One instance: no question asked.
+    let (ok, out, err) = clean_with_input(&server, &["--idle-for", "0s"], "");
+    assert!(ok && out.contains("cleaned 1 instance(s)"), "{out} {err}");
+    assert!(!err.contains("[y/N]"), "{err}");
+    assert!(server.records().is_empty());
+    eventually(Duration::from_secs(10), "the containers are gone", || {
+        server.containers().is_empty()
+    });
+}
