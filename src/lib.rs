@@ -14,6 +14,7 @@
 //! - `raw_attach`: the terminal's attach, with a detach key nobody can type
 //! - `gate`: the container's main process, the gate before the terminal
 //! - `health`: the `/health` probe, cached so that it cannot load Docker
+//! - `host_check`: which `Host` names ua answers (DNS rebinding)
 //! - `store`: instance records on disk and the state-directory lock
 //! - `instances`: the live registry: get-or-create, lookup, attach, observe
 //! - `tables`: the registry's tables and capacity decisions (pure)
@@ -74,6 +75,7 @@ pub mod files;
 pub mod gate;
 pub mod handle;
 pub mod health;
+pub mod host_check;
 pub mod housekeeping;
 pub mod http;
 pub mod instance_errors;
