@@ -18,10 +18,10 @@ use ua::http::Listener;
 use ua::seal::Keyring;
 use ua::store::Store;
 
-/// How long a client may take to send its headers (README: a slow client
+/// How long a client may take to send its headers (docs/USING.md: a slow client
 /// cannot pin a connection).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a request body may take (README, "HTTP API": `408`).
+/// How long a request body may take (docs/USING.md, "HTTP API in brief": `408`).
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A config on fresh temporary directories.

@@ -1,5 +1,5 @@
 //! Several ua nodes behind HAProxy (docs/API.md, "Nodes and routing";
-//! README, "Running more than one host"): node IDs, the route token, and the
+//! docs/OPERATING.md, "Running more than one host"): node IDs, the route token, and the
 //! shipped HAProxy configuration (packaging/examples/haproxy-cfg) with
 //! Debian's `haproxy` in front of three real `ua serve` nodes on one Docker
 //! daemon, one of which dies and comes back.
