@@ -7,12 +7,15 @@
 //! fire in that Prometheus.
 
 mod common;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::*;
+use prometheus::Prometheus;
 use serde_json::Value;
 
 /// What the test puts for Grafana's variables in a panel's query.
@@ -265,4 +268,141 @@ fn yaml_alert_severities() -> Vec<(String, String)> {
         "every alert is tested: {alerts:?}"
     );
     alerts
+}
+
+/// A shared-image assignment (a warm pool of one) and a class of three
+/// students of it; a fourth is refused with a 503 (--max-instances 3).
+fn class(server: &TestServer) -> Vec<String> {
+    write(
+        &server.assignments().join("class/lab/Dockerfile"),
+        "FROM ua-busybox:latest\nUSER student\nWORKDIR /home/student\n",
+    );
+    let spec = |n: usize| {
+        server.seal(&format!(
+            r#"{{"specID":"student-{n}","assignmentName":"class.lab"}}"#
+        ))
+    };
+    let ids: Vec<String> = (1..=3).map(|n| server.instance(&spec(n))).collect();
+    let refused = server.http("POST", "/spec", &spec(4));
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(server.http("POST", "/spec", "garbage!").status, 400);
+    ids
+}
+
+/// One student's program is killed for memory, another forks past the
+/// process limit, in the attached terminal; waits until ua counts both.
+async fn trouble(server: &TestServer, term: &mut Term) {
+    let out = term
+        .run("sh -c 'x=a; while :; do x=$x$x; done'; echo \"status $?\"")
+        .await;
+    assert!(out.contains("status 137"), "{out}");
+    let out = term
+        .run("sh -c 'for i in $(seq 40); do sleep 2 & done; wait' 2>&1 | tail -1; echo forked")
+        .await;
+    assert!(out.contains("forked"), "{out}");
+    eventually(Duration::from_secs(30), "ua counts both", || {
+        let page = server.http("GET", "/metrics", "").body;
+        page.contains("ua_oom_kills_total{assignment=\"class.lab\"} ")
+            && page.contains("ua_pids_limit_hits_total{assignment=\"class.lab\"} ")
+    });
+}
+
+/// Waits until Prometheus has scraped what `expr` asks for.
+fn scraped(prometheus: &Prometheus, what: &str, expr: &str) {
+    eventually(Duration::from_secs(30), what, || {
+        !prometheus.query(expr).is_empty()
+    });
+}
+
+#[test]
+fn every_panel_query_returns_data_from_prometheus_scraping_a_class() {
+    let server = TestServer::start_with(&[
+        "--warm",
+        "1",
+        "--memory-mb",
+        "32",
+        "--pids-limit",
+        "24",
+        "--max-instances",
+        "3",
+    ]);
+    let prometheus = Prometheus::start(&scrape_config(server.port));
+    scraped(&prometheus, "ua is scraped", r#"up{job="ua"} == 1"#);
+    let ids = class(&server);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut term = rt.block_on(Term::connect(&server.ws_url(&ids[0])));
+    rt.block_on(async {
+        term.run("echo attached").await;
+        trouble(&server, &mut term).await;
+    });
+    scraped(
+        &prometheus,
+        "the OOM kill is scraped",
+        "ua_oom_kills_total > 0",
+    );
+    scraped(
+        &prometheus,
+        "the refused forks are scraped",
+        "ua_pids_limit_hits_total > 0",
+    );
+    scraped(
+        &prometheus,
+        "the 503 is scraped",
+        r#"ua_errors_total{kind="capacity"} > 0"#,
+    );
+    scraped(&prometheus, "the terminal is scraped", "ua_sessions == 1");
+    scraped(
+        &prometheus,
+        "the warm pool is scraped",
+        "ua_pool_containers",
+    );
+
+    for (title, expr) in panel_queries() {
+        let result = prometheus.query(&expr);
+        assert!(
+            result.iter().any(|(_, value)| value.is_finite()),
+            "panel {title:?}: {expr} returned no data: {result:?}"
+        );
+    }
+    let value = |expr: &str| prometheus.query(expr)[0].1;
+    let instances = |state: &str| value(&format!(r#"sum(ua_instances{{state="{state}"}})"#));
+    assert_eq!((instances("running"), instances("stopped")), (1.0, 2.0));
+    assert!(value(r#"sum(rate(ua_errors_total{kind="capacity"}[5m]))"#) > 0.0);
+    assert!(value("sum(ua_oom_kills_total)") >= 1.0);
+    assert!(value("sum(ua_pids_limit_hits_total)") >= 1.0);
+
+    // The dashboard's variables find the server.
+    for (metric, label) in label_variables() {
+        let values = prometheus.api(
+            "GET",
+            &format!("/api/v1/label/{label}/values"),
+            &[("match[]", &metric)],
+        );
+        let expected = format!("127.0.0.1:{}", server.port);
+        assert_eq!(
+            values,
+            serde_json::json!([expected]),
+            "label_values({metric}, {label})"
+        );
+    }
+
+    // The alerts of the trouble fire; the others stay quiet.
+    eventually(
+        Duration::from_secs(30),
+        "the trouble's alerts are active",
+        || {
+            let active = prometheus.active_alerts();
+            ["UaOomKills", "UaPidsLimitHits", "Ua503s"]
+                .iter()
+                .all(|a| active.iter().any(|b| b == a))
+        },
+    );
+    let active = prometheus.active_alerts();
+    for quiet in ["UaDown", "UaDockerDown", "UaBuildQueueFull", "UaPanics"] {
+        assert!(
+            !active.iter().any(|a| a == quiet),
+            "{quiet} is active: {active:?}"
+        );
+    }
+    rt.block_on(term.close());
 }
