@@ -307,6 +307,44 @@ async fn trouble(server: &TestServer, term: &mut Term) {
     });
 }
 
+/// Every panel query returns a number; some say what the class did.
+fn every_panel_has_data(prometheus: &Prometheus) {
+    for (title, expr) in panel_queries() {
+        let result = prometheus.query(&expr);
+        assert!(
+            result.iter().any(|(_, value)| value.is_finite()),
+            "panel {title:?}: {expr} returned no data: {result:?}"
+        );
+    }
+    let value = |expr: &str| prometheus.query(expr)[0].1;
+    let instances = |state: &str| value(&format!(r#"sum(ua_instances{{state="{state}"}})"#));
+    assert_eq!((instances("running"), instances("stopped")), (1.0, 2.0));
+    assert!(value(r#"sum(rate(ua_errors_total{kind="capacity"}[5m]))"#) > 0.0);
+    assert!(value("sum(ua_oom_kills_total)") >= 1.0);
+    assert!(value("sum(ua_pids_limit_hits_total)") >= 1.0);
+}
+
+/// The alerts of the class's trouble fire; the others stay quiet.
+fn the_trouble_fires_its_alerts(prometheus: &Prometheus) {
+    eventually(
+        Duration::from_secs(30),
+        "the trouble's alerts are active",
+        || {
+            let active = prometheus.active_alerts();
+            ["UaOomKills", "UaPidsLimitHits", "Ua503s"]
+                .iter()
+                .all(|a| active.iter().any(|b| b == a))
+        },
+    );
+    let active = prometheus.active_alerts();
+    for quiet in ["UaDown", "UaDockerDown", "UaBuildQueueFull", "UaPanics"] {
+        assert!(
+            !active.iter().any(|a| a == quiet),
+            "{quiet} is active: {active:?}"
+        );
+    }
+}
+
 /// Waits until Prometheus has scraped what `expr` asks for.
 fn scraped(prometheus: &Prometheus, what: &str, expr: &str) {
     eventually(Duration::from_secs(30), what, || {
@@ -335,42 +373,16 @@ fn every_panel_query_returns_data_from_prometheus_scraping_a_class() {
         term.run("echo attached").await;
         trouble(&server, &mut term).await;
     });
-    scraped(
-        &prometheus,
-        "the OOM kill is scraped",
-        "ua_oom_kills_total > 0",
-    );
-    scraped(
-        &prometheus,
-        "the refused forks are scraped",
-        "ua_pids_limit_hits_total > 0",
-    );
-    scraped(
-        &prometheus,
-        "the 503 is scraped",
-        r#"ua_errors_total{kind="capacity"} > 0"#,
-    );
-    scraped(&prometheus, "the terminal is scraped", "ua_sessions == 1");
-    scraped(
-        &prometheus,
-        "the warm pool is scraped",
-        "ua_pool_containers",
-    );
-
-    for (title, expr) in panel_queries() {
-        let result = prometheus.query(&expr);
-        assert!(
-            result.iter().any(|(_, value)| value.is_finite()),
-            "panel {title:?}: {expr} returned no data: {result:?}"
-        );
+    for (what, expr) in [
+        ("the OOM kill", "ua_oom_kills_total > 0"),
+        ("the refused forks", "ua_pids_limit_hits_total > 0"),
+        ("the 503", r#"ua_errors_total{kind="capacity"} > 0"#),
+        ("the terminal", "ua_sessions == 1"),
+        ("the warm pool", "ua_pool_containers"),
+    ] {
+        scraped(&prometheus, what, expr);
     }
-    let value = |expr: &str| prometheus.query(expr)[0].1;
-    let instances = |state: &str| value(&format!(r#"sum(ua_instances{{state="{state}"}})"#));
-    assert_eq!((instances("running"), instances("stopped")), (1.0, 2.0));
-    assert!(value(r#"sum(rate(ua_errors_total{kind="capacity"}[5m]))"#) > 0.0);
-    assert!(value("sum(ua_oom_kills_total)") >= 1.0);
-    assert!(value("sum(ua_pids_limit_hits_total)") >= 1.0);
-
+    every_panel_has_data(&prometheus);
     // The dashboard's variables find the server.
     for (metric, label) in label_variables() {
         let values = prometheus.api(
@@ -386,23 +398,6 @@ fn every_panel_query_returns_data_from_prometheus_scraping_a_class() {
         );
     }
 
-    // The alerts of the trouble fire; the others stay quiet.
-    eventually(
-        Duration::from_secs(30),
-        "the trouble's alerts are active",
-        || {
-            let active = prometheus.active_alerts();
-            ["UaOomKills", "UaPidsLimitHits", "Ua503s"]
-                .iter()
-                .all(|a| active.iter().any(|b| b == a))
-        },
-    );
-    let active = prometheus.active_alerts();
-    for quiet in ["UaDown", "UaDockerDown", "UaBuildQueueFull", "UaPanics"] {
-        assert!(
-            !active.iter().any(|a| a == quiet),
-            "{quiet} is active: {active:?}"
-        );
-    }
+    the_trouble_fires_its_alerts(&prometheus);
     rt.block_on(term.close());
 }
