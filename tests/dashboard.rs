@@ -66,9 +66,15 @@ fn panel_queries() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(examples().join("grafana-ua.json")).unwrap();
     let dashboard: Value = serde_json::from_str(&text).expect("grafana-ua.json is JSON");
     let mut queries = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
     let mut panels: Vec<&Value> = dashboard["panels"].as_array().unwrap().iter().collect();
     while let Some(panel) = panels.pop() {
         panels.extend(panel["panels"].as_array().into_iter().flatten());
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "two panels {}",
+            panel["id"]
+        );
         for target in panel["targets"].as_array().into_iter().flatten() {
             let mut expr = target["expr"].as_str().unwrap().to_string();
             for (variable, value) in VARIABLES {
