@@ -18,7 +18,6 @@ use crate::instances::{unix_now, Instance, Registry};
 use crate::metrics;
 use crate::progress::{self, Phase};
 use crate::provision::{assignment_error, Pinned, Prepared};
-use crate::redact::Redactor;
 use crate::spec::Spec;
 use crate::store::InstanceRecord;
 use crate::tables::BuildResult;
@@ -141,9 +140,12 @@ impl Registry {
             .map_err(assignment_error)?
         };
         metrics::PHASE_SECONDS.record("render", instance_id, started);
-        let redactor = Redactor::new(&spec.data);
         self.provisioner
-            .base_images(&context.dockerfile, &redactor, instance_id)
+            .base_images(
+                &context.dockerfile,
+                Some(&context.static_bases),
+                instance_id,
+            )
             .await?;
 
         let image = format!("ua/{instance_id}");
