@@ -1,0 +1,555 @@
+//! Making the parts of an instance that are not the registry's bookkeeping:
+//! base images by the `--pull` policy, build slots, the assignment image of
+//! a shared-image assignment (built once however many ask at once), the
+//! instance's files and its setup script, and the collection of assignment
+//! images no longer needed.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Semaphore, SemaphorePermit};
+
+use crate::assignment::base_images::{base_images, PullPolicy};
+use crate::assignment::image::{self as assignment_image, Candidate, HashCache};
+use crate::assignment::instance_files::{self, Entry, Owner};
+use crate::assignment::{Assignment, AssignmentError, Mode, Renderer, TemplateVars};
+use crate::config::ServeConfig;
+use crate::engine::docker::{Docker, DockerError};
+use crate::instance::errors::CreateError;
+use crate::protocol::spec::{AssignmentName, Spec};
+use crate::support::redact::Redactor;
+use crate::telemetry::metrics::{self, PHASE_SECONDS};
+
+/// Longest a pull of one base image may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(300);
+/// The setup script arrives on standard input and is read whole before it
+/// runs: it never lies in the container's files, and what it runs does not
+/// eat the rest of it. Its errors go to standard output, to keep the order
+/// of the lines (Docker sends the two streams apart).
+const SETUP_COMMAND: [&str; 3] = [
+    "/bin/sh",
+    "-c",
+    "exec 2>&1; ua_setup=$(cat) && eval \"$ua_setup\"",
+];
+
+/// `--max-builds` slots, and how many wait for one.
+pub struct BuildSlots {
+    semaphore: Semaphore,
+    queued: AtomicUsize,
+}
+
+impl BuildSlots {
+    /// At most `slots` builds at once (at least one).
+    pub fn new(slots: usize) -> BuildSlots {
+        BuildSlots {
+            semaphore: Semaphore::new(slots.max(1)),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits for a slot, counted as queued meanwhile (and timed as the
+    /// `queue` phase of `instance_id`).
+    pub async fn acquire(&self, instance_id: &str) -> SemaphorePermit<'_> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let waited = std::time::Instant::now();
+        let permit = self.semaphore.acquire().await;
+        PHASE_SECONDS.record("queue", instance_id, waited);
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        permit.expect("the build semaphore is never closed")
+    }
+
+    /// How many wait for a slot now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+type ImageResult = Option<Result<String, CreateError>>;
+
+/// The rendered per-instance parts of a shared-image assignment.
+pub struct Prepared {
+    files: Vec<Entry>,
+    /// The rendered setup script, if the assignment has one.
+    pub setup: Option<String>,
+}
+
+/// Keeps an assignment image from the garbage collector while an instance
+/// is being made from it (until its record is in the registry).
+pub struct Pinned {
+    provisioner: Arc<Provisioner>,
+    tag: String,
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let mut pins = self.provisioner.pins.lock().unwrap();
+        if let Some(count) = pins.get_mut(&self.tag) {
+            *count -= 1;
+            if *count == 0 {
+                pins.remove(&self.tag);
+            }
+        }
+    }
+}
+
+/// Makes instances' images, files and setup, and collects unused assignment images.
+pub struct Provisioner {
+    config: Arc<ServeConfig>,
+    docker: Arc<Docker>,
+    /// The `--max-builds` slots of every build.
+    pub slots: BuildSlots,
+    hashes: Arc<HashCache>,
+    /// Assignment-image builds in flight, by tag: later requests wait on the first.
+    building: Mutex<HashMap<String, watch::Receiver<ImageResult>>>,
+    pins: Mutex<HashMap<String, usize>>,
+    /// Read once per image: the owner of instance files, and which
+    /// directories the image already has.
+    owners: Mutex<HashMap<String, Owner>>,
+    directories: Mutex<HashMap<(String, PathBuf), bool>>,
+}
+
+impl Provisioner {
+    /// A provisioner for `config`, talking to `docker`.
+    pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>) -> Arc<Provisioner> {
+        Arc::new(Provisioner {
+            slots: BuildSlots::new(config.max_builds),
+            config,
+            docker,
+            hashes: Arc::new(HashCache::default()),
+            building: Mutex::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
+            directories: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The content hashes of assignments, cached by their files' metadata.
+    pub fn hashes(&self) -> Arc<HashCache> {
+        self.hashes.clone()
+    }
+
+    /// The build time limit of `assignment`.
+    pub fn build_timeout(&self, assignment: &Assignment) -> Duration {
+        assignment
+            .settings
+            .build_timeout
+            .unwrap_or(self.config.build_timeout)
+            .min(self.config.build_timeout)
+    }
+
+    /// Fetches or checks the base images of `dockerfile` as `--pull` says.
+    /// `redactor` hides spec data in image names of a rendered Dockerfile.
+    pub async fn base_images(
+        &self,
+        dockerfile: &str,
+        redactor: &Redactor,
+        instance_id: &str,
+    ) -> Result<(), CreateError> {
+        let policy = self.config.pull;
+        for image in base_images(dockerfile) {
+            let present = match policy {
+                PullPolicy::Always => false,
+                PullPolicy::Never | PullPolicy::Missing => self.docker.image_exists(&image).await?,
+            };
+            if present {
+                continue;
+            }
+            let shown = redactor.redact(&image);
+            if policy == PullPolicy::Never {
+                return Err(CreateError::Build {
+                    reason: format!(
+                        "the base image `{shown}` is not on this Docker host (ua runs with --pull never): \
+                         load or pull it there, or run ua with --pull missing"
+                    ),
+                    tail: Vec::new(),
+                });
+            }
+            crate::telemetry::progress::set(crate::telemetry::progress::Phase::Pulling);
+            let started = Instant::now();
+            let pulled = tokio::time::timeout(PULL_TIMEOUT, self.docker.pull(&image)).await;
+            PHASE_SECONDS.record("pull", instance_id, started);
+            let why = match pulled {
+                Ok(Ok(())) => {
+                    log::info!("pulled base image {shown}");
+                    continue;
+                }
+                Ok(Err(DockerError::Unreachable(_))) => return Err(CreateError::DockerDown),
+                Ok(Err(e)) => redactor.redact(&e.to_string()),
+                Err(_) => format!(
+                    "no answer within {}",
+                    humantime::format_duration(PULL_TIMEOUT)
+                ),
+            };
+            log::warn!("base image {shown} not pulled: {why}");
+            return Err(CreateError::Pull { image: shown, why });
+        }
+        Ok(())
+    }
+
+    /// The tag of the assignment's current image, built if needed (once,
+    /// however many ask at once), pinned until the caller drops the pin.
+    pub async fn assignment_image(
+        self: &Arc<Self>,
+        assignment: &Assignment,
+        instance_id: &str,
+    ) -> Result<(String, Pinned), CreateError> {
+        let hash = {
+            let (hashes, assignment) = (self.hashes.clone(), assignment.clone());
+            tokio::task::spawn_blocking(move || hashes.hash(&assignment))
+                .await
+                .map_err(|e| CreateError::Internal(e.to_string()))?
+                .map_err(assignment_error)?
+        };
+        let tag = assignment_image::image_tag(&assignment.name, &hash);
+        let pin = self.pin(&tag);
+        if self.docker.image_exists(&tag).await? {
+            return Ok((tag, pin));
+        }
+        let (mut waiting, leader) = {
+            let mut building = self.building.lock().unwrap();
+            match building.get(&tag) {
+                Some(waiting) => (waiting.clone(), None),
+                None => {
+                    let (done, waiting) = watch::channel(None);
+                    building.insert(tag.clone(), waiting.clone());
+                    (waiting, Some(done))
+                }
+            }
+        };
+        let built = match leader {
+            Some(done) => {
+                let result = self
+                    .build_assignment_image(assignment, &tag, instance_id)
+                    .await;
+                self.building.lock().unwrap().remove(&tag);
+                done.send_replace(Some(result.clone()));
+                result
+            }
+            None => waiting
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| CreateError::Internal("the build was abandoned".into()))?
+                .clone()
+                .expect("waited for a result"),
+        }?;
+        // The context may have changed since it was hashed: the build says which it made.
+        let pin = if built == tag { pin } else { self.pin(&built) };
+        Ok((built, pin))
+    }
+
+    fn pin(self: &Arc<Self>, tag: &str) -> Pinned {
+        *self
+            .pins
+            .lock()
+            .unwrap()
+            .entry(tag.to_string())
+            .or_default() += 1;
+        Pinned {
+            provisioner: self.clone(),
+            tag: tag.to_string(),
+        }
+    }
+
+    async fn build_assignment_image(
+        &self,
+        assignment: &Assignment,
+        tag: &str,
+        instance_id: &str,
+    ) -> Result<String, CreateError> {
+        let _slot = self.slots.acquire(instance_id).await;
+        // Built by another request between our look and our turn.
+        if self.docker.image_exists(tag).await? {
+            return Ok(tag.to_string());
+        }
+        let started = Instant::now();
+        let context = {
+            let (hashes, assignment) = (self.hashes.clone(), assignment.clone());
+            tokio::task::spawn_blocking(move || hashes.pack(&assignment))
+                .await
+                .map_err(|e| CreateError::Internal(e.to_string()))?
+                .map_err(assignment_error)?
+        };
+        let tag = assignment_image::image_tag(&assignment.name, &context.hash);
+        if self.docker.image_exists(&tag).await? {
+            return Ok(tag);
+        }
+        self.base_images(
+            &context.dockerfile,
+            &Redactor::new(&serde_json::Value::Null),
+            instance_id,
+        )
+        .await?;
+        let name = assignment_image::dotted_name(&assignment.name);
+        log::info!("building assignment image {tag}");
+        let labels = self.docker.assignment_labels(&name, &context.hash);
+        let timeout = self.build_timeout(assignment);
+        let built = self
+            .docker
+            .build_within(
+                context.tar,
+                crate::assignment::DOCKERFILE_IN_CONTEXT,
+                &tag,
+                &labels,
+                self.config.build_network,
+                timeout,
+            )
+            .await;
+        metrics::BUILD_SECONDS.observe(started.elapsed().as_secs_f64());
+        PHASE_SECONDS.record("build", instance_id, started);
+        match built {
+            Ok(()) => {
+                log::info!(
+                    "assignment image {tag} built in {} ms",
+                    started.elapsed().as_millis()
+                );
+                Ok(tag)
+            }
+            Err(e) => {
+                log::warn!("assignment image {tag} did not build: {e}");
+                Err(crate::instance::errors::build_failure(e))
+            }
+        }
+    }
+
+    /// Renders `instance/` and `setup.sh.tmpl` with the spec.
+    pub async fn prepare(
+        &self,
+        assignment: &Assignment,
+        spec: &Spec,
+        instance_id: &str,
+    ) -> Result<Prepared, CreateError> {
+        let started = Instant::now();
+        let (assignment, spec, id) = (assignment.clone(), spec.clone(), instance_id.to_string());
+        let prepared = tokio::task::spawn_blocking(move || {
+            let renderer = Renderer::new(&TemplateVars {
+                data: &spec.data,
+                spec_id: &spec.spec_id,
+                instance_id: &id,
+            });
+            Ok::<_, AssignmentError>(Prepared {
+                files: instance_files::read_tree(&assignment, &renderer)?,
+                setup: instance_files::read_setup(&assignment, &renderer)?,
+            })
+        })
+        .await
+        .map_err(|e| CreateError::Internal(e.to_string()))?
+        .map_err(assignment_error)?;
+        PHASE_SECONDS.record("render", instance_id, started);
+        Ok(prepared)
+    }
+
+    /// Puts the instance's files into its created container and runs its
+    /// setup (which starts the container). Returns whether the container
+    /// runs now.
+    pub async fn provision(
+        &self,
+        container: &str,
+        image: &str,
+        prepared: Prepared,
+        setup_timeout: Duration,
+        instance_id: &str,
+    ) -> Result<bool, CreateError> {
+        if !prepared.files.is_empty() {
+            crate::telemetry::progress::set(crate::telemetry::progress::Phase::Copying);
+            let started = Instant::now();
+            let owner = self.owner(container, image).await?;
+            let mut exists = HashMap::new();
+            for dir in instance_files::directories(&prepared.files) {
+                let known = self
+                    .directories
+                    .lock()
+                    .unwrap()
+                    .get(&(image.to_string(), dir.clone()))
+                    .copied();
+                let present = match known {
+                    Some(present) => present,
+                    None => {
+                        let present = self
+                            .docker
+                            .path_exists(container, &dir.to_string_lossy())
+                            .await?;
+                        self.directories
+                            .lock()
+                            .unwrap()
+                            .insert((image.to_string(), dir.clone()), present);
+                        present
+                    }
+                };
+                exists.insert(dir, present);
+            }
+            let tar = instance_files::pack(&prepared.files, &owner, |p| {
+                exists.get(p).copied().unwrap_or(false)
+            })
+            .map_err(|e| {
+                CreateError::Internal(format!("the instance files were not packed: {e}"))
+            })?;
+            self.docker.upload(container, tar).await?;
+            PHASE_SECONDS.record("copy", instance_id, started);
+        }
+        let Some(script) = prepared.setup else {
+            return Ok(false);
+        };
+        crate::telemetry::progress::set(crate::telemetry::progress::Phase::Setup);
+        let started = Instant::now();
+        self.docker.start(container).await?;
+        PHASE_SECONDS.record("start", instance_id, started);
+        let started = Instant::now();
+        let command = SETUP_COMMAND.iter().map(|s| s.to_string()).collect();
+        let ran = tokio::time::timeout(
+            setup_timeout,
+            self.docker
+                .run_as_root(container, command, script.into_bytes()),
+        )
+        .await;
+        PHASE_SECONDS.record("setup", instance_id, started);
+        match ran {
+            Ok(Ok(outcome)) if outcome.status == 0 => Ok(true),
+            Ok(Ok(outcome)) => Err(CreateError::Setup {
+                status: outcome.status,
+                tail: outcome.tail,
+            }),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(CreateError::Setup {
+                status: -1,
+                tail: vec![format!(
+                    "setup.sh took longer than {} and was stopped",
+                    humantime::format_duration(setup_timeout)
+                )],
+            }),
+        }
+    }
+
+    /// Who owns instance files of `image`: its USER inside their home.
+    async fn owner(&self, container: &str, image: &str) -> Result<Owner, CreateError> {
+        if let Some(owner) = self.owners.lock().unwrap().get(image) {
+            return Ok(owner.clone());
+        }
+        let user = self.docker.image_user(image).await?;
+        let owner = if user.is_empty() || user == "root" || user == "0" || user == "0:0" {
+            Owner::ROOT
+        } else {
+            let read = |path| self.docker.read_file(container, path);
+            let passwd = read("/etc/passwd").await?.unwrap_or_default();
+            let group = read("/etc/group").await?.unwrap_or_default();
+            instance_files::resolve_user(
+                &user,
+                &String::from_utf8_lossy(&passwd),
+                &String::from_utf8_lossy(&group),
+            )
+            .map_err(CreateError::Invalid)?
+        };
+        self.owners
+            .lock()
+            .unwrap()
+            .insert(image.to_string(), owner.clone());
+        Ok(owner)
+    }
+
+    /// Removes assignment images that no instance uses (`in_use`: tags of
+    /// live records), no create has pinned, and that are not their
+    /// assignment's current version.
+    pub async fn collect_garbage(&self, in_use: HashSet<String>) -> Result<(), DockerError> {
+        let candidates: Vec<Candidate> = self
+            .docker
+            .owned_images()
+            .await?
+            .into_iter()
+            .filter_map(|image| {
+                let (assignment, hash) = image.assignment?;
+                let tag = image
+                    .tags
+                    .into_iter()
+                    .find(|t| t.starts_with(assignment_image::REPOSITORY))?;
+                Some(Candidate {
+                    tag,
+                    assignment,
+                    hash,
+                })
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let names: HashSet<String> = candidates.iter().map(|c| c.assignment.clone()).collect();
+        let (current, unknown) = {
+            let (root, hashes) = (self.config.assignments.clone(), self.hashes.clone());
+            tokio::task::spawn_blocking(move || current_hashes(&root, &names, &hashes))
+                .await
+                .map_err(|e| DockerError::Unreachable(e.to_string()))?
+        };
+        let candidates: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|c| !unknown.contains(&c.assignment))
+            .collect();
+        for tag in assignment_image::unused_old_images(&candidates, &in_use, &current) {
+            if self.pins.lock().unwrap().contains_key(&tag) {
+                continue;
+            }
+            match self.docker.remove_unused_image(&tag).await {
+                Ok(()) => {
+                    log::info!(
+                        "removed assignment image {tag}: no instance uses it and it is not current"
+                    );
+                    self.owners.lock().unwrap().remove(&tag);
+                    self.directories
+                        .lock()
+                        .unwrap()
+                        .retain(|(image, _), _| *image != tag);
+                }
+                Err(e) => log::debug!("assignment image {tag} not removed: {e}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The current content hash of each named assignment that exists in
+/// shared-image mode, and the names whose state could not be read (their
+/// images are left alone). Blocking.
+fn current_hashes(
+    root: &std::path::Path,
+    names: &HashSet<String>,
+    hashes: &HashCache,
+) -> (HashMap<String, String>, HashSet<String>) {
+    let (mut current, mut unknown) = (HashMap::new(), HashSet::new());
+    for name in names {
+        let Ok(parsed) = AssignmentName::parse(name) else {
+            continue;
+        };
+        match Assignment::find(root, &parsed) {
+            Ok(assignment) if assignment.mode == Mode::Shared => match hashes.hash(&assignment) {
+                Ok(hash) => {
+                    current.insert(name.clone(), hash);
+                }
+                Err(_) => {
+                    unknown.insert(name.clone());
+                }
+            },
+            Ok(_) | Err(AssignmentError::NotFound(_)) => {}
+            Err(_) => {
+                unknown.insert(name.clone());
+            }
+        }
+    }
+    (current, unknown)
+}
+
+/// An assignment problem as the client hears of it.
+pub fn assignment_error(e: AssignmentError) -> CreateError {
+    match e {
+        AssignmentError::NotFound(name) => CreateError::NoAssignment(name),
+        AssignmentError::Render(message) => CreateError::Render(message),
+        AssignmentError::Template { summary, detail } => CreateError::Template {
+            summary,
+            detail: detail.lines().map(str::to_owned).collect(),
+        },
+        AssignmentError::Settings(message) => {
+            CreateError::Render(format!("assignment.json is invalid: {message}"))
+        }
+        both @ AssignmentError::BothModes(_) => CreateError::Invalid(both.to_string()),
+        io @ AssignmentError::Io { .. } => CreateError::Internal(io.to_string()),
+    }
+}

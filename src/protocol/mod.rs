@@ -1,0 +1,8 @@
+//! Protocol: the wire types, shared by the server and every client — the
+//! plaintext spec, the terminado messages, websocket close codes, the
+//! admin socket's requests and answers. Uses only `support`.
+
+pub mod admin;
+pub mod close;
+pub mod spec;
+pub mod terminado;
