@@ -13,7 +13,9 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::assignment::{shell_quote, Assignment, Renderer, TemplateVars, DOCKERFILE_IN_CONTEXT};
-use crate::bench::{median, ms, percentile, sealed_to_prompt, Bench, BenchArgs, Term};
+use crate::bench::args::BenchArgs;
+use crate::bench::stats::{median, ms, percentile};
+use crate::bench::term::{sealed_to_prompt, Bench, Term};
 use crate::protocol::spec::AssignmentName;
 
 /// The keep-alive ua runs in its containers; the CLI side runs the same.
@@ -279,7 +281,7 @@ fn variant(bench: &Bench, name: &str) -> String {
     format!(
         "{}-{name}-{}",
         bench.run_id,
-        crate::instance::store::new_instance_id()
+        crate::crypto::ids::random_id()
     )
 }
 
@@ -365,7 +367,7 @@ impl CliShared {
     async fn start(&self, bench: &Bench, round: usize, variant: &str) -> anyhow::Result<Duration> {
         let data = serde_json::json!({ "variant": variant });
         let spec_id = format!("bench/{}/cli-{round}", bench.run_id);
-        let instance_id = crate::instance::store::new_instance_id();
+        let instance_id = crate::crypto::ids::random_id();
         let vars = TemplateVars {
             data: &data,
             spec_id: &spec_id,
@@ -448,7 +450,7 @@ async fn cli_tmpl_start(
 ) -> anyhow::Result<Duration> {
     let data = serde_json::json!({ "variant": variant });
     let spec_id = format!("bench/{}/cli-tmpl-{round}", bench.run_id);
-    let instance_id = crate::instance::store::new_instance_id();
+    let instance_id = crate::crypto::ids::random_id();
     let vars = TemplateVars {
         data: &data,
         spec_id: &spec_id,

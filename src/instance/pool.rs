@@ -268,7 +268,7 @@ async fn make(registry: &Registry, assignment: &str, target: &Target) -> Result<
     let docker = &registry.docker;
     let name = format!(
         "{POOL_NAME_PREFIX}{}",
-        &crate::instance::store::new_instance_id()[..12]
+        &crate::crypto::ids::random_id()[..12]
     );
     let labels = docker.pool_labels(assignment, &target.limits);
     // An instance's container with its gate closed: the student's program

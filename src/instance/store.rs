@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::ids::is_instance_id;
+
 /// What the server must remember of an instance across restarts. It holds no
 /// spec data: the stored spec is only its identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,36 +205,10 @@ fn set_aside(path: &Path, why: &str) {
     let _ = fs::rename(path, aside);
 }
 
-/// Instance IDs are 128 random bits in lowercase hex: URL-safe, and safe as
-/// a file name and in a Docker image tag.
-pub fn new_instance_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether `text` has the form of an instance ID (so it is safe as a file
-/// name): 32 hex digits, with or without a node's `NAME-` prefix
-/// (`crate::crypto::ids`).
-pub fn is_instance_id(text: &str) -> bool {
-    let random = match text.split_once('-') {
-        Some((node, random)) => {
-            if crate::crypto::ids::parse_node_id(node).is_err() {
-                return false;
-            }
-            random
-        }
-        None => text,
-    };
-    random.len() == 32
-        && random
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::ids::random_id;
 
     fn record(id: &str) -> InstanceRecord {
         InstanceRecord {
@@ -253,7 +229,7 @@ mod tests {
     fn saves_loads_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = new_instance_id();
+        let id = random_id();
         store.save(&record(&id)).unwrap();
         let mut updated = record(&id);
         updated.last_active_at = 3;
@@ -293,18 +269,5 @@ mod tests {
         assert!(store.load_all().unwrap().is_empty());
         assert!(records.join("x.json.bad").exists());
         assert!(!records.join("y.json.tmp").exists());
-    }
-
-    #[test]
-    fn instance_ids_are_random_hex() {
-        let (a, b) = (new_instance_id(), new_instance_id());
-        assert!(is_instance_id(&a) && is_instance_id(&b) && a != b);
-        assert!(!is_instance_id("../etc/passwd"));
-        let hex = "0123456789abcdef0123456789abcdef";
-        assert!(is_instance_id(&format!("node3-{hex}")));
-        for bad in ["-", "A-", "a-b-", "../", "0123456789abcdefg-"] {
-            assert!(!is_instance_id(&format!("{bad}{hex}")), "{bad}");
-        }
-        assert!(!is_instance_id(&format!("a-{}", &hex[1..])));
     }
 }

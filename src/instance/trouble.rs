@@ -10,15 +10,16 @@
 //! each running instance's `pids.events` (cgroup v1 and v2) is read every
 //! [`PIDS_POLL`], off every request's path: one small file per instance.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 
 use crate::engine::docker::{Docker, LABEL_ASSIGNMENT, LABEL_HANDLE, LABEL_STATE_DIR};
 use crate::instance::registry::Registry;
+use crate::telemetry::by_assignment::{OOM_KILLS, PIDS_LIMIT_HITS};
 
 /// How often the running instances' `pids.events` are read.
 pub const PIDS_POLL: Duration = Duration::from_secs(5);
@@ -26,44 +27,6 @@ pub const PIDS_POLL: Duration = Duration::from_secs(5);
 const EVENTS_RETRY: Duration = Duration::from_secs(5);
 /// The cgroup filesystem.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// A counter per assignment.
-struct ByAssignment(Mutex<BTreeMap<String, u64>>);
-
-impl ByAssignment {
-    const fn new() -> Self {
-        ByAssignment(Mutex::new(BTreeMap::new()))
-    }
-
-    fn add(&self, assignment: &str, n: u64) {
-        *self.0.lock().unwrap().entry(assignment.into()).or_default() += n;
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        use std::fmt::Write;
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (assignment, n) in self.0.lock().unwrap().iter() {
-            let _ = writeln!(out, "{name}{{assignment=\"{assignment}\"}} {n}");
-        }
-    }
-}
-
-static OOM_KILLS: ByAssignment = ByAssignment::new();
-static PIDS_LIMIT_HITS: ByAssignment = ByAssignment::new();
-
-/// Appends the trouble counters to the `/metrics` page.
-pub fn render(out: &mut String) {
-    OOM_KILLS.render(
-        out,
-        "ua_oom_kills_total",
-        "Processes killed for memory inside instances (Docker's oom events), by assignment.",
-    );
-    PIDS_LIMIT_HITS.render(
-        out,
-        "ua_pids_limit_hits_total",
-        "Forks refused at an instance's process limit (pids.events max), by assignment.",
-    );
-}
 
 /// Logs and counts one OOM kill.
 fn oom_killed(handle: &str, assignment: &str) {
@@ -261,10 +224,5 @@ mod tests {
         );
         let named = HashMap::from([("name".to_string(), "ua-abc".to_string())]);
         assert_eq!(who(&named).0, crate::crypto::handle::of("abc"));
-        let counter = ByAssignment::new();
-        counter.add("a.b", 2);
-        let mut out = String::new();
-        counter.render(&mut out, "x_total", "help");
-        assert!(out.contains("x_total{assignment=\"a.b\"} 2\n"), "{out}");
     }
 }

@@ -283,8 +283,19 @@ pub fn render(now: &Snapshot) -> String {
         "# HELP ua_panics_total Internal errors (bugs) caught in a task.\n# TYPE ua_panics_total counter\nua_panics_total {}",
         crate::telemetry::panics::PANICS.load(std::sync::atomic::Ordering::Relaxed)
     );
-    crate::instance::trouble::render(&mut out);
+    crate::telemetry::by_assignment::render(&mut out);
     out
+}
+
+/// The `ua_node_info` gauge of `/metrics`.
+pub fn render_node(out: &mut String, node: Option<&str>) {
+    let _ = writeln!(
+        out,
+        "# HELP ua_node_info The node this server is (--node-id; empty for none).\n\
+         # TYPE ua_node_info gauge\n\
+         ua_node_info{{node=\"{}\"}} 1",
+        node.unwrap_or("")
+    );
 }
 
 #[cfg(test)]

@@ -15,12 +15,6 @@ use crate::engine::docker::daemon::Docker;
 use crate::engine::docker::errors::{ignore_missing, ignore_not_modified, DockerError};
 use crate::engine::docker::exec::Attached;
 
-/// Detach keys of a TTY exec (containers made before the gate only; the
-/// terminal's attach has an untypeable key, see `crate::engine::docker::attach`). An
-/// exec's keys travel in JSON, which cannot carry a non-UTF-8 byte, so
-/// these stay typeable (SECURITY.md, residual risks).
-pub(super) const DETACH_KEYS: &str = "ctrl-^,ctrl-^,ctrl-^";
-
 /// Seconds `docker stop` waits before it kills.
 pub(super) const STOP_GRACE_SECS: i32 = 2;
 

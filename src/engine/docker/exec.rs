@@ -12,9 +12,14 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
 use crate::engine::docker::build::Tail;
-use crate::engine::docker::container::DETACH_KEYS;
 use crate::engine::docker::daemon::Docker;
 use crate::engine::docker::errors::DockerError;
+
+/// Detach keys of a TTY exec (containers made before the gate only; the
+/// terminal's attach has an untypeable key, see `crate::engine::docker::attach`). An
+/// exec's keys travel in JSON, which cannot carry a non-UTF-8 byte, so
+/// these stay typeable (SECURITY.md, residual risks).
+pub(super) const DETACH_KEYS: &str = "ctrl-^,ctrl-^,ctrl-^";
 
 /// Read buffer of an exec's output stream.
 pub(super) const EXEC_READ_BYTES: usize = 8 * 1024;

@@ -25,10 +25,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServeConfig;
 use crate::crypto::handle;
+use crate::crypto::ids::is_instance_id;
 use crate::crypto::seal::{Keyring, Purpose};
 use crate::instance::files::{self, FilesError};
 use crate::instance::registry::{CreateError, Registry};
-use crate::instance::store::is_instance_id;
 use crate::protocol::spec::Spec;
 use crate::server::health::Health;
 use crate::server::observe;
@@ -692,7 +692,7 @@ fn metrics_page(app: &App) -> Response<Body> {
     let mut snapshot = app.registry.snapshot();
     snapshot.sessions = app.sessions.len();
     let mut text = metrics::render(&snapshot);
-    crate::crypto::ids::render_metric(&mut text, app.config.node_id.as_deref());
+    crate::telemetry::metrics::render_node(&mut text, app.config.node_id.as_deref());
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
