@@ -20,7 +20,7 @@ pub const SWEEP_STEP_LIMIT: Duration = Duration::from_secs(60);
 pub fn spawn(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![
         tokio::spawn(liveness(app.clone())),
-        tokio::spawn(crate::instance::pool::run(app.registry.clone())),
+        tokio::spawn(crate::instance::warm::run(app.registry.clone())),
     ];
     tasks.extend(crate::instance::trouble::spawn(app.registry.clone()));
     tasks.push(tokio::spawn(sweep(app)));
