@@ -89,9 +89,17 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_WARM", default_value_t = 0)]
     pub warm: usize,
 
-    /// Origins allowed for CORS and the websocket: `*` or a comma-separated list.
-    #[arg(long, env = "UA_ALLOWED_ORIGINS", default_value = "*")]
+    /// Origins of other sites' pages (e.g. PrairieLearn's) allowed for CORS
+    /// and the websocket, comma-separated, or `*` for any. Default: none
+    /// besides the public origins (this server's own pages).
+    #[arg(long, env = "UA_ALLOWED_ORIGINS", default_value = "")]
     pub allowed_origins: String,
+
+    /// Names answered in `Host` besides the public origins' hosts, IP
+    /// addresses and loopback names (comma-separated; `*`: any). Other
+    /// names get 421, which keeps DNS-rebinding pages out.
+    #[arg(long, env = "UA_ALLOWED_HOSTS", default_value = "")]
+    pub allowed_hosts: String,
 
     /// Origins under which this server's own pages are reached, e.g.
     /// `https://ua.example.edu` behind a proxy (comma-separated). The browser
@@ -225,14 +233,26 @@ impl ServeConfig {
         origins
     }
 
-    /// The allowed origins, or `None` when any origin is allowed.
+    /// The allowed origins of other sites, or `None` when any origin is
+    /// allowed (`*`). Empty by default: only the public origins' pages.
     pub fn origin_allowlist(&self) -> Option<Vec<String>> {
         let list = origin_list(&self.allowed_origins);
-        if list.is_empty() || list.iter().any(|s| s == "*") {
+        if list.iter().any(|s| s == "*") {
             None
         } else {
             Some(list)
         }
+    }
+
+    /// The `Host` names answered, from the public origins and `--allowed-hosts`.
+    pub fn allowed_hosts(
+        &self,
+        listening: Option<std::net::SocketAddr>,
+    ) -> crate::transport::host_check::AllowedHosts {
+        crate::transport::host_check::AllowedHosts::new(
+            &self.public_origins(listening),
+            &self.allowed_hosts,
+        )
     }
 }
 

@@ -18,10 +18,10 @@ use ua::crypto::seal::Keyring;
 use ua::instance::store::Store;
 use ua::transport::Listener;
 
-/// How long a client may take to send its headers (README: a slow client
+/// How long a client may take to send its headers (docs/USING.md: a slow client
 /// cannot pin a connection).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a request body may take (README, "HTTP API": `408`).
+/// How long a request body may take (docs/USING.md, "HTTP API in brief": `408`).
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A config on fresh temporary directories.
@@ -208,7 +208,7 @@ async fn a_slow_client_cannot_pin_a_connection() {
     let port = serve_here(&dir).await;
     let mut slow = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     // Half a request line, then nothing: the server gives up on the headers.
-    slow.write_all(b"POST /spec HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"POST /spec HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     let started = Instant::now();
@@ -216,7 +216,7 @@ async fn a_slow_client_cannot_pin_a_connection() {
     // Meanwhile others are served.
     let mut other = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     other
-        .write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     assert_eq!(exchange(&mut other).await, 404);
@@ -237,7 +237,9 @@ async fn a_body_that_stops_coming_gets_408() {
     let port = serve_here(&dir).await;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stream
-        .write_all(b"POST /spec HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten..")
+        .write_all(
+            b"POST /spec HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nonly ten..",
+        )
         .await
         .unwrap();
     let started = Instant::now();
@@ -268,7 +270,7 @@ async fn a_client_that_never_reads_its_answers_is_dropped() {
     let (mut reader, mut writer) = stream.into_split();
     const REQUESTS: usize = 3000;
     tokio::spawn(async move {
-        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(REQUESTS);
+        let request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(REQUESTS);
         // The server stops reading once its answers back up, then drops us.
         let _ = writer.write_all(&request).await;
     });

@@ -1,5 +1,5 @@
 //! Several ua nodes behind HAProxy (docs/API.md, "Nodes and routing";
-//! README, "Running more than one host"): node IDs, the route token, and the
+//! docs/OPERATING.md, "Running more than one host"): node IDs, the route token, and the
 //! shipped HAProxy configuration (packaging/examples/haproxy-cfg) with
 //! Debian's `haproxy` in front of three real `ua serve` nodes on one Docker
 //! daemon, one of which dies and comes back.
@@ -150,9 +150,12 @@ struct Haproxy {
 
 impl Haproxy {
     fn start(nodes: &[(&str, u16)]) -> Haproxy {
+        Haproxy::start_on(nodes, free_port())
+    }
+
+    fn start_on(nodes: &[(&str, u16)], port: u16) -> Haproxy {
         haproxy_ready();
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let stats = dir.path().join("stats.sock");
         let mut generate = Command::new(repo().join("packaging/examples/haproxy-cfg"));
         generate
@@ -429,8 +432,18 @@ fn the_browser_terminal_says_the_server_is_unavailable_and_reconnects_by_itself(
         "run scripts/build-web and `npm ci` in tests/browser (scripts/test does)"
     );
     let web_dir = web.display().to_string();
-    let mut a = TestServer::start_with(&["--node-id", "a", "--web-dir", &web_dir]);
-    let haproxy = Haproxy::start(&[("a", a.port)]);
+    // The page comes through HAProxy: that is the origin its operator names.
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let mut a = TestServer::start_with(&[
+        "--node-id",
+        "a",
+        "--web-dir",
+        &web_dir,
+        "--public-origin",
+        &public,
+    ]);
+    let haproxy = Haproxy::start_on(&[("a", a.port)], port);
     let (sealed, token) = seal_routed(&a.key_file(), &demo_plaintext("nodes/browser"));
     let posted = haproxy.post(&format!("/spec?route={token}"), &sealed);
     assert_eq!(posted.status, 200, "{}", posted.body);

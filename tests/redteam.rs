@@ -182,7 +182,13 @@ fn upgrade_with(port: u16, path: &str, host: &str, origin: &str) -> u16 {
 /// the `Host` header a client (or a DNS-rebinding page) controls.
 #[test]
 fn same_origin_ignores_the_host_header() {
-    let server = TestServer::start_with(&["--allowed-origins", "https://pl.example.edu"]);
+    // evil.example is let through the Host check here, to reach the origin check.
+    let server = TestServer::start_with(&[
+        "--allowed-origins",
+        "https://pl.example.edu",
+        "--allowed-hosts",
+        "evil.example",
+    ]);
     let id = server.instance(&server.demo_spec("origin"));
     let path = format!("/instance/{id}/ws");
     let own = format!("http://127.0.0.1:{}", server.port);
@@ -214,6 +220,65 @@ fn same_origin_ignores_the_host_header() {
         101
     );
     assert_eq!(upgrade_with(proxied.port, &path, &own[7..], &own), 403);
+}
+
+/// With the default settings a page of another site cannot open a terminal,
+/// and a DNS-rebinding page (the attacker's name in `Host`) reads nothing.
+#[test]
+fn defaults_refuse_other_pages_and_foreign_host_names() {
+    let server = TestServer::start();
+    let id = server.instance(&server.demo_spec("rebind"));
+    let ws = format!("/instance/{id}/ws");
+    let own = format!("http://127.0.0.1:{}", server.port);
+    let host = &own["http://".len()..];
+    assert_eq!(
+        upgrade_with(server.port, &ws, host, "http://evil.example"),
+        403
+    );
+    assert_eq!(upgrade_with(server.port, &ws, host, &own), 101);
+    for path in ["/metrics", "/health", &ws, &format!("/instance/{id}/files")] {
+        let status = status_with_host(server.port, path, "evil.example:8000");
+        assert_eq!(status, 421, "{path}");
+    }
+    for name in [host, "localhost", "[::1]:9", "ua.localhost"] {
+        assert_eq!(
+            status_with_host(server.port, "/health", name),
+            200,
+            "{name}"
+        );
+    }
+    // A name the operator adds is answered.
+    let named = TestServer::start_with(&["--allowed-hosts", "ua-1.internal"]);
+    assert_eq!(
+        status_with_host(named.port, "/health", "ua-1.internal:80"),
+        200
+    );
+    assert_eq!(
+        status_with_host(named.port, "/health", "ua-2.internal"),
+        421
+    );
+    let spec = server.demo_spec("rebind");
+    let origin = [("Origin", "http://evil.example")];
+    let cors = http(server.port, "POST", "/spec", &origin, spec.as_bytes());
+    assert!(
+        !cors
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("access-control-allow-origin")),
+        "{:?}",
+        cors.headers
+    );
+}
+
+/// The status of a plain GET sent with this `Host`.
+fn status_with_host(port: u16, path: &str, host: &str) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
 /// However fast a client sends `set_size`, Docker gets a few resizes a

@@ -209,6 +209,7 @@ async fn serve_from(
     let app = Arc::new(App {
         origins: Swap::new(config.origin_allowlist()),
         public_origins: Swap::new(config.public_origins(listening)),
+        hosts: Swap::new(config.allowed_hosts(listening)),
         config: config.clone(),
         registry: registry.clone(),
         health: Health::new(docker.clone(), &config.state_dir),

@@ -157,6 +157,7 @@ pub fn reload(app: &App, reloader: &Reloader) {
     app.origins.store(live.origin_allowlist());
     app.public_origins
         .store(live.public_origins(reloader.listening));
+    app.hosts.store(live.allowed_hosts(reloader.listening));
     log::set_max_level(live.log_level);
     app.registry.reconfigure(live);
 }
@@ -219,6 +220,7 @@ fn live_changes(old: &ServeConfig, new: &ServeConfig) -> Vec<String> {
         max_build_queue,
         warm,
         allowed_origins,
+        allowed_hosts,
         public_origin,
         replay_bytes,
         memory_mb,

@@ -1,7 +1,9 @@
 //! Transport: how connections arrive and leave — `--listen` addresses and
 //! their listeners, systemd socket activation and notifications, the write
-//! deadline of every connection. Uses `support` only; knows no route.
+//! deadline of every connection, the `Host` names ua answers (DNS
+//! rebinding). Uses nothing of the crate; knows no route.
 
+pub mod host_check;
 pub mod listen;
 pub mod systemd;
 pub mod write_deadline;

@@ -61,9 +61,14 @@ def pages(tmp_path_factory):
     server.close()
 
 
+def allowed(pages) -> list[str]:
+    """ua's flag letting the test pages' origin (PrairieLearn's, in a course) in."""
+    return ["--allowed-origins", pages.url]
+
+
 @pytest.fixture(scope="module")
-def ua():
-    server = UaServer()
+def ua(pages):
+    server = UaServer(allowed(pages))
     yield server
     server.stop()
 
@@ -341,7 +346,7 @@ def test_network_drop_reconnects_to_the_same_shell(browser, pages, ua):
 
 
 def test_server_restart_reconnects_by_itself(browser, pages):
-    server = UaServer()
+    server = UaServer(allowed(pages))
     try:
         browser.navigate(make_page(pages, f"127.0.0.1:{server.port}", new_spec(server)))
         wait_open(browser)
@@ -359,7 +364,7 @@ def test_server_restart_reconnects_by_itself(browser, pages):
 
 
 def test_idle_timeout_offers_reconnect(browser, pages):
-    server = UaServer(["--idle-timeout", "3s"])
+    server = UaServer(["--idle-timeout", "3s", *allowed(pages)])
     try:
         browser.navigate(make_page(pages, f"127.0.0.1:{server.port}", new_spec(server)))
         wait_open(browser)
@@ -402,7 +407,7 @@ def test_the_element_says_out_of_memory_with_the_limit(pages, tmp_path):
     small.mkdir(parents=True)
     (small / "Dockerfile.tmpl").write_text('FROM ua-busybox:latest\nUSER student\nWORKDIR /home/student\nCMD ["/bin/sh"]\n')
     (small / "assignment.json").write_text('{"memoryMB": 48}')
-    server = UaServer(assignments=tmp_path / "assignments")
+    server = UaServer(allowed(pages), assignments=tmp_path / "assignments")
     try:
         spec = create_spec("small", {}, f"uassign-oom/{uuid.uuid4().hex[:12]}", key=server.key_line)
         os.environ["OOM_MIB"] = "48"
@@ -413,7 +418,7 @@ def test_the_element_says_out_of_memory_with_the_limit(pages, tmp_path):
 
 
 def test_the_element_warns_before_the_idle_close(pages):
-    server = UaServer(["--idle-timeout", "8s"])
+    server = UaServer(["--idle-timeout", "8s", *allowed(pages)])
     try:
         run_features(make_page(pages, f"127.0.0.1:{server.port}", new_spec(server)), ["idle"])
     finally:

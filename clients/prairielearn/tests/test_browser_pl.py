@@ -25,6 +25,7 @@ from conftest import ELEMENT_DIR
 from test_browser import (  # noqa: F401  (fixtures)
     ROOT,
     SCREEN,
+    allowed,
     browser,
     click,
     new_spec,
@@ -163,7 +164,7 @@ def drain_until(ws, needle: str, timeout: float = 20) -> str:
 
 @pytest.mark.parametrize("flags", [{"editable": False}, {"editable": True, "manual_grading": True}])
 def test_staff_views_watch_without_taking_over(browser, pl_pages, flags):
-    server = UaServer(["--reattach-grace", "2s"])
+    server = UaServer(["--reattach-grace", "2s", *allowed(pl_pages)])
     try:
         spec = new_spec(server)
         student = student_socket(server, spec)

@@ -1,4 +1,4 @@
-"""The element and the README's question run by PrairieLearn's own Python side
+"""The element and docs/PRAIRIELEARN.md's question run by PrairieLearn's own Python side
 (its question-phase runner and `prairielearn` helpers, from the test peer),
 without PyNaCl as in PrairieLearn, against a real ua on Docker:
 generate (server.py) -> prepare -> render (every panel, editable or not) ->
@@ -50,7 +50,7 @@ def ua():
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory, ua):
-    """A course as an author sets it up from the README."""
+    """A course as an author sets it up from docs/PRAIRIELEARN.md."""
     root = tmp_path_factory.mktemp("course")
     shutil.copytree(ELEMENT_DIR, root / "elements" / "uassign_terminal")
     shutil.copytree(UASSIGN_SRC, root / "serverFilesCourse" / "uassign", ignore=shutil.ignore_patterns("__pycache__"))

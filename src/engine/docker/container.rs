@@ -38,6 +38,13 @@ pub struct Limits {
 /// instances, ptys) under runc, where every student is the same host uid.
 pub const NOFILE: i64 = 1024;
 
+/// Host tasks a gVisor sandbox spends on each of its processes: under the
+/// ptrace platform every process is a host stub plus the sentry's threads
+/// (measured here: ~9 each), and Docker's pids limit counts host tasks.
+const GVISOR_TASKS_PER_PROCESS: i64 = 10;
+/// The sentry's own tasks before the first process (measured: ~45).
+const GVISOR_BASE_TASKS: i64 = 64;
+
 /// Capabilities a shell session may need: file ownership and permissions,
 /// signals, and switching user; everything else is dropped.
 pub(super) const CAPABILITIES: [&str; 7] = [
@@ -51,6 +58,16 @@ pub(super) const CAPABILITIES: [&str; 7] = [
 ];
 
 impl Limits {
+    /// Docker's pids limit for these limits: the student's process limit,
+    /// in host tasks under gVisor (else its sandbox dies near a tenth of it).
+    fn host_pids(&self) -> i64 {
+        if self.runtime.starts_with("runsc") {
+            self.pids * GVISOR_TASKS_PER_PROCESS + GVISOR_BASE_TASKS
+        } else {
+            self.pids
+        }
+    }
+
     /// The limits as one label value (a warm-pool container carries them).
     pub fn label(&self) -> String {
         let label = format!(
@@ -96,7 +113,7 @@ impl Docker {
             network_mode: Some("none".into()),
             memory: Some(limits.memory_bytes),
             memory_swap: Some(limits.memory_bytes),
-            pids_limit: Some(limits.pids),
+            pids_limit: Some(limits.host_pids()),
             nano_cpus: Some(limits.nano_cpus),
             cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
@@ -269,5 +286,24 @@ impl Docker {
             .await?
             .rename_container(container, options)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gvisor_pids_limits_count_host_tasks() {
+        let mut limits = Limits {
+            memory_bytes: 1,
+            pids: 256,
+            nano_cpus: 1,
+            disk_bytes: 0,
+            runtime: String::new(),
+        };
+        assert_eq!(limits.host_pids(), 256);
+        limits.runtime = "runsc".into();
+        assert_eq!(limits.host_pids(), 256 * 10 + 64);
     }
 }

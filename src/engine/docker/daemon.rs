@@ -103,7 +103,7 @@ impl Docker {
             status: 400,
             message: format!(
                 "the Docker daemon has no runtime {runtime:?} (it has: {}); register it in \
-                 daemon.json (README, \"A sandboxed runtime\")",
+                 daemon.json (docs/OPERATING.md, \"A sandboxed runtime\")",
                 known.join(", ")
             ),
         })

@@ -98,6 +98,8 @@ pub struct App {
     pub origins: Swap<Option<Vec<String>>>,
     /// Origins of this server's own pages (`--public-origin`; swapped by a reload).
     pub public_origins: Swap<Vec<String>>,
+    /// The `Host` names answered (swapped by a reload).
+    pub hosts: Swap<crate::transport::host_check::AllowedHosts>,
     /// The websocket session tasks, for shutdown and the gauges.
     pub sessions: TaskTracker,
     /// The browser terminal, when on and built.
@@ -263,6 +265,16 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
     let path = request.uri().path().to_string();
     let origin = request.headers().get(header::ORIGIN).cloned();
     let wants_html = crate::server::web::wants_html(request.method(), request.headers());
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or(""));
+    if !app.hosts.load().allows(host) {
+        return Ok(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server does not answer to that Host name (see --allowed-hosts)",
+        ));
+    }
     // A bug in a handler answers 500 instead of dropping the connection;
     // the panic hook (crate::telemetry::panics) has logged and counted it.
     let handled = AssertUnwindSafe(route_request(&app, request, &path))
@@ -732,6 +744,7 @@ async fn health(app: &App) -> Response<Body> {
 
 fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
     match (&*app.origins.load(), origin) {
+        // No Origin: not a browser page (ua connect, a platform's server).
         (None, _) | (_, None) => true,
         (Some(list), Some(origin)) => origin.to_str().is_ok_and(|o| {
             list.iter()

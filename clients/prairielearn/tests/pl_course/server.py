@@ -1,4 +1,4 @@
-# questions/hello-c/server.py: the README's example question, as a course has it.
+# questions/hello-c/server.py: docs/PRAIRIELEARN.md's example question, as a course has it.
 import datetime
 import os
 
