@@ -21,7 +21,7 @@ use crate::protocol::spec::AssignmentName;
 /// The keep-alive ua runs in its containers; the CLI side runs the same.
 const KEEP_ALIVE: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
 
-pub(crate) async fn measure(bench: &mut Bench, args: &BenchArgs) -> anyhow::Result<()> {
+pub(super) async fn measure(bench: &mut Bench, args: &BenchArgs) -> anyhow::Result<()> {
     let shared_dir = assignment_dir(&args.assignments, &args.shared_assignment)?;
     println!("| measurement | ua | docker CLI by hand | ratio / note |");
     println!("|---|---|---|---|");
