@@ -6,11 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-/// Parses durations written like `90s`, `5m`, `4h` (also `1h 30m`, `250ms`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{e} (write durations like 90s, 5m or 4h)"))
-}
+use crate::support::time::parse_duration;
 
 /// Running terminals plus builds: memory-bound, one per 32 MiB of RAM.
 fn default_max_running() -> usize {
@@ -38,7 +34,7 @@ pub struct ServeConfig {
     /// Where to listen when not socket-activated: `ADDR:PORT`, or
     /// `unix:/PATH` for a reverse proxy on this host.
     #[arg(long, env = "UA_LISTEN", default_value = "127.0.0.1:8000")]
-    pub listen: crate::listen::ListenAddr,
+    pub listen: crate::transport::listen::ListenAddr,
 
     /// Key file: one base64 key per line, the first seals, all open.
     #[arg(long, env = "UA_KEY_FILE", default_value = "/etc/ua/key")]
@@ -173,7 +169,7 @@ pub struct ServeConfig {
     /// fails the build, naming it), missing (pull what the host lacks) or
     /// always (pull before each build).
     #[arg(long, env = "UA_PULL", value_enum, default_value = "never")]
-    pub pull: crate::base_images::PullPolicy,
+    pub pull: crate::assignment::base_images::PullPolicy,
 
     /// Serve the browser terminal at `/instance/{id}`.
     #[arg(long, env = "UA_BROWSER_TERMINAL", default_value_t = true, action = clap::ArgAction::Set,
@@ -196,7 +192,7 @@ pub struct ServeConfig {
     pub env_file: Option<PathBuf>,
     /// This node's name when several run behind a load balancer: instance IDs
     /// start with `NAME-` (1-16 characters of a-z, 0-9). Default: none.
-    #[arg(long, env = "UA_NODE_ID", value_parser = crate::node::parse_node_id)]
+    #[arg(long, env = "UA_NODE_ID", value_parser = crate::crypto::ids::parse_node_id)]
     pub node_id: Option<String>,
 
     /// Log level: error, warn, info, debug or trace.
@@ -252,8 +248,11 @@ impl ServeConfig {
     pub fn allowed_hosts(
         &self,
         listening: Option<std::net::SocketAddr>,
-    ) -> crate::host_check::AllowedHosts {
-        crate::host_check::AllowedHosts::new(&self.public_origins(listening), &self.allowed_hosts)
+    ) -> crate::transport::host_check::AllowedHosts {
+        crate::transport::host_check::AllowedHosts::new(
+            &self.public_origins(listening),
+            &self.allowed_hosts,
+        )
     }
 }
 
@@ -263,17 +262,4 @@ fn origin_list(text: &str) -> Vec<String> {
         .map(|s| s.trim().trim_end_matches('/').to_string())
         .filter(|s| !s.is_empty())
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_like_the_docs() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("4h").unwrap(), Duration::from_secs(4 * 3600));
-        assert!(parse_duration("soon").is_err());
-    }
 }

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ua::{admin_cli, bench, config, connect, logging, route, seal, server, spec};
+use ua::client::{admin as admin_cli, connect};
+use ua::crypto::{route, seal};
+use ua::protocol::spec;
+use ua::telemetry::logging;
+use ua::{bench, config, server};
 
 #[derive(Parser)]
 #[command(
@@ -121,7 +125,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(config) => server::main(*config),
-        Command::Keygen => ua::stdout::print(&format!("{}\n", seal::keygen())).map_err(Into::into),
+        Command::Keygen => {
+            ua::support::stdout::print(&format!("{}\n", seal::keygen())).map_err(Into::into)
+        }
         Command::Seal(args) => seal_command(&args),
         Command::Open(args) => open_command(&args),
         Command::Connect(args) => connect::main(args),
@@ -141,7 +147,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // `ua list | head`: the reader has what it wanted.
-        Err(e) if ua::stdout::is_closed_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if ua::support::stdout::is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             logging::fatal(&format!("{e:#}"));
             ExitCode::FAILURE
@@ -162,13 +168,13 @@ fn seal_command(args: &SealCommandArgs) -> anyhow::Result<()> {
             "{}/start?route={token}#{sealed}\n",
             server.trim_end_matches('/')
         );
-        return Ok(ua::stdout::print(&link)?);
+        return Ok(ua::support::stdout::print(&link)?);
     }
     let mut out = format!("{sealed}\n");
     if args.route {
         out.push_str(&format!("route={}\n", route::token(&keys, &spec.spec_id)));
     }
-    ua::stdout::print(&out)?;
+    ua::support::stdout::print(&out)?;
     Ok(())
 }
 

@@ -443,7 +443,7 @@ fn oversized_frames_close_with_1009() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut term = Term::connect(&server.ws_url(&id)).await;
         term.wait_for("$").await;
-        let huge = ua::terminado::ClientMessage::Stdin("x".repeat(2 << 20)).encode();
+        let huge = ua::protocol::terminado::ClientMessage::Stdin("x".repeat(2 << 20)).encode();
         let _ = futures_util::SinkExt::send(
             &mut term.socket,
             tokio_tungstenite::tungstenite::Message::text(huge),

@@ -14,9 +14,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use ua::config::ServeConfig;
-use ua::http::Listener;
-use ua::seal::Keyring;
-use ua::store::Store;
+use ua::crypto::seal::Keyring;
+use ua::instance::store::Store;
+use ua::transport::Listener;
 
 /// How long a client may take to send its headers (docs/USING.md: a slow client
 /// cannot pin a connection).
@@ -42,7 +42,7 @@ fn config(dir: &tempfile::TempDir, extra: &[&str]) -> ServeConfig {
 }
 
 fn keys() -> Keyring {
-    Keyring::parse(&ua::seal::keygen()).unwrap()
+    Keyring::parse(&ua::crypto::seal::keygen()).unwrap()
 }
 
 /// The server on its own runtime, for the blocking test client.
@@ -274,7 +274,7 @@ async fn a_client_that_never_reads_its_answers_is_dropped() {
         // The server stops reading once its answers back up, then drops us.
         let _ = writer.write_all(&request).await;
     });
-    tokio::time::sleep(ua::write_deadline::WRITE_DEADLINE * 3).await;
+    tokio::time::sleep(ua::transport::write_deadline::WRITE_DEADLINE * 3).await;
     let mut answers = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let read_all = async {

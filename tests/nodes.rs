@@ -61,8 +61,8 @@ fn a_node_id_prefixes_instance_ids_and_is_named_in_health_and_metrics() {
     let server = TestServer::start_with(&["--node-id", "n1"]);
     let (sealed, token) = seal_routed(&server.key_file(), &demo_plaintext("node/one"));
     // The token is the contract's computation with the key file's first key.
-    let keys = ua::seal::Keyring::load(&server.key_file()).unwrap();
-    assert_eq!(token, ua::route::token(&keys, "node/one"));
+    let keys = ua::crypto::seal::Keyring::load(&server.key_file()).unwrap();
+    assert_eq!(token, ua::crypto::route::token(&keys, "node/one"));
     assert_eq!(token.len(), 16);
     // The server ignores the route parameter, whatever it says.
     let first = server.http("POST", &format!("/spec?route={token}"), &sealed);
@@ -598,13 +598,13 @@ fn ua_connect_sends_the_route_token() {
         !out.status.success() && stderr.contains("Refused by the test"),
         "{stderr}"
     );
-    let keys = ua::seal::Keyring::load(&key).unwrap();
+    let keys = ua::crypto::seal::Keyring::load(&key).unwrap();
     assert_eq!(
         stub.join().unwrap().trim_end(),
         format!(
             // `progress`: ua connect prints the phases of a first start.
             "POST /spec?route={}&progress HTTP/1.1",
-            ua::route::token(&keys, "connect/route")
+            ua::crypto::route::token(&keys, "connect/route")
         )
     );
 }

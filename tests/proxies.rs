@@ -430,7 +430,7 @@ fn check_proxy(name: &str, proxy: &Proxy, server: &TestServer, ua_socket: &Path,
 
     // The browser terminal in Chromium: https page, wss terminal.
     let spec = server.demo_spec(&format!("proxy-browser-{name}"));
-    let client = ua::client::Server::parse_with_ca(&base, Some(&pki.ca)).unwrap();
+    let client = ua::client::api::Server::parse_with_ca(&base, Some(&pki.ca)).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let browser_id = runtime.block_on(client.open_instance(&spec)).unwrap();
     let out = Command::new("node")

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use ua::assignment::Assignment;
-use ua::spec::AssignmentName;
+use ua::protocol::spec::AssignmentName;
 
 fn root() -> &'static PathBuf {
     static ROOT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();

@@ -10,9 +10,9 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::sync::CancellationToken;
 use ua::config::ServeConfig;
-use ua::http::Listener;
-use ua::seal::Keyring;
-use ua::store::Store;
+use ua::transport::Listener;
+use ua::crypto::seal::Keyring;
+use ua::instance::store::Store;
 
 const METHODS: [&str; 6] = ["GET", "POST", "OPTIONS", "PUT", "DELETE", "HEAD"];
 
@@ -30,7 +30,7 @@ fn server() -> u16 {
         // No Docker: routes that need it fail fast instead of waiting.
         std::env::set_var("DOCKER_HOST", "unix:///nonexistent/docker.sock");
         let dir = tempfile::tempdir().unwrap();
-        let keys = Keyring::parse(&ua::seal::keygen()).unwrap();
+        let keys = Keyring::parse(&ua::crypto::seal::keygen()).unwrap();
         let state = dir.path().join("state");
         let config = ServeConfig::from_args(&[
             "--state-dir",

@@ -2,8 +2,8 @@
 //! never panics; whatever parses has valid fields.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ua::seal::Keyring;
-use ua::spec::Spec;
+use ua::crypto::seal::Keyring;
+use ua::protocol::spec::Spec;
 
 fuzz_target!(|data: &[u8]| {
     let keys = Keyring::parse("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").unwrap();

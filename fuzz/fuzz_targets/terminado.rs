@@ -2,7 +2,7 @@
 //! anywhere, decodes to whole characters and the same text.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ua::terminado::{decode, ClientMessage, Utf8Decoder};
+use ua::protocol::terminado::{decode, ClientMessage, Utf8Decoder};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(frame) = std::str::from_utf8(data) {

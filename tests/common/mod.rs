@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-pub use ua::terminado::{ClientMessage, ServerMessage};
+pub use ua::protocol::terminado::{ClientMessage, ServerMessage};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_ua");
 

@@ -1,0 +1,23 @@
+//! Every call ua makes to the Docker daemon, through bollard, split by what
+//! it touches: the daemon, labels, images, containers, execs, archives and
+//! the raw attach. Uses `telemetry` (build progress) and the gate's
+//! mount; knows nothing of specs, the registry or HTTP. Other
+//! folders use what is re-exported here; inside, files name each other.
+
+mod archive;
+mod attach;
+mod bounded;
+mod build;
+mod container;
+mod daemon;
+mod errors;
+mod exec;
+mod labels;
+
+pub use bounded::{bounded, DOCKER_CALL_LIMIT};
+
+pub use container::Limits;
+pub use daemon::Docker;
+pub use errors::{BuildError, DockerError};
+pub use exec::{Attached, Exec};
+pub use labels::*;

@@ -1,0 +1,66 @@
+//! One instance: a spec's record, its warm period and the terminal running
+//! in its container.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::instance::store::InstanceRecord;
+use crate::terminal::Terminal;
+
+/// One spec's image and container, and the terminal running in it.
+pub struct Instance {
+    /// The instance ID.
+    pub id: String,
+    /// The spec it was made for.
+    pub spec_id: String,
+    pub(crate) record: Mutex<InstanceRecord>,
+    /// Until when a container started by its setup is left running with no
+    /// terminal, for the terminal about to attach.
+    pub(crate) warm_until: Mutex<Option<std::time::Instant>>,
+    /// The running terminal, if any. The lock also serialises starting and
+    /// stopping the container.
+    pub(crate) terminal: tokio::sync::Mutex<Option<Terminal>>,
+}
+
+impl Instance {
+    pub(crate) fn new(record: InstanceRecord) -> Arc<Instance> {
+        Arc::new(Instance {
+            id: record.instance_id.clone(),
+            spec_id: record.spec_id.clone(),
+            record: Mutex::new(record),
+            warm_until: Mutex::new(None),
+            terminal: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn warm_for(&self, period: Duration) {
+        *self.warm_until.lock().unwrap() = Some(std::time::Instant::now() + period);
+    }
+
+    /// Whether the container was left running for a terminal yet to come;
+    /// after the period it is stopped like any container without a session.
+    pub(crate) fn is_warm(&self) -> bool {
+        self.warm_until
+            .lock()
+            .unwrap()
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    /// Whether it was made for `assignment` (records store either form).
+    pub(crate) fn is_of(&self, assignment: &crate::protocol::spec::AssignmentName) -> bool {
+        let stored = self.record.lock().unwrap().assignment.clone();
+        crate::protocol::spec::AssignmentName::parse(&stored).is_ok_and(|name| name == *assignment)
+    }
+
+    pub(crate) fn record(&self) -> InstanceRecord {
+        self.record.lock().unwrap().clone()
+    }
+
+    /// True while a terminal runs (a session is attached or in its grace).
+    pub(crate) fn is_busy(&self) -> bool {
+        match self.terminal.try_lock() {
+            Ok(slot) => slot.as_ref().is_some_and(|t| !t.is_over()),
+            Err(_) => true,
+        }
+    }
+}

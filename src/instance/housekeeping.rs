@@ -1,0 +1,359 @@
+//! Housekeeping of the registry: clean, remove, expire, tidy, reconcile,
+//! shutdown, dropping instances whose container vanished, and the sweep of
+//! unused assignment images. Another `impl Registry`, apart from the
+//! tables and get-or-create.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::docker::{bounded, DockerError};
+use crate::engine::gate::Gate;
+use crate::instance::entry::Instance;
+use crate::instance::errors::CreateError;
+use crate::instance::registry::Registry;
+use crate::instance::store::InstanceRecord;
+use crate::protocol::spec::AssignmentName;
+use crate::support::time::unix_now;
+use crate::terminal::{CloseReason, Terminal};
+
+impl Registry {
+    /// Whether the instance's container was removed behind ua's back (Docker
+    /// trouble is not taken for that: the instance is kept).
+    pub(crate) async fn container_vanished(&self, instance: &Instance) -> bool {
+        let container = instance.record().container_id;
+        matches!(self.docker.container_exists(&container).await, Ok(false))
+    }
+
+    /// Drops an instance whose container vanished, so that its spec makes a
+    /// new one: its files went with the container.
+    pub(crate) async fn forget_vanished(&self, instance: &Arc<Instance>) {
+        let taken = self.tables.lock().unwrap().take_if_current(instance);
+        if taken {
+            let h = crate::crypto::handle::of(&instance.id);
+            log::warn!(
+                ua_instance = h, ua_spec = instance.spec_id;
+                "instance {h}: its container was removed outside ua; dropping the instance \
+                 (its files are gone), and its spec makes a new one"
+            );
+            self.remove(instance, "dropped").await;
+        }
+    }
+
+    pub(crate) async fn stop_and_touch(&self, instance: &Arc<Instance>) {
+        let record = instance.record();
+        if let Err(e) = self.docker.stop(&record.container_id).await {
+            if !matches!(e, DockerError::NotFound) {
+                let h = crate::crypto::handle::of(&instance.id);
+                let e = crate::crypto::handle::hide(&e, &instance.id);
+                log::warn!(ua_instance = h; "instance {h}: container not stopped: {e}");
+            }
+        }
+        let record = {
+            let mut record = instance.record.lock().unwrap();
+            record.last_active_at = unix_now();
+            record.clone()
+        };
+        if self.lookup(&instance.id).is_some() {
+            if let Err(e) = self.save(&record).await {
+                let h = crate::crypto::handle::of(&instance.id);
+                let e = crate::crypto::handle::hide(&e, &instance.id);
+                log::error!(ua_instance = h; "instance {h}: record not saved: {e}");
+            }
+        }
+    }
+
+    /// Removes the instance of `spec_id` (after any build of it in flight):
+    /// session closed with 4003, container, image and record gone.
+    pub async fn clean(&self, spec_id: &str) -> usize {
+        self.clean_of(spec_id, None).await.unwrap_or(0)
+    }
+
+    /// As `clean`, but only an instance of `assignment` when one is given:
+    /// `OtherAssignment` when the specID's instance or build is of another.
+    pub async fn clean_of(
+        &self,
+        spec_id: &str,
+        assignment: Option<&AssignmentName>,
+    ) -> Result<usize, CreateError> {
+        let building = {
+            let tables = self.tables.lock().unwrap();
+            if let Some(assignment) = assignment {
+                tables.check_assignment(spec_id, assignment)?;
+            }
+            tables.building.get(spec_id).cloned()
+        };
+        if let Some(mut waiting) = building {
+            let _ = waiting.wait_for(Option::is_some).await;
+        }
+        let instance = {
+            let mut tables = self.tables.lock().unwrap();
+            if let Some(assignment) = assignment {
+                tables.check_assignment(spec_id, assignment)?;
+            }
+            tables.take_spec(spec_id)
+        };
+        Ok(match instance {
+            Some(instance) => {
+                self.remove(&instance, "cleaned").await;
+                1
+            }
+            None => 0,
+        })
+    }
+
+    /// Tears down an instance already taken out of the tables.
+    pub(crate) async fn remove(&self, instance: &Arc<Instance>, why: &str) {
+        if let Some(terminal) = instance.terminal.lock().await.take() {
+            terminal.end(CloseReason::Gone).await;
+        }
+        let record = instance.record();
+        let mut complete = true;
+        if let Err(e) = bounded(self.docker.remove_container(&record.container_id)).await {
+            let h = crate::crypto::handle::of(&instance.id);
+            let e = crate::crypto::handle::hide(&e, &instance.id);
+            log::error!(ua_instance = h; "instance {h}: container not removed: {e}");
+            complete = false;
+        }
+        // A shared image stays for its other instances; the sweep collects it.
+        if !record.shared_image {
+            if let Err(e) = bounded(self.docker.remove_image(&record.image)).await {
+                let h = crate::crypto::handle::of(&instance.id);
+                let e = crate::crypto::handle::hide(&e, &instance.id);
+                log::error!(ua_instance = h; "instance {h}: image not removed: {e}");
+                complete = false;
+            }
+        }
+        // Without its container the record is dropped on the next start anyway.
+        self.delete_record(&instance.id).await;
+        let h = crate::crypto::handle::of(&instance.id);
+        log::info!(
+            ua_instance = h, ua_spec = instance.spec_id;
+            "instance {h} {why} (spec {:?}){}",
+            instance.spec_id,
+            if complete {
+                ""
+            } else {
+                "; Docker leftovers go at the next start"
+            }
+        );
+    }
+
+    /// Removes instances whose last session ended more than the expiry ago
+    /// (and past their `keepUntil`), each in its own task: one slow removal
+    /// holds no other.
+    pub fn expire(self: &Arc<Self>) {
+        let now = unix_now();
+        let limit = now - self.config.load().instance_expiry.as_secs() as i64;
+        let kept = |record: &InstanceRecord| record.keep_until.is_some_and(|t| t > now);
+        let expired: Vec<Arc<Instance>> = {
+            let mut tables = self.tables.lock().unwrap();
+            let ids: Vec<String> = tables
+                .by_id
+                .values()
+                .filter(|i| !i.is_busy())
+                .filter(|i| {
+                    let record = i.record();
+                    record.last_active_at <= limit && !kept(&record)
+                })
+                .map(|i| i.id.clone())
+                .collect();
+            ids.iter().filter_map(|id| tables.take(id)).collect()
+        };
+        for instance in expired {
+            let registry = self.clone();
+            tokio::spawn(async move { registry.remove(&instance, "expired").await });
+        }
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let in_use = registry.shared_images_in_use();
+            let collecting = registry.provisioner.collect_garbage(in_use);
+            if let Err(e) = bounded(collecting).await {
+                log::debug!("assignment images not collected: {e}");
+            }
+        });
+    }
+
+    /// Tags of assignment images that registered instances use.
+    fn shared_images_in_use(&self) -> HashSet<String> {
+        let tables = self.tables.lock().unwrap();
+        tables
+            .by_id
+            .values()
+            .map(|i| i.record())
+            .filter(|r| r.shared_image)
+            .map(|r| r.image)
+            .collect()
+    }
+
+    /// How often to sweep: often enough for short test expiries, rarely
+    /// enough to cost nothing in production (one Docker list call).
+    pub fn sweep_interval(&self) -> Duration {
+        (self.config.load().instance_expiry / 4)
+            .clamp(Duration::from_millis(500), Duration::from_secs(10))
+    }
+
+    /// Puts right what a crash left in flight at the daemon: a container
+    /// started after reconcile ran, or one created for a build whose record
+    /// was never written.
+    pub async fn tidy(&self) -> Result<(), DockerError> {
+        if !self.is_reconciled() {
+            // Without the records every container would look unowned.
+            return Ok(());
+        }
+        let containers = bounded(self.docker.owned_containers()).await?;
+        // Concurrently and each bounded: one stalled container holds no other.
+        let steps = containers
+            .iter()
+            .map(|container| self.tidy_container(container));
+        for result in futures_util::future::join_all(steps).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn tidy_container(
+        &self,
+        container: &crate::engine::docker::Owned,
+    ) -> Result<(), DockerError> {
+        let Some(id) = container.instance_id.as_deref() else {
+            return Ok(());
+        };
+        let building = self.tables.lock().unwrap().building_ids.contains(id);
+        match self.lookup(id) {
+            Some(instance) if container.running => {
+                // Holding the terminal's lock: an attach waits for the stop.
+                let Ok(slot) = instance.terminal.try_lock() else {
+                    return Ok(());
+                };
+                // A graded-files read stops it itself when done.
+                let reading = self.file_reads.active(id);
+                if slot.as_ref().is_none_or(Terminal::is_over) && !instance.is_warm() && !reading {
+                    let h = crate::crypto::handle::of(id);
+                    log::info!(ua_instance = h; "instance {h}: stopping its container (no session)");
+                    bounded(self.docker.stop(&container.id)).await?;
+                }
+            }
+            None if !building => {
+                log::warn!("removing container {} that no record owns", container.id);
+                bounded(self.docker.remove_container(&container.id)).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether `reconcile` has run to the end.
+    pub fn is_reconciled(&self) -> bool {
+        self.reconciled.load(Ordering::Acquire)
+    }
+
+    /// Brings records and Docker into agreement at start (docs/API.md, "Lifecycle").
+    pub async fn reconcile(&self) -> Result<(), DockerError> {
+        let store = self.store.clone();
+        let records = tokio::task::spawn_blocking(move || store.load_all())
+            .await
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?
+            .unwrap_or_else(|e| {
+                log::error!("instance records unreadable: {e}");
+                Vec::new()
+            });
+        let containers = self.docker.owned_containers().await?;
+        let images = self.docker.owned_images().await?;
+        let mut kept = HashMap::new();
+        for record in records {
+            let container = containers.iter().find(|c| c.id == record.container_id);
+            match container {
+                None => {
+                    let h = crate::crypto::handle::of(&record.instance_id);
+                    log::warn!(
+                        ua_instance = h, ua_spec = record.spec_id;
+                        "instance {h}: its container is gone; dropping the instance"
+                    );
+                    if !record.shared_image {
+                        let _ = self.docker.remove_image(&record.image).await;
+                    }
+                    self.delete_record(&record.instance_id).await;
+                }
+                Some(container) => {
+                    if container.running && record.gate == Gate::Legacy {
+                        // Its terminal was an exec, gone with the old server.
+                        let h = crate::crypto::handle::of(&record.instance_id);
+                        log::info!(
+                            ua_instance = h, ua_spec = record.spec_id;
+                            "instance {h}: stopping its container (no session)"
+                        );
+                        self.docker.stop(&record.container_id).await?;
+                    }
+                    kept.insert(record.instance_id.clone(), (record, container.running));
+                }
+            }
+        }
+        let is_kept = |id: &Option<String>| id.as_ref().is_some_and(|id| kept.contains_key(id));
+        // Free warm-pool containers are the pool's to adopt or remove (`pool::adopt`).
+        let unowned = containers
+            .iter()
+            .filter(|c| c.pool.is_none() && !is_kept(&c.instance_id));
+        for container in unowned {
+            log::warn!("removing container {} that no record owns", container.id);
+            self.docker.remove_container(&container.id).await?;
+        }
+        // Per-instance images (assignment images are collected below).
+        let per_instance = images.iter().filter(|i| i.assignment.is_none());
+        for image in per_instance.filter(|i| !is_kept(&i.instance_id)) {
+            log::warn!("removing image {} that no record owns", image.id);
+            if let Err(e) = self.docker.remove_image(&image.id).await {
+                log::warn!("image {} not removed: {e}", image.id);
+            }
+        }
+        {
+            let mut tables = self.tables.lock().unwrap();
+            let grace = self.config.load().reattach_grace;
+            for (record, running) in kept.into_values() {
+                let instance = Instance::new(record);
+                if running && instance.record().gate != Gate::Legacy {
+                    // Its terminal outlived the old server: the student has
+                    // the reattach grace to come back to it, as after a
+                    // dropped connection; then the sweep stops it.
+                    instance.warm_for(grace);
+                }
+                tables.insert(instance);
+            }
+            log::info!("reconciled: {} instances", tables.by_id.len());
+        }
+        self.reconciled.store(true, Ordering::Release);
+        // Assignment images: kept while a record uses them or they are current.
+        self.provisioner
+            .collect_garbage(self.shared_images_in_use())
+            .await
+    }
+
+    /// On shutdown: close every session with 1001. Containers keep running
+    /// (their terminal is their main process): the next server gives their
+    /// students the reattach grace. Containers of older versions, whose
+    /// terminal is an exec that dies with this process, are stopped.
+    pub async fn shutdown(&self) {
+        let instances: Vec<Arc<Instance>> = self
+            .tables
+            .lock()
+            .unwrap()
+            .by_id
+            .values()
+            .cloned()
+            .collect();
+        let stops = instances.into_iter().map(|instance| async move {
+            let terminal = instance.terminal.lock().await.take();
+            let legacy = instance.record().gate == Gate::Legacy;
+            if let Some(terminal) = terminal {
+                terminal.end(CloseReason::Shutdown).await;
+                if legacy {
+                    self.stop_and_touch(&instance).await;
+                }
+            } else if instance.is_warm() && legacy {
+                self.stop_and_touch(&instance).await;
+            }
+        });
+        futures_util::future::join_all(stops).await;
+    }
+}

@@ -1,0 +1,120 @@
+//! An instance's limits: the assignment's settings capped by the operator's
+//! ceilings (`--max-memory-mb` and the like), and the capped ones named once.
+
+use crate::assignment::Settings;
+use crate::config::ServeConfig;
+use crate::engine::docker::Limits;
+
+/// Capped settings already logged: one line per assignment and value.
+pub(super) static CAPPED_LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The assignment's settings that the operator's maxima cap, each as a
+/// sentence for the log: what it asks, the flag, what it gets.
+pub fn capped_settings(settings: &Settings, config: &ServeConfig) -> Vec<String> {
+    let mut capped = Vec::new();
+    let mut check = |name: &str, asked: Option<f64>, flag: &str, max: f64| {
+        if let Some(asked) = asked.filter(|&asked| asked > max) {
+            capped.push(format!(
+                "{name} {asked} is above the server's {flag} {max}: {max} is used"
+            ));
+        }
+    };
+    let float = |v: Option<i64>| v.map(|v| v as f64);
+    check(
+        "memoryMB",
+        float(settings.memory_mb),
+        "--max-memory-mb",
+        config.max_memory_mb as f64,
+    );
+    check(
+        "pidsLimit",
+        float(settings.pids_limit),
+        "--max-pids-limit",
+        config.max_pids_limit as f64,
+    );
+    check("cpus", settings.cpus, "--max-cpus", config.max_cpus);
+    check(
+        "diskMB",
+        float(settings.disk_mb),
+        "--max-disk-mb",
+        config.max_disk_mb as f64,
+    );
+    capped
+}
+
+/// The container limits: the assignment's, capped at the operator's maxima.
+pub fn container_limits(settings: &Settings, config: &ServeConfig) -> Limits {
+    let memory_mb = settings
+        .memory_mb
+        .unwrap_or(config.memory_mb)
+        .clamp(16, config.max_memory_mb);
+    let pids = settings
+        .pids_limit
+        .unwrap_or(config.pids_limit)
+        .clamp(16, config.max_pids_limit);
+    let cpus = settings
+        .cpus
+        .unwrap_or(config.cpus)
+        .clamp(0.01, config.max_cpus);
+    let disk_mb = settings
+        .disk_mb
+        .unwrap_or(config.disk_mb)
+        .clamp(0, config.max_disk_mb);
+    Limits {
+        memory_bytes: memory_mb * 1024 * 1024,
+        pids,
+        nano_cpus: (cpus * 1e9) as i64,
+        disk_bytes: disk_mb * 1024 * 1024,
+        runtime: settings
+            .runtime
+            .clone()
+            .unwrap_or_else(|| config.runtime.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_settings_are_named_with_their_flag() {
+        let config = ServeConfig::from_args(&["--max-memory-mb", "1024"]).unwrap();
+        let asked = Settings {
+            memory_mb: Some(4096),
+            cpus: Some(0.5),
+            ..Settings::default()
+        };
+        assert_eq!(
+            capped_settings(&asked, &config),
+            ["memoryMB 4096 is above the server's --max-memory-mb 1024: 1024 is used"]
+        );
+        assert!(capped_settings(&Settings::default(), &config).is_empty());
+    }
+
+    #[test]
+    fn assignment_limits_are_capped_by_the_operator() {
+        let config =
+            ServeConfig::from_args(&["--disk-mb", "512", "--max-disk-mb", "1024"]).unwrap();
+        let asked = |disk_mb| Settings {
+            disk_mb,
+            ..Settings::default()
+        };
+        let mib = 1024 * 1024;
+        assert_eq!(
+            container_limits(&asked(None), &config).disk_bytes,
+            512 * mib
+        );
+        assert_eq!(
+            container_limits(&asked(Some(64)), &config).disk_bytes,
+            64 * mib
+        );
+        assert_eq!(
+            container_limits(&asked(Some(1 << 20)), &config).disk_bytes,
+            1024 * mib
+        );
+        assert_eq!(container_limits(&asked(Some(-5)), &config).disk_bytes, 0);
+        let unlimited = ServeConfig::from_args(&[]).unwrap();
+        assert_eq!(container_limits(&asked(None), &unlimited).disk_bytes, 0);
+    }
+}

@@ -1,0 +1,21 @@
+//! Instance: the live registry of instances and everything that makes,
+//! keeps and removes them — get-or-create, the tables, one create with its
+//! rollback, provisioning shared-image instances, the warm pool, records
+//! on disk, housekeeping, graded files, trouble inside containers. Uses
+//! every layer below (`support` … `terminal`, `config`); knows no HTTP and
+//! no websocket.
+
+pub(crate) mod create;
+pub(crate) mod entry;
+pub(crate) mod errors;
+pub(crate) mod files;
+pub(crate) mod housekeeping;
+pub(crate) mod limits;
+pub(crate) mod pool;
+pub(crate) mod provision;
+pub(crate) mod registry;
+pub(crate) mod shared_image;
+pub mod store;
+pub(crate) mod tables;
+pub(crate) mod trouble;
+pub(crate) mod warm;

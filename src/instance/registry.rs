@@ -1,0 +1,527 @@
+//! The live registry of instances: the tables, get-or-create (one build per
+//! spec at a time), lookup, attach and observe. Making an instance is in
+//! `create`, cleaning up in `housekeeping`; the pure table decisions are in
+//! `tables`. It keeps the store and Docker in step; it knows nothing of
+//! websocket frames.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::config::ServeConfig;
+use crate::engine::docker::bounded;
+use crate::engine::docker::DOCKER_CALL_LIMIT;
+use crate::engine::docker::{Attached, Docker, DockerError};
+use crate::engine::gate::{self, Gate};
+use crate::instance::entry::Instance;
+pub use crate::instance::errors::{AttachError, CreateError};
+use crate::instance::files::{self, FilesError};
+use crate::instance::pool::Pool;
+use crate::instance::provision::Provisioner;
+use crate::instance::store::{InstanceRecord, Store};
+use crate::instance::tables::{Admission, Caps, Tables};
+use crate::protocol::admin::Summary;
+use crate::protocol::spec::Spec;
+use crate::support::live::Swap;
+use crate::telemetry::metrics;
+use crate::terminal::{
+    Attachment, CloseReason, Ended, Observation, Terminal, TerminalSettings, Tty,
+};
+
+/// Why an observer was not added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObserveRefusal {
+    /// No terminal runs (the container is stopped): 4004.
+    NotRunning,
+    /// The terminal has all the observers it takes: 1013.
+    TooMany,
+}
+
+/// The live instances; keeps the store and Docker in step with them.
+pub struct Registry {
+    /// The settings; a reload swaps those that change live (`reconfigure`).
+    pub(crate) config: Swap<ServeConfig>,
+    /// The Docker client.
+    pub(crate) docker: Arc<Docker>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) provisioner: Arc<Provisioner>,
+    /// The warm pool of shared-image containers (`--warm`).
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) tables: Mutex<Tables>,
+    pub(crate) next_generation: AtomicU64,
+    /// Set once `reconcile` has loaded the records: before it, the tables
+    /// know none of them, so nothing may be created or tidied away.
+    pub(crate) reconciled: AtomicBool,
+    /// The graded-files reads in progress (bounded per instance and in all).
+    pub(crate) file_reads: Arc<files::Reads>,
+}
+
+impl Registry {
+    /// An empty registry; `reconcile` fills it from the store.
+    pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
+        Arc::new(Registry {
+            provisioner: Provisioner::new(config.clone(), docker.clone()),
+            pool: Arc::new(Pool::new(docker.clone())),
+            config: Swap::new((*config).clone()),
+            docker,
+            store: Arc::new(store),
+            tables: Mutex::new(Tables::default()),
+            next_generation: AtomicU64::new(1),
+            reconciled: AtomicBool::new(false),
+            file_reads: Arc::default(),
+        })
+    }
+
+    /// The settings in force now.
+    pub fn config(&self) -> Arc<ServeConfig> {
+        self.config.load()
+    }
+
+    /// Puts new settings in force for what is made, attached or swept from
+    /// now on (a reload; see `reload.rs` for which settings change live).
+    pub fn reconfigure(&self, config: ServeConfig) {
+        self.config.store(config);
+    }
+
+    /// The live instance with this ID, if any.
+    pub fn lookup(&self, instance_id: &str) -> Option<Arc<Instance>> {
+        self.tables.lock().unwrap().by_id.get(instance_id).cloned()
+    }
+
+    /// Every stored instance, for the admin CLI (`ua list`), by last use.
+    pub fn list(&self) -> Vec<Summary> {
+        let expiry = self.config.load().instance_expiry.as_secs() as i64;
+        let tables = self.tables.lock().unwrap();
+        let mut list: Vec<Summary> = tables
+            .by_id
+            .values()
+            .map(|instance| {
+                let record = instance.record();
+                let running = instance.is_busy();
+                Summary {
+                    handle: crate::crypto::handle::of(&instance.id),
+                    spec_id: instance.spec_id.clone(),
+                    assignment: record.assignment,
+                    state: if running { "running" } else { "stopped" }.into(),
+                    last_used: record.last_active_at,
+                    expires: (!running).then_some(record.last_active_at + expiry),
+                }
+            })
+            .collect();
+        list.sort_by_key(|s| std::cmp::Reverse(s.last_used));
+        list
+    }
+
+    /// The spec IDs of the instances whose handle is `handle`.
+    pub fn specs_by_handle(&self, handle: &str) -> Vec<String> {
+        let tables = self.tables.lock().unwrap();
+        tables
+            .by_id
+            .values()
+            .filter(|instance| crate::crypto::handle::of(&instance.id) == handle)
+            .map(|instance| instance.spec_id.clone())
+            .collect()
+    }
+
+    /// Instance gauges for `/metrics`, `/health` and the status line;
+    /// `sessions` is filled in by the caller.
+    pub fn snapshot(&self) -> metrics::Snapshot {
+        let tables = self.tables.lock().unwrap();
+        let running = tables.running();
+        metrics::Snapshot {
+            running,
+            stopped: tables.by_id.len() - running,
+            building: tables.building.len(),
+            queued: self.provisioner.slots.queued(),
+            sessions: 0,
+            pool: self.pool.counts(),
+        }
+    }
+
+    /// The instance of `spec`, made if needed. A session attached to an
+    /// existing instance is closed: the newer client takes over.
+    pub async fn get_or_create(self: &Arc<Self>, spec: Spec) -> Result<String, CreateError> {
+        if !self.is_reconciled() {
+            // Docker was away at start: the records are not loaded yet.
+            return Err(CreateError::DockerDown);
+        }
+        let existing = self.spec_instance(&spec.spec_id);
+        if let Some(instance) = existing {
+            if !instance.is_of(&spec.assignment) {
+                return Err(CreateError::OtherAssignment);
+            }
+            if !self.container_vanished(&instance).await {
+                return Ok(self.take_over(instance));
+            }
+            self.forget_vanished(&instance).await;
+        }
+        let admission = self.tables.lock().unwrap().admit(
+            &spec.spec_id,
+            &spec.assignment,
+            &Caps::of(&self.config.load()),
+        )?;
+        let mut waiting = match admission {
+            Admission::Existing(instance) => return Ok(self.take_over(instance)),
+            Admission::Wait(waiting) => waiting,
+            Admission::Build(done, waiting) => {
+                // Its own task: a client hanging up does not stop a build halfway.
+                let registry = self.clone();
+                tokio::spawn(async move { registry.create(spec, done).await });
+                waiting
+            }
+        };
+        let result = waiting
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| CreateError::Internal("the build was abandoned".into()))?
+            .clone()
+            .expect("waited for a result");
+        result.map(|instance| instance.id.clone())
+    }
+
+    fn spec_instance(&self, spec_id: &str) -> Option<Arc<Instance>> {
+        self.tables.lock().unwrap().of_spec(spec_id)
+    }
+
+    fn take_over(&self, instance: Arc<Instance>) -> String {
+        let id = instance.id.clone();
+        tokio::spawn(async move {
+            if let Some(terminal) = instance.terminal.lock().await.as_ref() {
+                terminal.kick(CloseReason::TakenOver).await;
+            }
+        });
+        id
+    }
+
+    pub(crate) async fn save(&self, record: &InstanceRecord) -> std::io::Result<()> {
+        let (store, record) = (self.store.clone(), record.clone());
+        tokio::task::spawn_blocking(move || store.save(&record))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    pub(crate) async fn delete_record(&self, instance_id: &str) {
+        let (store, id) = (self.store.clone(), instance_id.to_string());
+        match tokio::task::spawn_blocking(move || store.delete(&id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let h = crate::crypto::handle::of(instance_id);
+                log::error!(ua_instance = h; "instance {h}: record not deleted: {e}")
+            }
+            Err(e) => {
+                let h = crate::crypto::handle::of(instance_id);
+                log::error!(ua_instance = h; "instance {h}: record not deleted: {e}")
+            }
+        }
+    }
+
+    /// Attaches a new client to the instance's terminal, starting the
+    /// container and the terminal's command when none runs.
+    pub async fn attach(
+        self: &Arc<Self>,
+        instance: &Arc<Instance>,
+        client_id: u64,
+    ) -> Result<Attachment, AttachError> {
+        let mut slot = instance.terminal.lock().await;
+        if self.lookup(&instance.id).is_none() {
+            return Err(AttachError::Gone);
+        }
+        if let Some(terminal) = slot.as_ref().filter(|t| !t.is_over()) {
+            if let Some(attachment) = terminal.attach(client_id).await {
+                return Ok(attachment);
+            }
+        }
+        let record = instance.record();
+        let opened = match self.open_tty(instance, &record).await {
+            Err(AttachError::Docker(DockerError::NotFound)) => {
+                drop(slot);
+                self.forget_vanished(instance).await;
+                return Err(AttachError::Gone);
+            }
+            other => other?,
+        };
+        // The terminal owns the container's running from here.
+        *instance.warm_until.lock().unwrap() = None;
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let (registry, owner) = (self.clone(), instance.clone());
+        let config = self.config.load();
+        let settings = TerminalSettings {
+            grace: config.reattach_grace,
+            replay_bytes: config.replay_bytes,
+        };
+        let terminal = Terminal::spawn(
+            opened.attached,
+            opened.tty,
+            opened.was_running,
+            self.docker.clone(),
+            &settings,
+            generation,
+            move |ended| async move { registry.terminal_ended(&owner, generation, ended).await },
+        );
+        let h = crate::crypto::handle::of(&instance.id);
+        log::info!(ua_instance = h, ua_spec = instance.spec_id; "instance {h}: terminal started");
+        let attachment = terminal.attach(client_id).await.ok_or(AttachError::Gone)?;
+        *slot = Some(terminal);
+        Ok(attachment)
+    }
+
+    /// Attaches to the container's TTY and gets its terminal going: starts
+    /// the container, or releases a closed gate, or (after a restart of ua)
+    /// just lands in the program that runs.
+    async fn open_tty(
+        &self,
+        instance: &Instance,
+        record: &InstanceRecord,
+    ) -> Result<OpenedTty, AttachError> {
+        let container = &record.container_id;
+        if record.gate == Gate::Legacy {
+            return self.open_legacy_exec(instance, record).await;
+        }
+        // Attached before it starts or is released: its first output is seen.
+        let started = std::time::Instant::now();
+        let attached = self.docker.attach(container).await?;
+        metrics::PHASE_SECONDS.record("attach", &instance.id, started);
+        let was_running = self.docker.is_running(container).await?;
+        if !was_running {
+            if record.gate == Gate::Closed {
+                // Before the start: a gate that starts now finds it at once.
+                self.docker.upload(container, gate::ready_tar()).await?;
+            }
+            let started = std::time::Instant::now();
+            self.docker.start(container).await?;
+            metrics::PHASE_SECONDS.record("start", &instance.id, started);
+        } else {
+            // Wakes a waiting gate; a program that runs takes it as a resize.
+            self.docker.signal(container, gate::WAKE_SIGNAL).await?;
+        }
+        if record.gate == Gate::Closed {
+            let mut record = record.clone();
+            record.gate = Gate::Open;
+            if let Err(e) = self.save(&record).await {
+                let h = crate::crypto::handle::of(&instance.id);
+                log::warn!(ua_instance = h; "instance {h}: record not saved: {e}");
+            }
+            *instance.record.lock().unwrap() = record;
+        }
+        Ok(OpenedTty {
+            attached,
+            tty: Tty::Main {
+                container: container.clone(),
+            },
+            was_running,
+        })
+    }
+
+    /// A container made before the gate: its main process idles and the
+    /// terminal is an exec as the image's USER.
+    async fn open_legacy_exec(
+        &self,
+        instance: &Instance,
+        record: &InstanceRecord,
+    ) -> Result<OpenedTty, AttachError> {
+        let started = std::time::Instant::now();
+        self.docker.start(&record.container_id).await?;
+        metrics::PHASE_SECONDS.record("start", &instance.id, started);
+        let (command, user) = self.docker.image_command(&record.image).await?;
+        let command = gate::command_or_shell(command);
+        let started = std::time::Instant::now();
+        let exec = self
+            .docker
+            .exec_as(&record.container_id, command, &user)
+            .await?;
+        metrics::PHASE_SECONDS.record("exec", &instance.id, started);
+        Ok(OpenedTty {
+            attached: Attached {
+                output: exec.output,
+                input: exec.input,
+            },
+            tty: Tty::Exec { id: exec.id },
+            was_running: false,
+        })
+    }
+
+    /// Adds a read-only observer to the instance's running terminal; never
+    /// starts anything.
+    pub async fn observe(&self, instance: &Arc<Instance>) -> Result<Observation, ObserveRefusal> {
+        let terminal = instance.terminal.lock().await.clone();
+        let Some(terminal) = terminal.filter(|t| !t.is_over()) else {
+            return Err(ObserveRefusal::NotRunning);
+        };
+        match terminal.observe().await {
+            Some(observation) => Ok(observation),
+            None if terminal.is_over() => Err(ObserveRefusal::NotRunning),
+            None => Err(ObserveRefusal::TooMany),
+        }
+    }
+
+    /// The instance of a spec, if it has one (never builds, never takes over).
+    /// `OtherAssignment` when the spec's specID has an instance or a build
+    /// of another assignment.
+    pub fn check_assignment(&self, spec: &Spec) -> Result<(), CreateError> {
+        let tables = self.tables.lock().unwrap();
+        tables.check_assignment(&spec.spec_id, &spec.assignment)
+    }
+
+    /// The spec's instance, if it has one; `OtherAssignment` when it is of
+    /// another assignment than the spec's.
+    pub fn instance_of_spec(&self, spec: &Spec) -> Result<Option<String>, CreateError> {
+        let tables = self.tables.lock().unwrap();
+        tables.check_assignment(&spec.spec_id, &spec.assignment)?;
+        Ok(tables.by_spec.get(&spec.spec_id).cloned())
+    }
+
+    /// Starts reading graded files out of the instance's container as the
+    /// image's USER (a stopped container is started for the read and
+    /// stopped after it): the HTTP layer asks here and never sees Docker.
+    /// The limits are checked before the answer starts; it then streams.
+    pub async fn read_files(
+        self: &Arc<Self>,
+        instance: &Arc<Instance>,
+        paths: &[String],
+    ) -> Result<files::Answer, FilesError> {
+        let Some(permit) = self.file_reads.try_start(&instance.id) else {
+            return Err(FilesError::Busy(
+                "too many graded-files reads at once; try again shortly".into(),
+            ));
+        };
+        let measured = self.measure_files(instance, paths).await;
+        let (reader, plan) = match measured {
+            Ok(measured) => measured,
+            Err(e) => {
+                drop(permit);
+                self.stop_after_reading(instance).await;
+                return Err(e);
+            }
+        };
+        let (sender, answer) = files::answer();
+        let (registry, instance) = (self.clone(), instance.clone());
+        tokio::spawn(async move {
+            let sent = tokio::time::timeout(
+                files::ANSWER_DEADLINE,
+                files::send(&registry.docker, &reader, plan, sender),
+            )
+            .await;
+            drop(permit);
+            if let Ok(Err(files::Cut::Failed(e))) = sent {
+                let h = crate::crypto::handle::of(&instance.id);
+                let e = crate::crypto::handle::hide(&e, &instance.id);
+                log::warn!(ua_instance = h; "instance {h}: graded files cut off: {e}");
+            }
+            registry.stop_after_reading(&instance).await;
+        });
+        Ok(answer)
+    }
+
+    /// The container running (started if need be), and the files measured.
+    async fn measure_files(
+        &self,
+        instance: &Arc<Instance>,
+        paths: &[String],
+    ) -> Result<(files::Reader, files::Plan), FilesError> {
+        let record = instance.record();
+        let user = bounded(self.docker.image_user(&record.image)).await?;
+        let workdir = bounded(self.docker.image_workdir(&record.image)).await?;
+        self.running_for_files(instance, &record.container_id)
+            .await?;
+        let reader = files::Reader {
+            container: record.container_id,
+            user,
+            workdir,
+            gosu: record.gate != crate::engine::gate::Gate::Legacy,
+        };
+        let plan = match bounded_files(files::measure(&self.docker, &reader, paths)).await {
+            // Stopped or restarted meanwhile (a terminal's end, a clean).
+            Err(FilesError::Docker(DockerError::Api { status: 409, .. })) => {
+                return Err(FilesError::Busy(
+                    "the container is stopping or starting; try again shortly".into(),
+                ))
+            }
+            other => other?,
+        };
+        Ok((reader, plan))
+    }
+
+    /// Starts a stopped container for a read (the terminal's lock held, so
+    /// that no attach or end of a terminal crosses it).
+    async fn running_for_files(
+        &self,
+        instance: &Arc<Instance>,
+        container: &str,
+    ) -> Result<(), FilesError> {
+        let slot = instance.terminal.lock().await;
+        let started = match bounded(self.docker.is_running(container)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => bounded(self.docker.start(container)).await,
+            Err(e) => Err(e),
+        };
+        match started {
+            Err(DockerError::NotFound) => {
+                drop(slot);
+                self.forget_vanished(instance).await;
+                Err(FilesError::Gone)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// After the last read of an instance's files: its container is
+    /// stopped again unless a terminal runs in it or waits for it (warm).
+    async fn stop_after_reading(&self, instance: &Arc<Instance>) {
+        if self.file_reads.active(&instance.id) {
+            return;
+        }
+        let slot = instance.terminal.lock().await;
+        let in_use = slot.as_ref().is_some_and(|t| !t.is_over()) || instance.is_warm();
+        if in_use || self.file_reads.active(&instance.id) || self.lookup(&instance.id).is_none() {
+            return;
+        }
+        let container = instance.record().container_id;
+        if let Err(e) = bounded(self.docker.stop(&container)).await {
+            if !matches!(e, DockerError::NotFound) {
+                let h = crate::crypto::handle::of(&instance.id);
+                let e = crate::crypto::handle::hide(&e, &instance.id);
+                log::warn!(ua_instance = h; "instance {h}: container not stopped after a read: {e}");
+            }
+        }
+        drop(slot);
+    }
+
+    /// A terminal is over: stop the container (files kept) and start the
+    /// expiry clock, unless a newer terminal has taken its place.
+    async fn terminal_ended(&self, instance: &Arc<Instance>, generation: u64, ended: Ended) {
+        let mut slot = instance.terminal.lock().await;
+        if slot.as_ref().map(|t| t.generation) != Some(generation) {
+            return;
+        }
+        *slot = None;
+        let h = crate::crypto::handle::of(&instance.id);
+        log::info!(
+            ua_instance = h, ua_spec = instance.spec_id;
+            "instance {h}: terminal ended ({ended:?}); stopping its container"
+        );
+        if ended != Ended::OnRequest {
+            self.stop_and_touch(instance).await;
+        }
+    }
+}
+
+/// `call` (measuring graded files), a 503 when it takes over
+/// [`DOCKER_CALL_LIMIT`] (a FIFO swapped in can hold the open).
+async fn bounded_files<T>(
+    call: impl std::future::Future<Output = Result<T, FilesError>>,
+) -> Result<T, FilesError> {
+    tokio::time::timeout(DOCKER_CALL_LIMIT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(FilesError::Busy(
+                "the files took too long to open; try again shortly".into(),
+            ))
+        })
+}
+
+/// A TTY attached and its program going.
+struct OpenedTty {
+    attached: Attached,
+    tty: Tty,
+    /// The container ran already (a warm container, or ua restarted).
+    was_running: bool,
+}
