@@ -1,4 +1,4 @@
-//! `ua serve`: start-up (key, lock, listen, reconcile, admin socket), the
+//! `ua serve`: start-up (key, lock, listen, records, admin socket), the
 //! background tasks, reload on SIGHUP, and the orderly shutdown on SIGTERM
 //! or SIGINT. [`serve`] is the server in-process, on any listeners, stopped
 //! by a token.
@@ -101,10 +101,11 @@ async fn run(
     served
 }
 
-/// The server in-process, on the opened (locked) `store`: reconciles with
-/// Docker, binds the admin socket, says it is listening, then answers on
-/// `listeners` (connections wait in their backlog until then) until
-/// `shutdown` is cancelled; then closes every session and stops every
+/// The server in-process, on the opened (locked) `store`: reads the
+/// records, binds the admin socket, says it is listening, then answers on
+/// `listeners` (connections wait in their backlog until then; the
+/// reconcile with Docker runs in the background) until `shutdown` is
+/// cancelled; then closes every session and stops every
 /// container. `ua serve`, the in-process tests and the router fuzz target
 /// all start here. A SIGHUP reloads the settings of this process's
 /// `serve` flags.
@@ -150,16 +151,9 @@ async fn serve_from(
         .unwrap_or_else(|_| config.state_dir.clone());
     let docker = Arc::new(Docker::new(&state_dir));
     let registry = Registry::new(config.clone(), docker.clone(), store);
-    let reconciled = tokio::time::timeout(background::SWEEP_STEP_LIMIT, registry.reconcile())
-        .await
-        .unwrap_or_else(|_| Err(DockerError::Unreachable("no answer in time".into())));
-    match reconciled {
-        Ok(()) => {}
-        Err(e) => log::error!(
-            "could not reconcile with Docker at start ({e}); instances are kept as recorded \
-             and reconciled when Docker answers"
-        ),
-    }
+    // Reconciled with Docker in the background (the sweep's first step).
+    let recorded = registry.load_records().await;
+    log::info!("read {recorded} instance records; reconciling them with Docker");
     match docker.check_runtime(&config.runtime).await {
         Ok(()) => {}
         Err(e @ DockerError::Api { .. }) => anyhow::bail!("--runtime {}: {e}", config.runtime),
@@ -187,7 +181,9 @@ async fn serve_from(
     } else {
         ""
     };
-    // After reconcile: whoever reads these lines finds the records settled.
+    // After the records are read: every recorded instance answers from
+    // here; "reconciled with Docker" (and /health's `records`) says when
+    // they are settled.
     for listener in &listeners {
         match listener {
             Listener::Tcp(l) => log::info!("listening on http://{}{via}", l.local_addr()?),
