@@ -2,6 +2,7 @@
 //! container through the Docker API directly (the floor), in one run.
 
 mod args;
+mod restart;
 mod startup;
 mod stats;
 mod steady;
@@ -31,7 +32,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         docker: Docker::new(std::path::Path::new("/")),
         specs: Vec::new(),
     };
-    let result = if args.startup {
+    let result = if args.restart {
+        restart::measure(&mut bench, &args).await
+    } else if args.startup {
         startup::measure(&mut bench, &args).await
     } else {
         steady::measure(&mut bench, &args).await
