@@ -6,4 +6,4 @@
 pub mod admin;
 pub mod api;
 pub mod connect;
-pub mod tls;
+pub(crate) mod tls;

@@ -5,18 +5,19 @@
 //! every layer below (`support` … `terminal`, `config`); knows no HTTP and
 //! no websocket.
 
-pub mod create;
-pub mod entry;
-pub mod errors;
-pub mod files;
-pub mod housekeeping;
-pub mod limits;
-pub mod pool;
-pub mod provision;
-pub mod reconcile;
-pub mod registry;
-pub mod settled;
+pub(crate) mod create;
+pub(crate) mod entry;
+pub(crate) mod errors;
+pub(crate) mod files;
+pub(crate) mod housekeeping;
+pub(crate) mod limits;
+pub(crate) mod pool;
+pub(crate) mod provision;
+pub(crate) mod reconcile;
+pub(crate) mod registry;
+pub(crate) mod settled;
+pub(crate) mod shared_image;
 pub mod store;
-pub mod tables;
-pub mod trouble;
-pub mod warm;
+pub(crate) mod tables;
+pub(crate) mod trouble;
+pub(crate) mod warm;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::assignment::image::{dotted_name, image_tag};
 use crate::assignment::{Assignment, Mode};
 use crate::engine::docker::bounded;
-use crate::engine::docker::{DockerError, Owned, POOL_NAME_PREFIX};
+use crate::engine::docker::{DockerError, Owned, OwnedImage, POOL_NAME_PREFIX};
 use crate::instance::limits::container_limits;
 use crate::instance::pool::{Pool, Step, Target, Warm};
 use crate::instance::registry::Registry;
@@ -18,16 +18,16 @@ use crate::protocol::spec::AssignmentName;
 
 /// How often the pool looks again at its assignments (edited ones drain)
 /// when nothing wakes it.
-pub(crate) const RECHECK: Duration = Duration::from_secs(10);
+pub(super) const RECHECK: Duration = Duration::from_secs(10);
 
 /// The pause after a failed Docker call, so a broken image is not retried hot.
-pub(crate) const BACKOFF: Duration = Duration::from_secs(5);
+pub(super) const BACKOFF: Duration = Duration::from_secs(5);
 
 /// How often the task looks whether the registry has reconciled.
-pub(crate) const RECONCILE_POLL: Duration = Duration::from_millis(200);
+pub(super) const RECONCILE_POLL: Duration = Duration::from_millis(200);
 
 /// How often a refill held back by students looks again.
-pub(crate) const BUSY_POLL: Duration = Duration::from_millis(100);
+pub(super) const BUSY_POLL: Duration = Duration::from_millis(100);
 
 /// The refill task: after reconcile, adopts the free containers a previous
 /// run left, then fills, drains and gives back, one Docker call at a time,
@@ -71,7 +71,7 @@ pub async fn run(registry: Arc<Registry>) {
     }
 }
 
-pub(crate) async fn remove(pool: &Pool, warm: &Warm) -> Result<(), DockerError> {
+pub(super) async fn remove(pool: &Pool, warm: &Warm) -> Result<(), DockerError> {
     let taken = {
         let mut state = pool.state.lock().unwrap();
         let at = state.free.iter().position(|w| w.id == warm.id);
@@ -90,7 +90,7 @@ pub(crate) async fn remove(pool: &Pool, warm: &Warm) -> Result<(), DockerError> 
 
 /// Creates and starts one container as an instance's, then offers it, if
 /// its target is still the assignment's.
-pub(crate) async fn make(
+pub(super) async fn make(
     registry: &Registry,
     assignment: &str,
     target: &Target,
@@ -134,7 +134,7 @@ pub(crate) async fn make(
 
 /// The current target of each named assignment that is a shared-image one
 /// whose current image exists; others have none. Blocking work off the runtime.
-pub(crate) async fn current_targets(
+pub(super) async fn current_targets(
     registry: &Registry,
     names: HashSet<String>,
 ) -> HashMap<String, Option<Target>> {
@@ -199,7 +199,7 @@ pub(crate) async fn current_targets(
 /// content hash) or new limits retarget it (its old containers drain); one
 /// gone, or whose new image is not built yet, has no pool until a spec
 /// builds it.
-pub(crate) async fn refresh(registry: &Registry) {
+pub(super) async fn refresh(registry: &Registry) {
     let names: HashSet<String> = registry
         .pool
         .state
@@ -229,7 +229,7 @@ pub(crate) async fn refresh(registry: &Registry) {
 /// At start: targets for the assignments whose current image exists, and
 /// the free containers a previous run left that still fit one (running, of
 /// the current image, with the limits in force); the others are removed.
-pub(crate) async fn adopt(registry: &Registry) {
+pub(super) async fn adopt(registry: &Registry) {
     let docker = &registry.docker;
     let (images, containers) = match (
         bounded(docker.owned_images()).await,
@@ -241,9 +241,36 @@ pub(crate) async fn adopt(registry: &Registry) {
             return;
         }
     };
-    // Its assignment images, its instances' and its pool's assignments: an
-    // image another server on the daemon built (the tag is the content
-    // hash) carries that server's labels, not ours.
+    let names = known_assignments(registry, images, &containers);
+    let targets = current_targets(registry, names).await;
+    {
+        let mut state = registry.pool.state.lock().unwrap();
+        for (name, target) in &targets {
+            if let Some(target) = target {
+                state.targets.insert(name.clone(), target.clone());
+            }
+        }
+    }
+    let adopted = adopt_or_remove(registry, containers, &targets).await;
+    // `--warm 0` (the default) has no pool to speak of.
+    if registry.config().warm > 0 || adopted > 0 {
+        log::info!(
+            "warm pool: {adopted} containers adopted, {} assignments kept warm",
+            registry.pool.counts().len()
+        );
+    }
+    registry.pool.wake.notify_one();
+}
+
+/// The assignments that may have pool containers: those of this server's
+/// assignment images, instances and pool containers. An image another
+/// server on the daemon built (the tag is the content hash) carries that
+/// server's labels, not ours.
+fn known_assignments(
+    registry: &Registry,
+    images: Vec<OwnedImage>,
+    containers: &[Owned],
+) -> HashSet<String> {
     let mut names: HashSet<String> = images
         .into_iter()
         .filter_map(|i| i.assignment.map(|(name, _)| name))
@@ -265,16 +292,18 @@ pub(crate) async fn adopt(registry: &Registry) {
             .filter(|r| r.shared_image)
             .map(|r| r.assignment),
     );
-    let targets = current_targets(registry, names).await;
+    names
+}
+
+/// Takes into the pool the containers that fit their assignment's current
+/// target (running, same image, same limits) and removes the others;
+/// returns how many were taken.
+async fn adopt_or_remove(
+    registry: &Registry,
+    containers: Vec<Owned>,
+    targets: &HashMap<String, Option<Target>>,
+) -> usize {
     let mut adopted = 0;
-    {
-        let mut state = registry.pool.state.lock().unwrap();
-        for (name, target) in &targets {
-            if let Some(target) = target {
-                state.targets.insert(name.clone(), target.clone());
-            }
-        }
-    }
     for container in containers {
         let Owned {
             id,
@@ -303,20 +332,13 @@ pub(crate) async fn adopt(registry: &Registry) {
                     "warm pool: removing container {} (outdated or stopped)",
                     pooled.name
                 );
-                if let Err(e) = bounded(docker.remove_container(&id)).await {
+                if let Err(e) = bounded(registry.docker.remove_container(&id)).await {
                     log::warn!("warm pool: container {} not removed: {e}", pooled.name);
                 }
             }
         }
     }
-    // `--warm 0` (the default) has no pool to speak of.
-    if registry.config().warm > 0 || adopted > 0 {
-        log::info!(
-            "warm pool: {adopted} containers adopted, {} assignments kept warm",
-            registry.pool.counts().len()
-        );
-    }
-    registry.pool.wake.notify_one();
+    adopted
 }
 
 impl Registry {

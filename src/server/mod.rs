@@ -3,14 +3,14 @@
 //! or SIGINT. [`serve`] is the server in-process, on any listeners, stopped
 //! by a token.
 
-pub mod admin;
-pub mod background;
-pub mod health;
-pub mod http;
-pub mod observe;
-pub mod reload;
-pub mod session;
-pub mod web;
+pub(crate) mod admin;
+pub(crate) mod background;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod observe;
+pub(crate) mod reload;
+pub(crate) mod session;
+pub(crate) mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,22 +151,7 @@ async fn serve_from(
         .unwrap_or_else(|_| config.state_dir.clone());
     let docker = Arc::new(Docker::new(&state_dir));
     let registry = Registry::new(config.clone(), docker.clone(), store);
-    // Reconciled with Docker in the background (the sweep's first step).
-    let recorded = registry.load_records().await;
-    log::info!("read {recorded} instance records; reconciling them with Docker");
-    match docker.check_runtime(&config.runtime).await {
-        Ok(()) => {}
-        Err(e @ DockerError::Api { .. }) => anyhow::bail!("--runtime {}: {e}", config.runtime),
-        Err(e) => log::warn!(
-            "--runtime {}: not checked, Docker is away ({e})",
-            config.runtime
-        ),
-    }
-    match (docker.disk_quota().await, config.disk_mb) {
-        (Ok(()), _) => log::info!("per-container disk limits can be enforced"),
-        (Err(why), 0) => log::info!("per-container disk limits are {why}"),
-        (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
-    }
+    settle_with_docker(&registry, &docker, &config).await?;
     // Bound before ua says it listens: it exists once ua says so.
     let admin_socket = admin::bind(&state_dir)
         .map_err(|e| {
@@ -176,31 +161,7 @@ async fn serve_from(
             )
         })
         .ok();
-    let via = if from_systemd {
-        " (socket from systemd)"
-    } else {
-        ""
-    };
-    // After the records are read: every recorded instance answers from
-    // here; "reconciled with Docker" (and /health's `records`) says when
-    // they are settled.
-    for listener in &listeners {
-        match listener {
-            Listener::Tcp(l) => log::info!("listening on http://{}{via}", l.local_addr()?),
-            Listener::Unix(l) => match l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
-            {
-                Some(path) => log::info!("listening on the unix socket {path}{via}"),
-                None => log::info!("listening on a unix socket{via}"),
-            },
-        }
-    }
-    let listening = listeners.iter().find_map(|listener| match listener {
-        Listener::Tcp(l) => l.local_addr().ok(),
-        Listener::Unix(_) => None,
-    });
+    let listening = announce(&listeners, from_systemd)?;
     let hangup = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
     let app = Arc::new(App {
         origins: Swap::new(config.origin_allowlist()),
@@ -233,6 +194,71 @@ async fn serve_from(
     systemd::notify_ready();
     http::serve(listeners, app.clone()).await;
 
+    shut_down(&app, &registry, background).await;
+    Ok(())
+}
+
+/// Reads the records into the registry (reconciled with Docker in the
+/// background: the sweep's first step) and checks `--runtime` and
+/// `--disk-mb` against Docker.
+async fn settle_with_docker(
+    registry: &Registry,
+    docker: &Docker,
+    config: &ServeConfig,
+) -> anyhow::Result<()> {
+    let recorded = registry.load_records().await;
+    log::info!("read {recorded} instance records; reconciling them with Docker");
+    match docker.check_runtime(&config.runtime).await {
+        Ok(()) => {}
+        Err(e @ DockerError::Api { .. }) => anyhow::bail!("--runtime {}: {e}", config.runtime),
+        Err(e) => log::warn!(
+            "--runtime {}: not checked, Docker is away ({e})",
+            config.runtime
+        ),
+    }
+    match (docker.disk_quota().await, config.disk_mb) {
+        (Ok(()), _) => log::info!("per-container disk limits can be enforced"),
+        (Err(why), 0) => log::info!("per-container disk limits are {why}"),
+        (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
+    }
+    Ok(())
+}
+
+/// Says where ua listens, once the records are read; the TCP address, if
+/// any, is what the default public origin is made of.
+fn announce(
+    listeners: &[Listener],
+    from_systemd: bool,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let via = if from_systemd {
+        " (socket from systemd)"
+    } else {
+        ""
+    };
+    // Every recorded instance answers from here; "reconciled with Docker"
+    // (and /health's `records`) says when the records are settled.
+    for listener in listeners {
+        match listener {
+            Listener::Tcp(l) => log::info!("listening on http://{}{via}", l.local_addr()?),
+            Listener::Unix(l) => match l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            {
+                Some(path) => log::info!("listening on the unix socket {path}{via}"),
+                None => log::info!("listening on a unix socket{via}"),
+            },
+        }
+    }
+    Ok(listeners.iter().find_map(|listener| match listener {
+        Listener::Tcp(l) => l.local_addr().ok(),
+        Listener::Unix(_) => None,
+    }))
+}
+
+/// The orderly end: background tasks stopped, sessions closed within
+/// [`SHUTDOWN_GRACE`]; containers are left running for the next start.
+async fn shut_down(app: &App, registry: &Registry, background: Vec<tokio::task::JoinHandle<()>>) {
     // Containers keep running: the next server reattaches to them.
     log::info!(
         "shutting down: closing sessions; running containers are left running for the next start"
@@ -248,7 +274,6 @@ async fn serve_from(
         log::warn!("some sessions did not close in time");
     }
     log::info!("stopped (containers left running)");
-    Ok(())
 }
 
 async fn watch_signals(shutdown: CancellationToken) {

@@ -2,7 +2,7 @@
 //! a value a reload swaps, redaction, durations and the clock, standard
 //! output. Uses nothing of the crate.
 
-pub mod live;
-pub mod redact;
+pub(crate) mod live;
+pub(crate) mod redact;
 pub mod stdout;
-pub mod time;
+pub(crate) mod time;

@@ -15,9 +15,9 @@ mod exec;
 mod labels;
 
 pub use bounded::{bounded, DOCKER_CALL_LIMIT};
-pub use build::split_reference;
-pub use container::{Limits, NOFILE};
+
+pub use container::Limits;
 pub use daemon::Docker;
 pub use errors::{BuildError, DockerError};
-pub use exec::{Attached, Exec, ExecOutcome, ExecOutput};
+pub use exec::{Attached, Exec};
 pub use labels::*;

@@ -30,7 +30,7 @@ use crate::server::http::spec::{clean_spec, post_spec};
 use crate::server::http::websocket::websocket;
 
 /// A client must send its request headers within this time.
-pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves connections on every listener until `shutdown`, then lets open
 /// requests finish. `--max-connections` counts all listeners together.
@@ -68,10 +68,10 @@ pub async fn serve(listeners: Vec<Listener>, app: Arc<App>) {
     connections.wait().await;
 }
 
-pub(crate) trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+pub(super) trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
 
-pub(crate) async fn accept_any(
+pub(super) async fn accept_any(
     listeners: &[Listener],
 ) -> std::io::Result<Option<Box<dyn Connection>>> {
     if let [listener] = listeners {
@@ -82,7 +82,7 @@ pub(crate) async fn accept_any(
     futures_util::future::select_all(accepts).await.0
 }
 
-pub(crate) async fn accept(listener: &Listener) -> std::io::Result<Option<Box<dyn Connection>>> {
+pub(super) async fn accept(listener: &Listener) -> std::io::Result<Option<Box<dyn Connection>>> {
     Ok(Some(match listener {
         Listener::Tcp(l) => {
             let (stream, _) = l.accept().await?;
@@ -93,7 +93,7 @@ pub(crate) async fn accept(listener: &Listener) -> std::io::Result<Option<Box<dy
     }))
 }
 
-pub(crate) async fn serve_connection(stream: Box<dyn Connection>, app: Arc<App>) {
+pub(super) async fn serve_connection(stream: Box<dyn Connection>, app: Arc<App>) {
     // Every answer has a write deadline; a websocket, once upgraded, keeps its own.
     let upgraded = Arc::new(AtomicBool::new(false));
     let service = hyper::service::service_fn({
@@ -130,7 +130,7 @@ pub(crate) async fn serve_connection(stream: Box<dyn Connection>, app: Arc<App>)
     }
 }
 
-pub(crate) async fn handle(
+pub(super) async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -169,7 +169,7 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-pub(crate) async fn route_request(
+pub(super) async fn route_request(
     app: &Arc<App>,
     request: Request<Incoming>,
     path: &str,

@@ -9,7 +9,7 @@ use hyper::{Request, Response, StatusCode};
 use crate::server::http::app::App;
 use crate::server::http::respond::{full, Body};
 
-pub(crate) fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
+pub(super) fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
     match (&*app.origins.load(), origin) {
         // No Origin: not a browser page (ua connect, a platform's server).
         (None, _) | (_, None) => true,
@@ -22,7 +22,7 @@ pub(crate) fn origin_allowed(app: &App, origin: Option<&HeaderValue>) -> bool {
 
 /// Whether `Origin` is one of this server's public origins (its own
 /// browser terminal page). Never decided from `Host`, which the client sets.
-pub(crate) fn is_same_origin(app: &App, request: &Request<Incoming>) -> bool {
+pub(super) fn is_same_origin(app: &App, request: &Request<Incoming>) -> bool {
     request
         .headers()
         .get(header::ORIGIN)
@@ -33,7 +33,7 @@ pub(crate) fn is_same_origin(app: &App, request: &Request<Incoming>) -> bool {
         })
 }
 
-pub(crate) fn preflight() -> Response<Body> {
+pub(super) fn preflight() -> Response<Body> {
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
@@ -52,7 +52,7 @@ pub(crate) fn preflight() -> Response<Body> {
     response
 }
 
-pub(crate) fn add_cors(app: &App, origin: Option<&HeaderValue>, response: &mut Response<Body>) {
+pub(super) fn add_cors(app: &App, origin: Option<&HeaderValue>, response: &mut Response<Body>) {
     let headers = response.headers_mut();
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,

@@ -19,7 +19,7 @@ use crate::server::http::respond::{error, Body};
 
 /// The graded files as they stream out of the container; a cut-off answer
 /// ends the connection (the client sees it broken, never short).
-pub(crate) struct FilesBody(files::Answer);
+pub(super) struct FilesBody(files::Answer);
 
 impl hyper::body::Body for FilesBody {
     type Data = Bytes;
@@ -34,7 +34,7 @@ impl hyper::body::Body for FilesBody {
 }
 
 /// `GET /instance/{id}/files?path=…`: graded files out of the container.
-pub(crate) async fn graded_files(app: &App, instance_id: &str, query: &str) -> Response<Body> {
+pub(super) async fn graded_files(app: &App, instance_id: &str, query: &str) -> Response<Body> {
     let instance = is_instance_id(instance_id)
         .then(|| app.registry.lookup(instance_id))
         .flatten();

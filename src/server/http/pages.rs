@@ -12,7 +12,7 @@ use crate::telemetry::metrics;
 use crate::server::http::app::App;
 use crate::server::http::respond::{error, full, json_response, Body};
 
-pub(crate) fn asset(kind: &'static str, bytes: Bytes) -> Response<Body> {
+pub(super) fn asset(kind: &'static str, bytes: Bytes) -> Response<Body> {
     let mut response = Response::new(full(bytes));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
@@ -24,7 +24,7 @@ pub(crate) fn asset(kind: &'static str, bytes: Bytes) -> Response<Body> {
     response
 }
 
-pub(crate) fn static_file(app: &App, name: &str) -> Response<Body> {
+pub(super) fn static_file(app: &App, name: &str) -> Response<Body> {
     match app.web.as_ref().and_then(|web| web.file(name)) {
         Some((kind, bytes)) => asset(kind, bytes),
         None => error(
@@ -35,7 +35,7 @@ pub(crate) fn static_file(app: &App, name: &str) -> Response<Body> {
 }
 
 /// The browser terminal for an instance.
-pub(crate) fn terminal_page(app: &App, instance_id: &str) -> Response<Body> {
+pub(super) fn terminal_page(app: &App, instance_id: &str) -> Response<Body> {
     let Some(web) = app.web.as_ref() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -54,7 +54,7 @@ pub(crate) fn terminal_page(app: &App, instance_id: &str) -> Response<Body> {
 
 /// `GET /start`: the page reads the sealed spec from its fragment (which no
 /// request line carries) and posts it.
-pub(crate) fn start_page(app: &App) -> Response<Body> {
+pub(super) fn start_page(app: &App) -> Response<Body> {
     match app.web.as_ref().and_then(|web| web.file("start.html")) {
         Some(page) => page_with_policy(page),
         None => error(
@@ -64,7 +64,7 @@ pub(crate) fn start_page(app: &App) -> Response<Body> {
     }
 }
 
-pub(crate) fn page_with_policy((kind, bytes): (&'static str, Bytes)) -> Response<Body> {
+pub(super) fn page_with_policy((kind, bytes): (&'static str, Bytes)) -> Response<Body> {
     let mut response = asset(kind, bytes);
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
@@ -75,7 +75,7 @@ pub(crate) fn page_with_policy((kind, bytes): (&'static str, Bytes)) -> Response
     response
 }
 
-pub(crate) fn metrics_page(app: &App) -> Response<Body> {
+pub(super) fn metrics_page(app: &App) -> Response<Body> {
     let mut snapshot = app.registry.snapshot();
     snapshot.sessions = app.sessions.len();
     let mut text = metrics::render(&snapshot);
@@ -88,7 +88,7 @@ pub(crate) fn metrics_page(app: &App) -> Response<Body> {
     response
 }
 
-pub(crate) async fn health(app: &App) -> Response<Body> {
+pub(super) async fn health(app: &App) -> Response<Body> {
     let probe = app.health.probe().await;
     let now = app.registry.snapshot();
     let (instances, building) = (now.running + now.stopped, now.building);

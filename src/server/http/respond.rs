@@ -9,10 +9,10 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 /// An answer's body: whole, or streamed (graded files).
-pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+pub(super) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A body of `bytes`, all at once.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+pub(super) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
@@ -20,7 +20,7 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// A JSON answer; a 503 also says when to retry, in the `Retry-After`
 /// header and (for browsers, which may not see the header) in `retryAfter`.
-pub(crate) fn json_response(status: StatusCode, mut value: serde_json::Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, mut value: serde_json::Value) -> Response<Body> {
     let retry = status == StatusCode::SERVICE_UNAVAILABLE && value.get("error").is_some();
     if retry {
         value["retryAfter"] = json!(RETRY_AFTER_SECS);
@@ -38,14 +38,14 @@ pub(crate) fn json_response(status: StatusCode, mut value: serde_json::Value) ->
     response
 }
 
-pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, json!({ "error": capitalise(message) }))
 }
 
 /// Seconds a client told "503" should wait.
-pub(crate) const RETRY_AFTER_SECS: u32 = 5;
+pub(super) const RETRY_AFTER_SECS: u32 = 5;
 
-pub(crate) fn capitalise(text: &str) -> String {
+pub(super) fn capitalise(text: &str) -> String {
     let mut chars = text.chars();
     chars
         .next()

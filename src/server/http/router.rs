@@ -65,7 +65,7 @@ mod tests {
     use super::*;
 
     #[test]
-    pub(crate) fn routes_by_method_and_path() {
+    pub(super) fn routes_by_method_and_path() {
         let id = "0123456789abcdef0123456789abcdef";
         let ws = format!("/instance/{id}/ws");
         let page = format!("/instance/{id}");
@@ -79,7 +79,7 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn short_and_odd_paths_do_not_panic() {
+    pub(super) fn short_and_odd_paths_do_not_panic() {
         // `/instance/ws` once sliced "/instance/".len()..len-"/ws".len(): 10 > 9.
         let get = |path| route(&Method::GET, path);
         assert_eq!(get("/instance/ws"), Route::TerminalPage("ws"));

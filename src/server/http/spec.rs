@@ -20,20 +20,20 @@ use crate::server::http::app::App;
 use crate::server::http::respond::{capitalise, error, json_response, Body};
 
 /// How long `POST /spec?progress` waits for a phase change at most.
-pub(crate) const PROGRESS_WAIT: Duration = Duration::from_secs(10);
+pub(super) const PROGRESS_WAIT: Duration = Duration::from_secs(10);
 
 /// How long it gives a create before answering with a phase.
-pub(crate) const PROGRESS_SETTLE: Duration = Duration::from_millis(300);
+pub(super) const PROGRESS_SETTLE: Duration = Duration::from_millis(300);
 
 /// Largest request body accepted (a sealed spec is far smaller).
 pub const MAX_BODY: usize = 1 << 20;
 
 /// A client must send its request body within this time.
-pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads, opens and validates the sealed spec of a request; a refusal is
 /// counted in the metrics.
-pub(crate) async fn read_spec(
+pub(super) async fn read_spec(
     app: &App,
     request: Request<Incoming>,
 ) -> Result<Spec, Response<Body>> {
@@ -48,7 +48,7 @@ pub(crate) async fn read_spec(
     result
 }
 
-pub(crate) async fn open_spec(
+pub(super) async fn open_spec(
     app: &App,
     request: Request<Incoming>,
 ) -> Result<Spec, Response<Body>> {
@@ -104,7 +104,7 @@ pub(crate) async fn open_spec(
     Ok(spec)
 }
 
-pub(crate) async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
+pub(super) async fn post_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     let observe = query_has(&request, "mode=observe");
     let progress = query_has(&request, "progress");
     let spec = match read_spec(app, request).await {
@@ -170,7 +170,7 @@ pub(crate) async fn post_spec(app: &App, request: Request<Incoming>) -> Response
 
 /// When an instance goes: `idleSeconds` after its last session ends, but
 /// not before `keepUntil` (Unix seconds, or null).
-pub(crate) fn expiry(app: &App, instance_id: &str) -> serde_json::Value {
+pub(super) fn expiry(app: &App, instance_id: &str) -> serde_json::Value {
     let keep_until = app
         .registry
         .lookup(instance_id)
@@ -181,7 +181,7 @@ pub(crate) fn expiry(app: &App, instance_id: &str) -> serde_json::Value {
 
 /// The last output lines of a failed build or setup, or a render error's
 /// detail (raw: they leave the server only sealed), and what they are.
-pub(crate) fn failure_output(e: &CreateError) -> Option<(&[String], &'static str)> {
+pub(super) fn failure_output(e: &CreateError) -> Option<(&[String], &'static str)> {
     match e {
         CreateError::Build { tail, .. } | CreateError::Setup { tail, .. } => {
             Some((tail, "its last output"))
@@ -191,18 +191,18 @@ pub(crate) fn failure_output(e: &CreateError) -> Option<(&[String], &'static str
     }
 }
 
-pub(crate) fn query_has(request: &Request<Incoming>, pair: &str) -> bool {
+pub(super) fn query_has(request: &Request<Incoming>, pair: &str) -> bool {
     request.uri().query().is_some_and(|q| has_pair(q, pair))
 }
 
-pub(crate) fn has_pair(query: &str, pair: &str) -> bool {
+pub(super) fn has_pair(query: &str, pair: &str) -> bool {
     query.split('&').any(|kv| kv == pair)
 }
 
 /// `POST /spec?progress`: the create's answer if it comes within
 /// [`PROGRESS_WAIT`] or before its phase changes; else (`Err`) the phase
 /// it is in. The create goes on either way (it runs in its own task).
-pub(crate) async fn with_progress(
+pub(super) async fn with_progress(
     app: &App,
     spec: Spec,
 ) -> Result<Result<String, CreateError>, serde_json::Value> {
@@ -229,7 +229,7 @@ pub(crate) async fn with_progress(
     Err(phase.to_json())
 }
 
-pub(crate) async fn clean_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
+pub(super) async fn clean_spec(app: &App, request: Request<Incoming>) -> Response<Body> {
     let wait = request.uri().query().is_some_and(|q| {
         q.split('&')
             .any(|kv| kv == "async=false" || kv == "async=0")
@@ -263,7 +263,7 @@ pub(crate) async fn clean_spec(app: &App, request: Request<Incoming>) -> Respons
 }
 
 /// `409`: the spec's specID is another assignment's (counted as `conflict`).
-pub(crate) fn conflict(e: CreateError) -> Response<Body> {
+pub(super) fn conflict(e: CreateError) -> Response<Body> {
     metrics::ERRORS.add(e.metric_kind(), 1);
     error(StatusCode::CONFLICT, &e.to_string())
 }

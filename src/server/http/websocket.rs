@@ -20,9 +20,9 @@ use crate::server::http::spec::query_has;
 pub const MAX_FRAME: usize = 1 << 20;
 
 /// Read buffer of a websocket; clients send keystrokes, and pastes arrive in pieces.
-pub(crate) const WS_READ_BUFFER: usize = 8 * 1024;
+pub(super) const WS_READ_BUFFER: usize = 8 * 1024;
 
-pub(crate) fn websocket(
+pub(super) fn websocket(
     app: &App,
     mut request: Request<Incoming>,
     instance_id: String,
