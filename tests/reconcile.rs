@@ -1,8 +1,9 @@
 //! A server answers while it reconciles (issue 25 item 5, docs/API.md
 //! "While reconciling"): with many records on disk, `/health`, a live
 //! instance's terminal and its `POST /spec` work before the reconcile with
-//! Docker has finished; a new spec waits for it and then hears `503` with
-//! `Retry-After`; afterwards the records of vanished containers are gone.
+//! Docker has finished, and `ua status` says it reconciles; a new spec and
+//! `ua list` wait for it and then hear `503` with `Retry-After` (an error);
+//! afterwards the records of vanished containers are gone.
 //! The reconcile is held at its container list by a proxy in front of the
 //! real Docker daemon, so "before it finished" is certain, not a race.
 
@@ -155,6 +156,26 @@ fn a_server_with_many_records_answers_while_it_reconciles() {
     let new_spec = server.demo_spec("new-while-reconciling");
     let port = server.port;
     let waiting = std::thread::spawn(move || http(port, "POST", "/spec", &[], new_spec.as_bytes()));
+    // So does `ua list` (which containers run is not known yet); `ua status` answers.
+    let admin = |verb: &str| {
+        std::process::Command::new(BINARY)
+            .args([verb, "--json", "--state-dir"])
+            .arg(server.state_dir())
+            .output()
+            .unwrap()
+    };
+    let listing = std::thread::spawn({
+        let state_dir = server.state_dir();
+        move || {
+            std::process::Command::new(BINARY)
+                .args(["list", "--state-dir"])
+                .arg(state_dir)
+                .output()
+                .unwrap()
+        }
+    });
+    let status: serde_json::Value = serde_json::from_slice(&admin("status").stdout).unwrap();
+    assert_eq!(status["records"], "reconciling", "{status}");
 
     // The live instance: its spec, its page and its very shell.
     assert_eq!(server.instance(&spec), id, "the same instance at once");
@@ -180,6 +201,13 @@ fn a_server_with_many_records_answers_while_it_reconciles() {
         "{}",
         refused.body
     );
+    let listed = listing.join().unwrap();
+    assert!(
+        !listed.status.success(),
+        "ua list answered while reconciling"
+    );
+    let said = String::from_utf8_lossy(&listed.stderr);
+    assert!(said.contains("reconciling"), "{said}");
     assert_eq!(health(&server)["records"], "reconciling");
     assert!(settled.try_recv().is_err(), "reconciled while held");
 
@@ -188,6 +216,8 @@ fn a_server_with_many_records_answers_while_it_reconciles() {
         .recv_timeout(Duration::from_secs(120))
         .expect("the reconcile ends once Docker lists");
     assert_eq!(health(&server)["records"], "ok");
+    let status: serde_json::Value = serde_json::from_slice(&admin("status").stdout).unwrap();
+    assert_eq!(status["records"], "ok", "{status}");
     let left: Vec<String> = server
         .records()
         .iter()
