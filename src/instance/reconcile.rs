@@ -148,10 +148,12 @@ impl Registry {
     /// dropped connection (then the sweep stops it). One of an older
     /// version, whose terminal was an exec gone with the old server, is
     /// stopped. A student already back (attached while reconciling) keeps
-    /// the terminal.
+    /// the terminal; an instance cleaned meanwhile is left alone.
     async fn adopt_running(&self, instance: &Instance) -> Result<(), DockerError> {
         let slot = instance.terminal.lock().await;
-        if slot.as_ref().is_some_and(|t: &Terminal| !t.is_over()) {
+        let back = slot.as_ref().is_some_and(|t: &Terminal| !t.is_over());
+        // Cleaned meanwhile: its container is gone or going.
+        if back || self.lookup(&instance.id).is_none() {
             return Ok(());
         }
         let record = instance.record();
