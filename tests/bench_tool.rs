@@ -93,3 +93,51 @@ fn the_startup_bench_compares_with_the_docker_cli_and_counts_images() {
     let leftovers = docker(&["ps", "-a", "--filter", "name=ua-bench-cli-", "-q"]);
     assert!(leftovers.is_empty(), "the CLI side removed its containers");
 }
+
+#[test]
+fn the_restart_bench_starts_its_own_server_and_leaves_nothing() {
+    docker_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    write_key_file(&key);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BINARY)
+        .args(["bench", "--restart", "--records", "20"])
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .arg("--key-file")
+        .arg(&key)
+        .arg("--assignments")
+        .arg(repo().join("templates"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "after a start with 20 records",
+        "first `/health` answer",
+        "live instance's shell echoes",
+        "records settled",
+    ] {
+        assert!(table.contains(row), "no {row:?} row in\n{table}");
+    }
+    let leftovers = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=ua.owned",
+        "--format",
+        "{{.Labels}}",
+    ]);
+    assert!(
+        !leftovers.contains("ua-bench-restart-"),
+        "the bench removed its instance: {leftovers}"
+    );
+}

@@ -63,4 +63,18 @@ pub struct BenchArgs {
     /// with `--warm N`); 0 waits for none.
     #[arg(long, default_value_t = 0)]
     pub(super) class_warm: usize,
+    /// Measure a restart with many records instead: starts its own server
+    /// listening at --server (with --key-file and --assignments), makes one
+    /// live instance, restarts the server with --records records of
+    /// vanished containers beside it, and times its first /health, the
+    /// live terminal and the reconcile.
+    #[arg(long, conflicts_with = "startup")]
+    pub(super) restart: bool,
+    /// With --restart: the records of vanished containers written.
+    #[arg(long, default_value_t = 10_000)]
+    pub(super) records: usize,
+    /// With --restart: the `ua` binary that serves (this one by default),
+    /// e.g. an older build to compare with.
+    #[arg(long)]
+    pub(super) serve_binary: Option<PathBuf>,
 }

@@ -3,6 +3,7 @@
 
 mod args;
 mod docker_cli;
+mod restart;
 mod startup;
 mod stats;
 mod steady;
@@ -32,7 +33,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         docker: Docker::new(std::path::Path::new("/")),
         specs: Vec::new(),
     };
-    let result = if args.startup {
+    let result = if args.restart {
+        restart::measure(&mut bench, &args).await
+    } else if args.startup {
         startup::measure(&mut bench, &args).await
     } else {
         steady::measure(&mut bench, &args).await

@@ -118,6 +118,9 @@ fn status_text(s: &Value) -> String {
     }
     writeln!(out, "docker: {}", text(&s["docker"])).ok();
     writeln!(out, "state directory: {}", text(&s["stateDir"])).ok();
+    if s["records"] == "reconciling" {
+        writeln!(out, "records: reconciling with Docker (new instances wait)").ok();
+    }
     writeln!(
         out,
         "limits: {} instances stored, {} running, {} builds at once, {} queued builds; per container {} MiB, {} processes, {} CPUs, disk {}",

@@ -64,6 +64,11 @@ pub enum CreateError {
     /// Docker is unreachable (503).
     #[error("Docker is unreachable; try again shortly")]
     DockerDown,
+    /// A new spec while the records are reconciled with Docker at start (503).
+    #[error(
+        "the server is reconciling its instances with Docker after a start; try again shortly"
+    )]
+    Reconciling,
     /// Anything else (500).
     #[error("the instance could not be created: {0}")]
     Internal(String),
@@ -85,7 +90,8 @@ impl CreateError {
             | CreateError::AtRunningCapacity(_)
             | CreateError::QueueFull(_)
             | CreateError::Pull { .. }
-            | CreateError::DockerDown => 503,
+            | CreateError::DockerDown
+            | CreateError::Reconciling => 503,
             CreateError::Internal(_) => 500,
         }
     }
@@ -105,6 +111,7 @@ impl CreateError {
             | CreateError::AtRunningCapacity(_)
             | CreateError::QueueFull(_) => "capacity",
             CreateError::DockerDown => "docker",
+            CreateError::Reconciling => "reconciling",
             CreateError::Internal(_) => "internal",
         }
     }
@@ -225,6 +232,7 @@ mod tests {
             (CreateError::AtRunningCapacity(1), 503, "capacity"),
             (CreateError::QueueFull(1), 503, "capacity"),
             (CreateError::DockerDown, 503, "docker"),
+            (CreateError::Reconciling, 503, "reconciling"),
             (CreateError::Internal("x".into()), 500, "internal"),
         ];
         for (error, status, kind) in cases {

@@ -1,10 +1,9 @@
-//! Housekeeping of the registry: clean, remove, expire, tidy, reconcile,
-//! shutdown, dropping instances whose container vanished, and the sweep of
-//! unused assignment images. Another `impl Registry`, apart from the
-//! tables and get-or-create.
+//! Housekeeping of the registry: clean, remove, expire, tidy, shutdown,
+//! dropping instances whose container vanished, and the sweep of unused
+//! assignment images (the reconcile at start is in `reconcile`). Another
+//! `impl Registry`, apart from the tables and get-or-create.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,7 +175,7 @@ impl Registry {
     }
 
     /// Tags of assignment images that registered instances use.
-    fn shared_images_in_use(&self) -> HashSet<String> {
+    pub(crate) fn shared_images_in_use(&self) -> HashSet<String> {
         let tables = self.tables.lock().unwrap();
         tables
             .by_id
@@ -242,91 +241,6 @@ impl Registry {
             _ => {}
         }
         Ok(())
-    }
-
-    /// Whether `reconcile` has run to the end.
-    pub fn is_reconciled(&self) -> bool {
-        self.reconciled.load(Ordering::Acquire)
-    }
-
-    /// Brings records and Docker into agreement at start (docs/API.md, "Lifecycle").
-    pub async fn reconcile(&self) -> Result<(), DockerError> {
-        let store = self.store.clone();
-        let records = tokio::task::spawn_blocking(move || store.load_all())
-            .await
-            .map_err(|e| DockerError::Unreachable(e.to_string()))?
-            .unwrap_or_else(|e| {
-                log::error!("instance records unreadable: {e}");
-                Vec::new()
-            });
-        let containers = self.docker.owned_containers().await?;
-        let images = self.docker.owned_images().await?;
-        let mut kept = HashMap::new();
-        for record in records {
-            let container = containers.iter().find(|c| c.id == record.container_id);
-            match container {
-                None => {
-                    let h = crate::crypto::handle::of(&record.instance_id);
-                    log::warn!(
-                        ua_instance = h, ua_spec = record.spec_id;
-                        "instance {h}: its container is gone; dropping the instance"
-                    );
-                    if !record.shared_image {
-                        let _ = self.docker.remove_image(&record.image).await;
-                    }
-                    self.delete_record(&record.instance_id).await;
-                }
-                Some(container) => {
-                    if container.running && record.gate == Gate::Legacy {
-                        // Its terminal was an exec, gone with the old server.
-                        let h = crate::crypto::handle::of(&record.instance_id);
-                        log::info!(
-                            ua_instance = h, ua_spec = record.spec_id;
-                            "instance {h}: stopping its container (no session)"
-                        );
-                        self.docker.stop(&record.container_id).await?;
-                    }
-                    kept.insert(record.instance_id.clone(), (record, container.running));
-                }
-            }
-        }
-        let is_kept = |id: &Option<String>| id.as_ref().is_some_and(|id| kept.contains_key(id));
-        // Free warm-pool containers are the pool's to adopt or remove (`pool::adopt`).
-        let unowned = containers
-            .iter()
-            .filter(|c| c.pool.is_none() && !is_kept(&c.instance_id));
-        for container in unowned {
-            log::warn!("removing container {} that no record owns", container.id);
-            self.docker.remove_container(&container.id).await?;
-        }
-        // Per-instance images (assignment images are collected below).
-        let per_instance = images.iter().filter(|i| i.assignment.is_none());
-        for image in per_instance.filter(|i| !is_kept(&i.instance_id)) {
-            log::warn!("removing image {} that no record owns", image.id);
-            if let Err(e) = self.docker.remove_image(&image.id).await {
-                log::warn!("image {} not removed: {e}", image.id);
-            }
-        }
-        {
-            let mut tables = self.tables.lock().unwrap();
-            let grace = self.config.load().reattach_grace;
-            for (record, running) in kept.into_values() {
-                let instance = Instance::new(record);
-                if running && instance.record().gate != Gate::Legacy {
-                    // Its terminal outlived the old server: the student has
-                    // the reattach grace to come back to it, as after a
-                    // dropped connection; then the sweep stops it.
-                    instance.warm_for(grace);
-                }
-                tables.insert(instance);
-            }
-            log::info!("reconciled: {} instances", tables.by_id.len());
-        }
-        self.reconciled.store(true, Ordering::Release);
-        // Assignment images: kept while a record uses them or they are current.
-        self.provisioner
-            .collect_garbage(self.shared_images_in_use())
-            .await
     }
 
     /// On shutdown: close every session with 1001. Containers keep running

@@ -4,7 +4,7 @@
 //! `tables`. It keeps the store and Docker in step; it knows nothing of
 //! websocket frames.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::ServeConfig;
@@ -17,6 +17,7 @@ pub use crate::instance::errors::{AttachError, CreateError};
 use crate::instance::files::{self, FilesError};
 use crate::instance::pool::Pool;
 use crate::instance::provision::Provisioner;
+use crate::instance::settled::{Settled, SETTLE_WAIT};
 use crate::instance::store::{InstanceRecord, Store};
 use crate::instance::tables::{Admission, Caps, Tables};
 use crate::protocol::admin::Summary;
@@ -48,15 +49,16 @@ pub struct Registry {
     pub(crate) pool: Arc<Pool>,
     pub(crate) tables: Mutex<Tables>,
     pub(crate) next_generation: AtomicU64,
-    /// Set once `reconcile` has loaded the records: before it, the tables
-    /// know none of them, so nothing may be created or tidied away.
-    pub(crate) reconciled: AtomicBool,
+    /// Set once `reconcile` has brought the records (in the tables since
+    /// `load_records`) and Docker into agreement: before it, nothing may be
+    /// created or tidied away.
+    pub(crate) reconciled: Settled,
     /// The graded-files reads in progress (bounded per instance and in all).
     pub(crate) file_reads: Arc<files::Reads>,
 }
 
 impl Registry {
-    /// An empty registry; `reconcile` fills it from the store.
+    /// An empty registry; `load_records` fills it from the store.
     pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
         Arc::new(Registry {
             provisioner: Provisioner::new(config.clone(), docker.clone()),
@@ -66,7 +68,7 @@ impl Registry {
             store: Arc::new(store),
             tables: Mutex::new(Tables::default()),
             next_generation: AtomicU64::new(1),
-            reconciled: AtomicBool::new(false),
+            reconciled: Settled::default(),
             file_reads: Arc::default(),
         })
     }
@@ -140,20 +142,18 @@ impl Registry {
     /// The instance of `spec`, made if needed. A session attached to an
     /// existing instance is closed: the newer client takes over.
     pub async fn get_or_create(self: &Arc<Self>, spec: Spec) -> Result<String, CreateError> {
-        if !self.is_reconciled() {
-            // Docker was away at start: the records are not loaded yet.
-            return Err(CreateError::DockerDown);
-        }
         let existing = self.spec_instance(&spec.spec_id);
         if let Some(instance) = existing {
             if !instance.is_of(&spec.assignment) {
                 return Err(CreateError::OtherAssignment);
             }
-            if !self.container_vanished(&instance).await {
+            if !self.container_gone(&instance).await? {
                 return Ok(self.take_over(instance));
             }
             self.forget_vanished(&instance).await;
         }
+        // Nothing is made before reconcile: it would take a new container for an orphan.
+        self.reconciled.wait(SETTLE_WAIT).await?;
         let admission = self.tables.lock().unwrap().admit(
             &spec.spec_id,
             &spec.assignment,

@@ -91,6 +91,7 @@ async fn answer(app: &App, request: Request) -> Value {
                 "sessions": app.sessions.len(),
                 "docker": probe.docker.err().unwrap_or_else(|| "ok".into()),
                 "stateDir": probe.state_dir.err().unwrap_or_else(|| "ok".into()),
+                "records": app.registry.records_state(),
                 "limits": {
                     "maxInstances": config.max_instances,
                     "maxRunning": config.max_running,
@@ -107,7 +108,11 @@ async fn answer(app: &App, request: Request) -> Value {
                 },
             })
         }
-        Request::List => json!({ "instances": app.registry.list() }),
+        Request::List => match app.registry.wait_reconciled().await {
+            // Which containers run is known only then.
+            Ok(()) => json!({ "instances": app.registry.list() }),
+            Err(e) => json!({ "error": e.to_string() }),
+        },
         Request::Clean {
             spec_id: Some(spec_id),
             instance: None,

@@ -1,12 +1,13 @@
 //! Work the server does by itself, beside requests: the liveness task that
-//! feeds systemd's watchdog and status line, the sweep (reconcile while
-//! Docker was away, expiry, tidy) and the warm pool's refill (`pool::run`).
+//! feeds systemd's watchdog and status line, the sweep (the reconcile at
+//! start, expiry, tidy) and the warm pool's refill (`pool::run`).
 //! They are separate tasks so that a slow Docker can never starve the
 //! watchdog: liveness touches no Docker call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::instance::registry::Registry;
 use crate::server::http::App;
 use crate::transport::systemd;
 
@@ -56,25 +57,21 @@ async fn liveness(app: Arc<App>) {
     }
 }
 
-/// Reconcile (while Docker was away at start), expiry and tidy, every
-/// `Registry::sweep_interval`. Every step is bounded; expired instances are
-/// removed each in its own task, so one slow removal holds no other.
+/// Reconcile (at once at start, and again while it has not run to the
+/// end), expiry and tidy, every `Registry::sweep_interval`. Every step is
+/// bounded; expired instances are removed each in its own task, so one
+/// slow removal holds no other.
 async fn sweep(app: Arc<App>) {
     let mut tick = tokio::time::interval(app.registry.sweep_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut at_start = true;
     loop {
         tick.tick().await;
         if !app.registry.is_reconciled() {
-            match tokio::time::timeout(SWEEP_STEP_LIMIT, app.registry.reconcile()).await {
-                Ok(Ok(())) => log::info!("Docker answers again: reconciled"),
-                Ok(Err(e)) => {
-                    log::debug!("reconcile skipped: {e}");
-                    continue;
-                }
-                Err(_) => {
-                    log::warn!("reconcile took over {SWEEP_STEP_LIMIT:?}; retried later");
-                    continue;
-                }
+            let done = reconcile(&app.registry, at_start).await;
+            at_start = false;
+            if !done {
+                continue;
             }
         }
         app.registry.expire();
@@ -82,6 +79,32 @@ async fn sweep(app: Arc<App>) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => log::debug!("tidy skipped: {e}"),
             Err(_) => log::warn!("tidy took over {SWEEP_STEP_LIMIT:?}; retried later"),
+        }
+    }
+}
+
+/// One bounded reconcile; whether it ran to the end.
+async fn reconcile(registry: &Registry, at_start: bool) -> bool {
+    match tokio::time::timeout(SWEEP_STEP_LIMIT, registry.reconcile()).await {
+        Ok(Ok(())) if at_start => true,
+        Ok(Ok(())) => {
+            log::info!("Docker answers again: reconciled");
+            true
+        }
+        Ok(Err(e)) if at_start => {
+            log::error!(
+                "could not reconcile with Docker at start ({e}); instances are kept as \
+                 recorded and reconciled when Docker answers"
+            );
+            false
+        }
+        Ok(Err(e)) => {
+            log::debug!("reconcile skipped: {e}");
+            false
+        }
+        Err(_) => {
+            log::warn!("reconcile took over {SWEEP_STEP_LIMIT:?}; retried later");
+            false
         }
     }
 }

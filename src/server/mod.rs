@@ -1,4 +1,4 @@
-//! `ua serve`: start-up (key, lock, listen, reconcile, admin socket), the
+//! `ua serve`: start-up (key, lock, listen, records, admin socket), the
 //! background tasks, reload on SIGHUP, and the orderly shutdown on SIGTERM
 //! or SIGINT. [`serve`] is the server in-process, on any listeners, stopped
 //! by a token.
@@ -101,10 +101,11 @@ async fn run(
     served
 }
 
-/// The server in-process, on the opened (locked) `store`: reconciles with
-/// Docker, binds the admin socket, says it is listening, then answers on
-/// `listeners` (connections wait in their backlog until then) until
-/// `shutdown` is cancelled; then closes every session and stops every
+/// The server in-process, on the opened (locked) `store`: reads the
+/// records, binds the admin socket, says it is listening, then answers on
+/// `listeners` (connections wait in their backlog until then; the
+/// reconcile with Docker runs in the background) until `shutdown` is
+/// cancelled; then closes every session and stops every
 /// container. `ua serve`, the in-process tests and the router fuzz target
 /// all start here. A SIGHUP reloads the settings of this process's
 /// `serve` flags.
@@ -197,23 +198,16 @@ async fn serve_from(
     Ok(())
 }
 
-/// Reconciles the records with Docker (bounded: a daemon that is away is
-/// reconciled later) and checks `--runtime` and `--disk-mb` against it.
+/// Reads the records into the registry (reconciled with Docker in the
+/// background: the sweep's first step) and checks `--runtime` and
+/// `--disk-mb` against Docker.
 async fn settle_with_docker(
     registry: &Registry,
     docker: &Docker,
     config: &ServeConfig,
 ) -> anyhow::Result<()> {
-    let reconciled = tokio::time::timeout(background::SWEEP_STEP_LIMIT, registry.reconcile())
-        .await
-        .unwrap_or_else(|_| Err(DockerError::Unreachable("no answer in time".into())));
-    match reconciled {
-        Ok(()) => {}
-        Err(e) => log::error!(
-            "could not reconcile with Docker at start ({e}); instances are kept as recorded \
-             and reconciled when Docker answers"
-        ),
-    }
+    let recorded = registry.load_records().await;
+    log::info!("read {recorded} instance records; reconciling them with Docker");
     match docker.check_runtime(&config.runtime).await {
         Ok(()) => {}
         Err(e @ DockerError::Api { .. }) => anyhow::bail!("--runtime {}: {e}", config.runtime),
@@ -230,8 +224,8 @@ async fn settle_with_docker(
     Ok(())
 }
 
-/// Says where ua listens, once the records are settled; the TCP address,
-/// if any, is what the default public origin is made of.
+/// Says where ua listens, once the records are read; the TCP address, if
+/// any, is what the default public origin is made of.
 fn announce(
     listeners: &[Listener],
     from_systemd: bool,
@@ -241,7 +235,8 @@ fn announce(
     } else {
         ""
     };
-    // After reconcile: whoever reads these lines finds the records settled.
+    // Every recorded instance answers from here; "reconciled with Docker"
+    // (and /health's `records`) says when the records are settled.
     for listener in listeners {
         match listener {
             Listener::Tcp(l) => log::info!("listening on http://{}{via}", l.local_addr()?),

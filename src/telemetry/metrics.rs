@@ -182,7 +182,7 @@ pub static CLOSES: Labelled<10> = Labelled::new([
     "client",
 ]);
 /// Errors, by kind.
-pub static ERRORS: Labelled<12> = Labelled::new([
+pub static ERRORS: Labelled<13> = Labelled::new([
     "bad_request",
     "conflict",
     "no_assignment",
@@ -193,6 +193,7 @@ pub static ERRORS: Labelled<12> = Labelled::new([
     "pull",
     "capacity",
     "docker",
+    "reconciling",
     "internal",
     "attach",
 ]);

@@ -191,14 +191,33 @@ impl TestServer {
     }
 
     /// Starts the process (again) on the same directories.
+    /// Starts the server and waits until it listens and has reconciled its
+    /// records with Docker (or found Docker away): what a test finds after
+    /// it is settled.
     pub fn spawn(&mut self) {
+        let settled = self.spawn_reconciling();
+        if settled.recv_timeout(Duration::from_secs(90)).is_err() {
+            panic!("ua serve did not reconcile; its log:\n{}", self.log());
+        }
+    }
+
+    /// Starts the server and waits only until it listens: it may still be
+    /// reconciling its records with Docker. The receiver hears when that is
+    /// done (or Docker was found away).
+    pub fn spawn_reconciling(&mut self) -> std::sync::mpsc::Receiver<()> {
         let mut child = self.command().spawn().expect("ua serve starts");
         let stderr = child.stderr.take().unwrap();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (settled_tx, settled_rx) = std::sync::mpsc::channel();
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if line.contains("reconciled with Docker")
+                    || line.contains("could not reconcile with Docker at start")
+                {
+                    let _ = settled_tx.send(());
+                }
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let port = rest
                         .rsplit(':')
@@ -226,6 +245,7 @@ impl TestServer {
             }
         }
         self.child = Some(child);
+        settled_rx
     }
 
     pub fn command(&self) -> Command {

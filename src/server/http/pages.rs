@@ -109,6 +109,7 @@ pub(super) async fn health(app: &App) -> Response<Body> {
             "docker": describe(&probe.docker),
             "stateDir": describe(&probe.state_dir),
             "diskQuota": describe(&probe.disk_quota),
+            "records": app.registry.records_state(),
             "instances": instances,
             "building": building,
             "sessions": app.sessions.len(),
