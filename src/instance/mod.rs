@@ -17,4 +17,5 @@ pub mod registry;
 pub mod store;
 pub mod tables;
 pub mod trouble;
+pub mod usage;
 pub mod warm;

@@ -23,6 +23,9 @@ use tokio::time::Instant;
 use crate::engine::docker::{Attached, Docker, DockerError};
 use crate::engine::oom;
 
+pub mod activity;
+pub use activity::Activity;
+
 /// Largest output chunk handed to a client at once (one `stdout` message).
 pub const MAX_CHUNK: usize = 64 * 1024;
 /// Output chunks queued per client; with [`MAX_CHUNK`] this bounds memory.
@@ -160,11 +163,13 @@ impl Resizer {
 pub struct Detacher {
     client_id: u64,
     commands: mpsc::Sender<Command>,
+    activity: Arc<Activity>,
 }
 
 impl Detacher {
     /// The client is gone: the grace period starts (unless another took over).
     pub async fn detach(self) {
+        self.activity.detached(self.client_id);
         let _ = self.commands.send(Command::Detach(self.client_id)).await;
     }
 }
@@ -228,6 +233,8 @@ pub struct Terminal {
     commands: mpsc::Sender<Command>,
     input: mpsc::Sender<Bytes>,
     resizer: Resizer,
+    /// Who is attached and when input last came (`ua list`).
+    pub activity: Arc<Activity>,
 }
 
 impl Terminal {
@@ -252,7 +259,9 @@ impl Terminal {
         let (commands, command_rx) = mpsc::channel(8);
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (writers, writer_rx) = mpsc::channel(1);
-        tokio::spawn(write_input(attached.input, input_rx, writer_rx));
+        let activity = Arc::new(Activity::default());
+        let heard = activity.clone();
+        tokio::spawn(write_input(attached.input, input_rx, writer_rx, heard));
         let (asked, sizes) = watch::channel(AskedSize::default());
         let (done, applied) = watch::channel(0);
         tokio::spawn(resize_terminal(
@@ -286,6 +295,7 @@ impl Terminal {
                 asked: Arc::new(asked),
                 applied,
             },
+            activity,
         }
     }
 
@@ -304,6 +314,7 @@ impl Terminal {
             close,
         };
         self.commands.send(Command::Attach(client)).await.ok()?;
+        self.activity.attached(client_id);
         Some(Attachment {
             output,
             closed,
@@ -312,6 +323,7 @@ impl Terminal {
             detacher: Detacher {
                 client_id,
                 commands: self.commands.clone(),
+                activity: self.activity.clone(),
             },
         })
     }
@@ -337,6 +349,7 @@ impl Terminal {
 
     /// Closes the attached client, if any, keeping the program running.
     pub async fn kick(&self, reason: CloseReason) {
+        self.activity.kicked();
         let _ = self.commands.send(Command::Kick(reason)).await;
     }
 
@@ -638,6 +651,7 @@ async fn write_input(
     mut input: Input,
     mut queue: mpsc::Receiver<Bytes>,
     mut writers: mpsc::Receiver<Input>,
+    activity: Arc<Activity>,
 ) {
     loop {
         tokio::select! {
@@ -648,6 +662,7 @@ async fn write_input(
             },
             bytes = queue.recv() => {
                 let Some(mut bytes) = bytes else { break };
+                activity.heard_input();
                 while input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
                     let Some(writer) = writers.recv().await else { return };
                     input = writer;

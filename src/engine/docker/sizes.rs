@@ -1,0 +1,27 @@
+//! The writable layer of each container (`docker ps -s`): slow, as the
+//! daemon walks every container's files to answer, so it is asked rarely
+//! and for all of this server's containers at once.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::ListContainersOptionsBuilder;
+
+use crate::engine::docker::daemon::Docker;
+use crate::engine::docker::errors::DockerError;
+
+impl Docker {
+    /// Bytes in the writable layer of each of this server's containers,
+    /// by container ID (running or not).
+    pub async fn writable_sizes(&self) -> Result<HashMap<String, u64>, DockerError> {
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .size(true)
+            .filters(&self.owned_filter())
+            .build();
+        let list = self.client().await?.list_containers(Some(options)).await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| Some((c.id?, c.size_rw?.max(0) as u64)))
+            .collect())
+    }
+}
