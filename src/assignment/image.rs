@@ -12,9 +12,9 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::assignment::{
-    append_bytes, walk, Assignment, AssignmentError, DockerIgnore, CONTEXT_DIR, DOCKERFILE,
-    DOCKERFILE_IN_CONTEXT, SETTINGS_FILE,
+use crate::assignment::find::{append_bytes, walk, Assignment, DockerIgnore};
+use crate::assignment::settings::{
+    AssignmentError, CONTEXT_DIR, DOCKERFILE, DOCKERFILE_IN_CONTEXT, SETTINGS_FILE,
 };
 use crate::protocol::spec::AssignmentName;
 
@@ -282,7 +282,7 @@ pub fn unused_old_images(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assignment::Mode;
+    use crate::assignment::settings::Mode;
 
     fn write(path: &Path, text: &str) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -7,7 +7,9 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::assignment::{walk, Assignment, AssignmentError, Renderer, TEMPLATE_SUFFIX};
+use crate::assignment::find::{walk, Assignment};
+use crate::assignment::settings::{AssignmentError, TEMPLATE_SUFFIX};
+use crate::assignment::template::Renderer;
 
 /// The directory whose files (templates rendered) go into each new container.
 pub const INSTANCE_DIR: &str = "instance";

@@ -2,6 +2,7 @@
 //! container through the Docker API directly (the floor), in one run.
 
 mod args;
+mod docker_cli;
 mod startup;
 mod stats;
 mod steady;

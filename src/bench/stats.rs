@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-pub(crate) fn median(values: &mut [f64]) -> f64 {
+pub(super) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
-pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+pub(super) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -15,7 +15,7 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-pub(crate) fn percentile(times: &[Duration], p: f64) -> Duration {
+pub(super) fn percentile(times: &[Duration], p: f64) -> Duration {
     if times.is_empty() {
         return Duration::ZERO;
     }
@@ -25,6 +25,6 @@ pub(crate) fn percentile(times: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-pub(crate) fn ms(d: Duration) -> String {
+pub(super) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }

@@ -13,7 +13,7 @@ use crate::bench::args::BenchArgs;
 use crate::bench::stats::{median, ms, percentile, rss_kib};
 use crate::bench::term::{spec_to_prompt, Bench, Term};
 
-pub(crate) async fn measure(bench: &mut Bench, args: &BenchArgs) -> anyhow::Result<()> {
+pub(super) async fn measure(bench: &mut Bench, args: &BenchArgs) -> anyhow::Result<()> {
     println!("| measurement | ua | direct (Docker API) | ratio / note |");
     println!("|---|---|---|---|");
 
@@ -70,7 +70,7 @@ pub(crate) async fn measure(bench: &mut Bench, args: &BenchArgs) -> anyhow::Resu
 }
 
 /// N instances with a session each, typing one key a second.
-pub(crate) async fn concurrent(
+pub(super) async fn concurrent(
     bench: &mut Bench,
     args: &BenchArgs,
     count: usize,
@@ -147,7 +147,7 @@ pub(crate) async fn concurrent(
     Ok(())
 }
 
-pub(crate) async fn direct_throughput(
+pub(super) async fn direct_throughput(
     docker: &Docker,
     container: &str,
     bytes: u64,
@@ -168,7 +168,7 @@ pub(crate) async fn direct_throughput(
     Ok(bytes as f64 / 1e6 / elapsed.as_secs_f64())
 }
 
-pub(crate) async fn direct_echo_times(
+pub(super) async fn direct_echo_times(
     docker: &Docker,
     container: &str,
     samples: usize,

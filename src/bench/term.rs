@@ -12,23 +12,23 @@ use crate::crypto::seal::Keyring;
 use crate::engine::docker::Docker;
 use crate::protocol::terminado::{ClientMessage, ServerMessage};
 
-pub(crate) struct Bench {
-    pub(crate) server: Server,
-    pub(crate) keys: Keyring,
-    pub(crate) assignment: String,
-    pub(crate) run_id: String,
-    pub(crate) docker: Docker,
-    pub(crate) specs: Vec<String>,
+pub(super) struct Bench {
+    pub(super) server: Server,
+    pub(super) keys: Keyring,
+    pub(super) assignment: String,
+    pub(super) run_id: String,
+    pub(super) docker: Docker,
+    pub(super) specs: Vec<String>,
 }
 
 impl Bench {
-    pub(crate) fn spec(&mut self, name: &str, variant: &str) -> String {
+    pub(super) fn spec(&mut self, name: &str, variant: &str) -> String {
         let assignment = self.assignment.clone();
         self.spec_of(&assignment, name, variant)
     }
 
     /// A sealed spec of `assignment` with `{"variant": ...}`, cleaned up at the end.
-    pub(crate) fn spec_of(&mut self, assignment: &str, name: &str, variant: &str) -> String {
+    pub(super) fn spec_of(&mut self, assignment: &str, name: &str, variant: &str) -> String {
         let spec = serde_json::json!({
             "specID": format!("bench/{}/{name}", self.run_id),
             "assignmentName": assignment,
@@ -40,7 +40,7 @@ impl Bench {
     }
 
     /// Cleans every spec made, a few at a time (a class start makes many).
-    pub(crate) async fn clean_up(&self) {
+    pub(super) async fn clean_up(&self) {
         futures_util::stream::iter(&self.specs)
             .for_each_concurrent(8, |sealed| async move {
                 let _ = self.server.clean(sealed).await;
@@ -50,7 +50,7 @@ impl Bench {
 }
 
 /// `POST /spec`, connect, and wait for the shell's prompt.
-pub(crate) async fn spec_to_prompt(
+pub(super) async fn spec_to_prompt(
     bench: &mut Bench,
     name: &str,
     variant: &str,
@@ -60,7 +60,7 @@ pub(crate) async fn spec_to_prompt(
 }
 
 /// Sends a sealed spec, connects, and waits for the shell's prompt.
-pub(crate) async fn sealed_to_prompt(
+pub(super) async fn sealed_to_prompt(
     bench: &Bench,
     sealed: &str,
 ) -> anyhow::Result<(String, Duration)> {
@@ -73,14 +73,14 @@ pub(crate) async fn sealed_to_prompt(
 
 /// A terminado client that counts what it reads. Its reader runs in its own
 /// task, as a browser's would, so pings are answered while the bench is busy.
-pub(crate) struct Term {
-    pub(crate) sink: futures_util::stream::SplitSink<Socket, Message>,
-    pub(crate) output: tokio::sync::mpsc::Receiver<anyhow::Result<String>>,
-    pub(crate) text: String,
+pub(super) struct Term {
+    pub(super) sink: futures_util::stream::SplitSink<Socket, Message>,
+    pub(super) output: tokio::sync::mpsc::Receiver<anyhow::Result<String>>,
+    pub(super) text: String,
 }
 
 impl Term {
-    pub(crate) async fn open(server: &Server, instance: &str) -> anyhow::Result<Term> {
+    pub(super) async fn open(server: &Server, instance: &str) -> anyhow::Result<Term> {
         let (sink, mut stream) = server.terminal(instance).await?.split();
         let (tx, output) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -106,14 +106,14 @@ impl Term {
         })
     }
 
-    pub(crate) async fn send(&mut self, keys: &str) -> anyhow::Result<()> {
+    pub(super) async fn send(&mut self, keys: &str) -> anyhow::Result<()> {
         let frame = ClientMessage::Stdin(keys.to_string()).encode();
         self.sink.send(Message::text(frame)).await?;
         Ok(())
     }
 
     /// Reads frames until `needle` is in the text read so far; returns the bytes read.
-    pub(crate) async fn wait_for(
+    pub(super) async fn wait_for(
         &mut self,
         needle: &str,
         within: Duration,
@@ -141,7 +141,7 @@ impl Term {
         }
     }
 
-    pub(crate) async fn throughput(&mut self, bytes: u64) -> anyhow::Result<f64> {
+    pub(super) async fn throughput(&mut self, bytes: u64) -> anyhow::Result<f64> {
         self.wait_for("$ ", Duration::from_secs(30)).await?;
         let started = Instant::now();
         self.send(&format!(
@@ -157,7 +157,7 @@ impl Term {
     }
 
     /// Starts `cat` on a raw, non-echoing TTY: each key comes straight back.
-    pub(crate) async fn start_cat(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn start_cat(&mut self) -> anyhow::Result<()> {
         self.wait_for("$ ", Duration::from_secs(30)).await?;
         self.send("stty raw -echo; echo \"RE\"\"ADY\"; exec cat\r")
             .await?;
@@ -168,14 +168,14 @@ impl Term {
         Ok(())
     }
 
-    pub(crate) async fn echo_once(&mut self) -> anyhow::Result<Duration> {
+    pub(super) async fn echo_once(&mut self) -> anyhow::Result<Duration> {
         let started = Instant::now();
         self.send("x").await?;
         self.wait_for("x", Duration::from_secs(30)).await?;
         Ok(started.elapsed())
     }
 
-    pub(crate) async fn echo_times(&mut self, samples: usize) -> anyhow::Result<Vec<Duration>> {
+    pub(super) async fn echo_times(&mut self, samples: usize) -> anyhow::Result<Vec<Duration>> {
         self.start_cat().await?;
         let mut times = Vec::with_capacity(samples);
         for _ in 0..samples {

@@ -15,8 +15,9 @@ use crate::engine::gate::{self, Gate};
 use crate::instance::entry::Instance;
 use crate::instance::errors::{build_failure, CreateError};
 use crate::instance::limits::{capped_settings, container_limits, CAPPED_LOGGED};
-use crate::instance::provision::{assignment_error, Pinned, Prepared};
+use crate::instance::provision::{assignment_error, Prepared};
 use crate::instance::registry::Registry;
+use crate::instance::shared_image::Pinned;
 use crate::instance::store::InstanceRecord;
 use crate::instance::tables::BuildResult;
 use crate::protocol::spec::Spec;
@@ -196,13 +197,7 @@ impl Registry {
     ) -> Result<Arc<Instance>, CreateError> {
         progress::set(Phase::Creating);
         let started = std::time::Instant::now();
-        let mut labels = self.docker.labels(instance_id);
-        // `docker ps --filter label=ua.handle=…` finds a student's container.
-        labels.insert(LABEL_HANDLE.into(), handle::of(instance_id));
-        labels.insert(
-            LABEL_ASSIGNMENT.into(),
-            crate::assignment::image::dotted_name(&spec.assignment),
-        );
+        let labels = self.instance_labels(instance_id, spec);
         // A setup runs before the terminal, and a warm container waits for
         // its student: their gate stays closed until the first attach (see
         // gate.rs).
@@ -238,41 +233,14 @@ impl Registry {
         metrics::PHASE_SECONDS.record("create", instance_id, started);
         let running = match prepared {
             Some(prepared) => {
-                let timeout = self.provisioner.build_timeout(assignment);
-                let provisioned = self
-                    .provisioner
-                    .provision(container, image, prepared, timeout, instance_id)
-                    .await;
-                if let Err(CreateError::Setup { status, .. }) = &provisioned {
-                    let h = handle::of(instance_id);
-                    log::warn!(
-                        ua_instance = h, ua_spec = spec.spec_id;
-                        "instance {h}: setup failed with status {status} for spec {:?} (assignment {})",
-                        spec.spec_id,
-                        spec.assignment
-                    );
-                }
-                provisioned?
+                self.provision_files(assignment, container, image, prepared, instance_id, spec)
+                    .await?
             }
             None => false,
         };
         // A claimed container runs already (the pool started it).
         let running = running || claimed.is_some();
-        let now = unix_now();
-        let record = InstanceRecord {
-            instance_id: instance_id.to_string(),
-            spec_id: spec.spec_id.clone(),
-            assignment: spec.assignment.to_string(),
-            image: image.to_string(),
-            container_id,
-            created_at: now,
-            last_active_at: now,
-            shared_image: shared,
-            keep_until: spec
-                .keep_until
-                .map(|t| t.min(now + self.config.load().max_keep.as_secs() as i64)),
-            gate,
-        };
+        let record = self.new_record(instance_id, spec, image, container_id, shared, gate);
         self.save(&record).await.map_err(|e| {
             CreateError::Internal(format!("the instance record was not saved: {e}"))
         })?;
@@ -292,6 +260,79 @@ impl Registry {
             instance.warm_for(self.config.load().reattach_grace);
         }
         Ok(instance)
+    }
+
+    /// The labels of an instance's container: ua's own, its handle (`docker
+    /// ps --filter label=ua.handle=…` finds a student's container) and its
+    /// assignment.
+    fn instance_labels(
+        &self,
+        instance_id: &str,
+        spec: &Spec,
+    ) -> std::collections::HashMap<String, String> {
+        let mut labels = self.docker.labels(instance_id);
+        labels.insert(LABEL_HANDLE.into(), handle::of(instance_id));
+        labels.insert(
+            LABEL_ASSIGNMENT.into(),
+            crate::assignment::image::dotted_name(&spec.assignment),
+        );
+        labels
+    }
+
+    /// Uploads a shared-image instance's files and runs its setup; true
+    /// when the setup left the container running. A failed setup is logged
+    /// with the spec here, where the spec is known.
+    async fn provision_files(
+        &self,
+        assignment: &Assignment,
+        container: &str,
+        image: &str,
+        prepared: Prepared,
+        instance_id: &str,
+        spec: &Spec,
+    ) -> Result<bool, CreateError> {
+        let timeout = self.provisioner.build_timeout(assignment);
+        let provisioned = self
+            .provisioner
+            .provision(container, image, prepared, timeout, instance_id)
+            .await;
+        if let Err(CreateError::Setup { status, .. }) = &provisioned {
+            let h = handle::of(instance_id);
+            log::warn!(
+                ua_instance = h, ua_spec = spec.spec_id;
+                "instance {h}: setup failed with status {status} for spec {:?} (assignment {})",
+                spec.spec_id,
+                spec.assignment
+            );
+        }
+        provisioned
+    }
+
+    /// The record of a new instance, its keep capped by `--max-keep`.
+    fn new_record(
+        &self,
+        instance_id: &str,
+        spec: &Spec,
+        image: &str,
+        container_id: String,
+        shared: bool,
+        gate: Gate,
+    ) -> InstanceRecord {
+        let now = unix_now();
+        InstanceRecord {
+            instance_id: instance_id.to_string(),
+            spec_id: spec.spec_id.clone(),
+            assignment: spec.assignment.to_string(),
+            image: image.to_string(),
+            container_id,
+            created_at: now,
+            last_active_at: now,
+            shared_image: shared,
+            keep_until: spec
+                .keep_until
+                .map(|t| t.min(now + self.config.load().max_keep.as_secs() as i64)),
+            gate,
+        }
     }
 
     /// A running container from the warm pool, renamed `container`, for a

@@ -6,7 +6,7 @@ use crate::config::ServeConfig;
 use crate::engine::docker::Limits;
 
 /// Capped settings already logged: one line per assignment and value.
-pub(crate) static CAPPED_LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+pub(super) static CAPPED_LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 /// The assignment's settings that the operator's maxima cap, each as a

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod pool;
 pub mod provision;
 pub mod registry;
+pub mod shared_image;
 pub mod store;
 pub mod tables;
 pub mod trouble;

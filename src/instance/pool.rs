@@ -20,34 +20,34 @@ use crate::protocol::spec::AssignmentName;
 
 /// No refill until this long after the last claim: a class start's claims
 /// and terminals get Docker to themselves, the pool refills after the rush.
-pub(crate) const QUIET: Duration = Duration::from_secs(2);
+pub(super) const QUIET: Duration = Duration::from_secs(2);
 
 /// What the pool keeps warm for one assignment: its current image, with
 /// the limits its instances get.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Target {
-    pub(crate) image: String,
-    pub(crate) limits: Limits,
+pub(super) struct Target {
+    pub(super) image: String,
+    pub(super) limits: Limits,
 }
 
 /// A free pool container.
 #[derive(Debug, Clone)]
-pub(crate) struct Warm {
-    pub(crate) id: String,
-    pub(crate) assignment: String,
-    pub(crate) target: Target,
+pub(super) struct Warm {
+    pub(super) id: String,
+    pub(super) assignment: String,
+    pub(super) target: Target,
 }
 
 /// The pool's targets (by assignment, dotted) and its free containers.
 #[derive(Debug, Default)]
-pub(crate) struct State {
-    pub(crate) targets: HashMap<String, Target>,
-    pub(crate) free: Vec<Warm>,
+pub(super) struct State {
+    pub(super) targets: HashMap<String, Target>,
+    pub(super) free: Vec<Warm>,
 }
 
 /// What the refill task does next.
 #[derive(Debug)]
-pub(crate) enum Step {
+pub(super) enum Step {
     /// Remove a free container (outdated, surplus, or its place is needed).
     Remove(Warm),
     /// Make one container for the assignment.
@@ -59,7 +59,7 @@ pub(crate) enum Step {
 impl State {
     /// One step towards `warm` free containers per target, with at most
     /// `room` free containers in all (the places `--max-running` leaves).
-    pub(crate) fn next_step(&self, warm: usize, room: usize) -> Step {
+    pub(super) fn next_step(&self, warm: usize, room: usize) -> Step {
         let outdated = self
             .free
             .iter()
@@ -89,7 +89,7 @@ impl State {
         }
     }
 
-    pub(crate) fn counts(&self) -> HashMap<String, usize> {
+    pub(super) fn counts(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for w in &self.free {
             *counts.entry(w.assignment.clone()).or_default() += 1;
@@ -100,10 +100,10 @@ impl State {
 
 /// The warm pool of one server.
 pub struct Pool {
-    pub(crate) docker: Arc<Docker>,
-    pub(crate) state: Mutex<State>,
-    pub(crate) wake: Notify,
-    pub(crate) last_claim: Mutex<Option<std::time::Instant>>,
+    pub(super) docker: Arc<Docker>,
+    pub(super) state: Mutex<State>,
+    pub(super) wake: Notify,
+    pub(super) last_claim: Mutex<Option<std::time::Instant>>,
 }
 
 impl Pool {
@@ -180,12 +180,12 @@ impl Pool {
         all
     }
 
-    pub(crate) fn claimed_lately(&self) -> bool {
+    pub(super) fn claimed_lately(&self) -> bool {
         let last = *self.last_claim.lock().unwrap();
         last.is_some_and(|at| at.elapsed() < QUIET)
     }
 
-    pub(crate) fn total(&self) -> usize {
+    pub(super) fn total(&self) -> usize {
         self.state.lock().unwrap().free.len()
     }
 }
@@ -194,7 +194,7 @@ impl Pool {
 mod tests {
     use super::*;
 
-    pub(crate) fn limits(memory: i64) -> Limits {
+    pub(super) fn limits(memory: i64) -> Limits {
         Limits {
             memory_bytes: memory,
             pids: 256,
@@ -204,14 +204,14 @@ mod tests {
         }
     }
 
-    pub(crate) fn target(image: &str) -> Target {
+    pub(super) fn target(image: &str) -> Target {
         Target {
             image: image.into(),
             limits: limits(512),
         }
     }
 
-    pub(crate) fn warm(id: &str, assignment: &str, target: Target) -> Warm {
+    pub(super) fn warm(id: &str, assignment: &str, target: Target) -> Warm {
         Warm {
             id: id.into(),
             assignment: assignment.into(),
@@ -220,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn fills_the_neediest_assignment_up_to_warm() {
+    pub(super) fn fills_the_neediest_assignment_up_to_warm() {
         let mut state = State::default();
         state.targets.insert("a".into(), target("ia"));
         state.targets.insert("b".into(), target("ib"));
@@ -238,7 +238,7 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn outdated_containers_drain_first() {
+    pub(super) fn outdated_containers_drain_first() {
         let mut state = State::default();
         state.targets.insert("a".into(), target("new"));
         state.free.push(warm("1", "a", target("new")));
@@ -258,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn the_pool_gives_places_back_to_students() {
+    pub(super) fn the_pool_gives_places_back_to_students() {
         let mut state = State::default();
         state.targets.insert("a".into(), target("ia"));
         for id in ["1", "2", "3"] {

@@ -4,7 +4,7 @@
 //! instance's files and its setup script, and the collection of assignment
 //! images no longer needed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 
 use crate::assignment::base_images::{base_images, PullPolicy};
-use crate::assignment::image::{self as assignment_image, Candidate, HashCache};
+use crate::assignment::image::HashCache;
 use crate::assignment::instance_files::{self, Entry, Owner};
-use crate::assignment::{Assignment, AssignmentError, Mode, Renderer, TemplateVars};
+use crate::assignment::{Assignment, AssignmentError, Renderer, TemplateVars};
 use crate::config::ServeConfig;
 use crate::engine::docker::{Docker, DockerError};
 use crate::instance::errors::CreateError;
-use crate::protocol::spec::{AssignmentName, Spec};
+use crate::protocol::spec::Spec;
 use crate::support::redact::Redactor;
-use crate::telemetry::metrics::{self, PHASE_SECONDS};
+use crate::telemetry::metrics::PHASE_SECONDS;
 
 /// Longest a pull of one base image may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -37,8 +37,8 @@ const SETUP_COMMAND: [&str; 3] = [
 
 /// `--max-builds` slots, and how many wait for one.
 pub struct BuildSlots {
-    semaphore: Semaphore,
-    queued: AtomicUsize,
+    pub(super) semaphore: Semaphore,
+    pub(super) queued: AtomicUsize,
 }
 
 impl BuildSlots {
@@ -67,48 +67,29 @@ impl BuildSlots {
     }
 }
 
-type ImageResult = Option<Result<String, CreateError>>;
+pub(super) type ImageResult = Option<Result<String, CreateError>>;
 
 /// The rendered per-instance parts of a shared-image assignment.
 pub struct Prepared {
-    files: Vec<Entry>,
+    pub(super) files: Vec<Entry>,
     /// The rendered setup script, if the assignment has one.
     pub setup: Option<String>,
 }
 
-/// Keeps an assignment image from the garbage collector while an instance
-/// is being made from it (until its record is in the registry).
-pub struct Pinned {
-    provisioner: Arc<Provisioner>,
-    tag: String,
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        let mut pins = self.provisioner.pins.lock().unwrap();
-        if let Some(count) = pins.get_mut(&self.tag) {
-            *count -= 1;
-            if *count == 0 {
-                pins.remove(&self.tag);
-            }
-        }
-    }
-}
-
 /// Makes instances' images, files and setup, and collects unused assignment images.
 pub struct Provisioner {
-    config: Arc<ServeConfig>,
-    docker: Arc<Docker>,
+    pub(super) config: Arc<ServeConfig>,
+    pub(super) docker: Arc<Docker>,
     /// The `--max-builds` slots of every build.
     pub slots: BuildSlots,
-    hashes: Arc<HashCache>,
+    pub(super) hashes: Arc<HashCache>,
     /// Assignment-image builds in flight, by tag: later requests wait on the first.
-    building: Mutex<HashMap<String, watch::Receiver<ImageResult>>>,
-    pins: Mutex<HashMap<String, usize>>,
+    pub(super) building: Mutex<HashMap<String, watch::Receiver<ImageResult>>>,
+    pub(super) pins: Mutex<HashMap<String, usize>>,
     /// Read once per image: the owner of instance files, and which
     /// directories the image already has.
-    owners: Mutex<HashMap<String, Owner>>,
-    directories: Mutex<HashMap<(String, PathBuf), bool>>,
+    pub(super) owners: Mutex<HashMap<String, Owner>>,
+    pub(super) directories: Mutex<HashMap<(String, PathBuf), bool>>,
 }
 
 impl Provisioner {
@@ -187,131 +168,6 @@ impl Provisioner {
             return Err(CreateError::Pull { image: shown, why });
         }
         Ok(())
-    }
-
-    /// The tag of the assignment's current image, built if needed (once,
-    /// however many ask at once), pinned until the caller drops the pin.
-    pub async fn assignment_image(
-        self: &Arc<Self>,
-        assignment: &Assignment,
-        instance_id: &str,
-    ) -> Result<(String, Pinned), CreateError> {
-        let hash = {
-            let (hashes, assignment) = (self.hashes.clone(), assignment.clone());
-            tokio::task::spawn_blocking(move || hashes.hash(&assignment))
-                .await
-                .map_err(|e| CreateError::Internal(e.to_string()))?
-                .map_err(assignment_error)?
-        };
-        let tag = assignment_image::image_tag(&assignment.name, &hash);
-        let pin = self.pin(&tag);
-        if self.docker.image_exists(&tag).await? {
-            return Ok((tag, pin));
-        }
-        let (mut waiting, leader) = {
-            let mut building = self.building.lock().unwrap();
-            match building.get(&tag) {
-                Some(waiting) => (waiting.clone(), None),
-                None => {
-                    let (done, waiting) = watch::channel(None);
-                    building.insert(tag.clone(), waiting.clone());
-                    (waiting, Some(done))
-                }
-            }
-        };
-        let built = match leader {
-            Some(done) => {
-                let result = self
-                    .build_assignment_image(assignment, &tag, instance_id)
-                    .await;
-                self.building.lock().unwrap().remove(&tag);
-                done.send_replace(Some(result.clone()));
-                result
-            }
-            None => waiting
-                .wait_for(Option::is_some)
-                .await
-                .map_err(|_| CreateError::Internal("the build was abandoned".into()))?
-                .clone()
-                .expect("waited for a result"),
-        }?;
-        // The context may have changed since it was hashed: the build says which it made.
-        let pin = if built == tag { pin } else { self.pin(&built) };
-        Ok((built, pin))
-    }
-
-    fn pin(self: &Arc<Self>, tag: &str) -> Pinned {
-        *self
-            .pins
-            .lock()
-            .unwrap()
-            .entry(tag.to_string())
-            .or_default() += 1;
-        Pinned {
-            provisioner: self.clone(),
-            tag: tag.to_string(),
-        }
-    }
-
-    async fn build_assignment_image(
-        &self,
-        assignment: &Assignment,
-        tag: &str,
-        instance_id: &str,
-    ) -> Result<String, CreateError> {
-        let _slot = self.slots.acquire(instance_id).await;
-        // Built by another request between our look and our turn.
-        if self.docker.image_exists(tag).await? {
-            return Ok(tag.to_string());
-        }
-        let started = Instant::now();
-        let context = {
-            let (hashes, assignment) = (self.hashes.clone(), assignment.clone());
-            tokio::task::spawn_blocking(move || hashes.pack(&assignment))
-                .await
-                .map_err(|e| CreateError::Internal(e.to_string()))?
-                .map_err(assignment_error)?
-        };
-        let tag = assignment_image::image_tag(&assignment.name, &context.hash);
-        if self.docker.image_exists(&tag).await? {
-            return Ok(tag);
-        }
-        self.base_images(
-            &context.dockerfile,
-            &Redactor::new(&serde_json::Value::Null),
-            instance_id,
-        )
-        .await?;
-        let name = assignment_image::dotted_name(&assignment.name);
-        log::info!("building assignment image {tag}");
-        let labels = self.docker.assignment_labels(&name, &context.hash);
-        let timeout = self.build_timeout(assignment);
-        let built = self
-            .docker
-            .build_within(
-                context.tar,
-                crate::assignment::DOCKERFILE_IN_CONTEXT,
-                &tag,
-                &labels,
-                self.config.build_network,
-                timeout,
-            )
-            .await;
-        metrics::BUILD_SECONDS.observe(started.elapsed().as_secs_f64());
-        PHASE_SECONDS.record("build", instance_id, started);
-        match built {
-            Ok(()) => {
-                log::info!(
-                    "assignment image {tag} built in {} ms",
-                    started.elapsed().as_millis()
-                );
-                Ok(tag)
-            }
-            Err(e) => {
-                log::warn!("assignment image {tag} did not build: {e}");
-                Err(crate::instance::errors::build_failure(e))
-            }
-        }
     }
 
     /// Renders `instance/` and `setup.sh.tmpl` with the spec.
@@ -423,7 +279,7 @@ impl Provisioner {
     }
 
     /// Who owns instance files of `image`: its USER inside their home.
-    async fn owner(&self, container: &str, image: &str) -> Result<Owner, CreateError> {
+    pub(super) async fn owner(&self, container: &str, image: &str) -> Result<Owner, CreateError> {
         if let Some(owner) = self.owners.lock().unwrap().get(image) {
             return Ok(owner.clone());
         }
@@ -447,94 +303,6 @@ impl Provisioner {
             .insert(image.to_string(), owner.clone());
         Ok(owner)
     }
-
-    /// Removes assignment images that no instance uses (`in_use`: tags of
-    /// live records), no create has pinned, and that are not their
-    /// assignment's current version.
-    pub async fn collect_garbage(&self, in_use: HashSet<String>) -> Result<(), DockerError> {
-        let candidates: Vec<Candidate> = self
-            .docker
-            .owned_images()
-            .await?
-            .into_iter()
-            .filter_map(|image| {
-                let (assignment, hash) = image.assignment?;
-                let tag = image
-                    .tags
-                    .into_iter()
-                    .find(|t| t.starts_with(assignment_image::REPOSITORY))?;
-                Some(Candidate {
-                    tag,
-                    assignment,
-                    hash,
-                })
-            })
-            .collect();
-        if candidates.is_empty() {
-            return Ok(());
-        }
-        let names: HashSet<String> = candidates.iter().map(|c| c.assignment.clone()).collect();
-        let (current, unknown) = {
-            let (root, hashes) = (self.config.assignments.clone(), self.hashes.clone());
-            tokio::task::spawn_blocking(move || current_hashes(&root, &names, &hashes))
-                .await
-                .map_err(|e| DockerError::Unreachable(e.to_string()))?
-        };
-        let candidates: Vec<Candidate> = candidates
-            .into_iter()
-            .filter(|c| !unknown.contains(&c.assignment))
-            .collect();
-        for tag in assignment_image::unused_old_images(&candidates, &in_use, &current) {
-            if self.pins.lock().unwrap().contains_key(&tag) {
-                continue;
-            }
-            match self.docker.remove_unused_image(&tag).await {
-                Ok(()) => {
-                    log::info!(
-                        "removed assignment image {tag}: no instance uses it and it is not current"
-                    );
-                    self.owners.lock().unwrap().remove(&tag);
-                    self.directories
-                        .lock()
-                        .unwrap()
-                        .retain(|(image, _), _| *image != tag);
-                }
-                Err(e) => log::debug!("assignment image {tag} not removed: {e}"),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The current content hash of each named assignment that exists in
-/// shared-image mode, and the names whose state could not be read (their
-/// images are left alone). Blocking.
-fn current_hashes(
-    root: &std::path::Path,
-    names: &HashSet<String>,
-    hashes: &HashCache,
-) -> (HashMap<String, String>, HashSet<String>) {
-    let (mut current, mut unknown) = (HashMap::new(), HashSet::new());
-    for name in names {
-        let Ok(parsed) = AssignmentName::parse(name) else {
-            continue;
-        };
-        match Assignment::find(root, &parsed) {
-            Ok(assignment) if assignment.mode == Mode::Shared => match hashes.hash(&assignment) {
-                Ok(hash) => {
-                    current.insert(name.clone(), hash);
-                }
-                Err(_) => {
-                    unknown.insert(name.clone());
-                }
-            },
-            Ok(_) | Err(AssignmentError::NotFound(_)) => {}
-            Err(_) => {
-                unknown.insert(name.clone());
-            }
-        }
-    }
-    (current, unknown)
 }
 
 /// An assignment problem as the client hears of it.

@@ -18,16 +18,16 @@ use crate::protocol::spec::AssignmentName;
 
 /// How often the pool looks again at its assignments (edited ones drain)
 /// when nothing wakes it.
-pub(crate) const RECHECK: Duration = Duration::from_secs(10);
+pub(super) const RECHECK: Duration = Duration::from_secs(10);
 
 /// The pause after a failed Docker call, so a broken image is not retried hot.
-pub(crate) const BACKOFF: Duration = Duration::from_secs(5);
+pub(super) const BACKOFF: Duration = Duration::from_secs(5);
 
 /// How often the task looks whether the registry has reconciled.
-pub(crate) const RECONCILE_POLL: Duration = Duration::from_millis(200);
+pub(super) const RECONCILE_POLL: Duration = Duration::from_millis(200);
 
 /// How often a refill held back by students looks again.
-pub(crate) const BUSY_POLL: Duration = Duration::from_millis(100);
+pub(super) const BUSY_POLL: Duration = Duration::from_millis(100);
 
 /// The refill task: after reconcile, adopts the free containers a previous
 /// run left, then fills, drains and gives back, one Docker call at a time,
@@ -71,7 +71,7 @@ pub async fn run(registry: Arc<Registry>) {
     }
 }
 
-pub(crate) async fn remove(pool: &Pool, warm: &Warm) -> Result<(), DockerError> {
+pub(super) async fn remove(pool: &Pool, warm: &Warm) -> Result<(), DockerError> {
     let taken = {
         let mut state = pool.state.lock().unwrap();
         let at = state.free.iter().position(|w| w.id == warm.id);
@@ -90,7 +90,7 @@ pub(crate) async fn remove(pool: &Pool, warm: &Warm) -> Result<(), DockerError> 
 
 /// Creates and starts one container as an instance's, then offers it, if
 /// its target is still the assignment's.
-pub(crate) async fn make(
+pub(super) async fn make(
     registry: &Registry,
     assignment: &str,
     target: &Target,
@@ -134,7 +134,7 @@ pub(crate) async fn make(
 
 /// The current target of each named assignment that is a shared-image one
 /// whose current image exists; others have none. Blocking work off the runtime.
-pub(crate) async fn current_targets(
+pub(super) async fn current_targets(
     registry: &Registry,
     names: HashSet<String>,
 ) -> HashMap<String, Option<Target>> {
@@ -199,7 +199,7 @@ pub(crate) async fn current_targets(
 /// content hash) or new limits retarget it (its old containers drain); one
 /// gone, or whose new image is not built yet, has no pool until a spec
 /// builds it.
-pub(crate) async fn refresh(registry: &Registry) {
+pub(super) async fn refresh(registry: &Registry) {
     let names: HashSet<String> = registry
         .pool
         .state
@@ -229,7 +229,7 @@ pub(crate) async fn refresh(registry: &Registry) {
 /// At start: targets for the assignments whose current image exists, and
 /// the free containers a previous run left that still fit one (running, of
 /// the current image, with the limits in force); the others are removed.
-pub(crate) async fn adopt(registry: &Registry) {
+pub(super) async fn adopt(registry: &Registry) {
     let docker = &registry.docker;
     let (images, containers) = match (
         bounded(docker.owned_images()).await,

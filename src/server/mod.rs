@@ -150,29 +150,7 @@ async fn serve_from(
         .unwrap_or_else(|_| config.state_dir.clone());
     let docker = Arc::new(Docker::new(&state_dir));
     let registry = Registry::new(config.clone(), docker.clone(), store);
-    let reconciled = tokio::time::timeout(background::SWEEP_STEP_LIMIT, registry.reconcile())
-        .await
-        .unwrap_or_else(|_| Err(DockerError::Unreachable("no answer in time".into())));
-    match reconciled {
-        Ok(()) => {}
-        Err(e) => log::error!(
-            "could not reconcile with Docker at start ({e}); instances are kept as recorded \
-             and reconciled when Docker answers"
-        ),
-    }
-    match docker.check_runtime(&config.runtime).await {
-        Ok(()) => {}
-        Err(e @ DockerError::Api { .. }) => anyhow::bail!("--runtime {}: {e}", config.runtime),
-        Err(e) => log::warn!(
-            "--runtime {}: not checked, Docker is away ({e})",
-            config.runtime
-        ),
-    }
-    match (docker.disk_quota().await, config.disk_mb) {
-        (Ok(()), _) => log::info!("per-container disk limits can be enforced"),
-        (Err(why), 0) => log::info!("per-container disk limits are {why}"),
-        (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
-    }
+    settle_with_docker(&registry, &docker, &config).await?;
     // Bound before ua says it listens: it exists once ua says so.
     let admin_socket = admin::bind(&state_dir)
         .map_err(|e| {
@@ -182,29 +160,7 @@ async fn serve_from(
             )
         })
         .ok();
-    let via = if from_systemd {
-        " (socket from systemd)"
-    } else {
-        ""
-    };
-    // After reconcile: whoever reads these lines finds the records settled.
-    for listener in &listeners {
-        match listener {
-            Listener::Tcp(l) => log::info!("listening on http://{}{via}", l.local_addr()?),
-            Listener::Unix(l) => match l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
-            {
-                Some(path) => log::info!("listening on the unix socket {path}{via}"),
-                None => log::info!("listening on a unix socket{via}"),
-            },
-        }
-    }
-    let listening = listeners.iter().find_map(|listener| match listener {
-        Listener::Tcp(l) => l.local_addr().ok(),
-        Listener::Unix(_) => None,
-    });
+    let listening = announce(&listeners, from_systemd)?;
     let hangup = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
     let app = Arc::new(App {
         origins: Swap::new(config.origin_allowlist()),
@@ -237,6 +193,77 @@ async fn serve_from(
     systemd::notify_ready();
     http::serve(listeners, app.clone()).await;
 
+    shut_down(&app, &registry, background).await;
+    Ok(())
+}
+
+/// Reconciles the records with Docker (bounded: a daemon that is away is
+/// reconciled later) and checks `--runtime` and `--disk-mb` against it.
+async fn settle_with_docker(
+    registry: &Registry,
+    docker: &Docker,
+    config: &ServeConfig,
+) -> anyhow::Result<()> {
+    let reconciled = tokio::time::timeout(background::SWEEP_STEP_LIMIT, registry.reconcile())
+        .await
+        .unwrap_or_else(|_| Err(DockerError::Unreachable("no answer in time".into())));
+    match reconciled {
+        Ok(()) => {}
+        Err(e) => log::error!(
+            "could not reconcile with Docker at start ({e}); instances are kept as recorded \
+             and reconciled when Docker answers"
+        ),
+    }
+    match docker.check_runtime(&config.runtime).await {
+        Ok(()) => {}
+        Err(e @ DockerError::Api { .. }) => anyhow::bail!("--runtime {}: {e}", config.runtime),
+        Err(e) => log::warn!(
+            "--runtime {}: not checked, Docker is away ({e})",
+            config.runtime
+        ),
+    }
+    match (docker.disk_quota().await, config.disk_mb) {
+        (Ok(()), _) => log::info!("per-container disk limits can be enforced"),
+        (Err(why), 0) => log::info!("per-container disk limits are {why}"),
+        (Err(why), mb) => log::warn!("--disk-mb {mb}: per-container disk limits are {why}"),
+    }
+    Ok(())
+}
+
+/// Says where ua listens, once the records are settled; the TCP address,
+/// if any, is what the default public origin is made of.
+fn announce(
+    listeners: &[Listener],
+    from_systemd: bool,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let via = if from_systemd {
+        " (socket from systemd)"
+    } else {
+        ""
+    };
+    // After reconcile: whoever reads these lines finds the records settled.
+    for listener in listeners {
+        match listener {
+            Listener::Tcp(l) => log::info!("listening on http://{}{via}", l.local_addr()?),
+            Listener::Unix(l) => match l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            {
+                Some(path) => log::info!("listening on the unix socket {path}{via}"),
+                None => log::info!("listening on a unix socket{via}"),
+            },
+        }
+    }
+    Ok(listeners.iter().find_map(|listener| match listener {
+        Listener::Tcp(l) => l.local_addr().ok(),
+        Listener::Unix(_) => None,
+    }))
+}
+
+/// The orderly end: background tasks stopped, sessions closed within
+/// [`SHUTDOWN_GRACE`]; containers are left running for the next start.
+async fn shut_down(app: &App, registry: &Registry, background: Vec<tokio::task::JoinHandle<()>>) {
     // Containers keep running: the next server reattaches to them.
     log::info!(
         "shutting down: closing sessions; running containers are left running for the next start"
@@ -252,7 +279,6 @@ async fn serve_from(
         log::warn!("some sessions did not close in time");
     }
     log::info!("stopped (containers left running)");
-    Ok(())
 }
 
 async fn watch_signals(shutdown: CancellationToken) {

@@ -231,14 +231,7 @@ impl Writer<'_> {
                     let Some(chunk) = chunk else {
                         break closed.await.unwrap_or(CloseReason::Gone);
                     };
-                    let mut text = String::with_capacity(chunk.len());
-                    decoder.decode(&chunk, &mut text);
-                    let mut size = chunk.len();
-                    while size < MAX_CHUNK {
-                        let Ok(more) = output.try_recv() else { break };
-                        size += more.len();
-                        decoder.decode(&more, &mut text);
-                    }
+                    let text = gather(chunk, &mut output, &mut decoder);
                     if !text.is_empty() {
                         self.clock.heard(true);
                         metrics::BYTES.add("out", text.len() as u64);
@@ -256,19 +249,8 @@ impl Writer<'_> {
                 }
                 reason = &mut closed => break reason.unwrap_or(CloseReason::Gone),
                 _ = ping.tick() => {
-                    let idle_for = self.clock.since(&self.clock.last_activity);
-                    if idle_for >= self.idle_timeout {
-                        self.send_briefly(closing(Reason::Idle)).await;
-                        return Outcome::Closed(Reason::Idle);
-                    }
-                    if self.idle_warning(idle_for, &mut warned).await.is_err() {
-                        return Outcome::ConnectionLost;
-                    }
-                    if self.clock.since(&self.clock.last_heard) >= dead_after {
-                        return Outcome::NoAnswer;
-                    }
-                    if self.sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                        return Outcome::ConnectionLost;
+                    if let Some(outcome) = self.on_ping(dead_after, &mut warned).await {
+                        return outcome;
                     }
                 }
                 () = shutdown.cancelled() => {
@@ -277,6 +259,37 @@ impl Writer<'_> {
                 }
             }
         };
+        self.close_for(reason, output, decoder).await
+    }
+
+    /// One ping interval: the idle close and its warning, a client that
+    /// answers nothing, the ping itself; `Some` when the session ends.
+    async fn on_ping(&mut self, dead_after: Duration, warned: &mut bool) -> Option<Outcome> {
+        let idle_for = self.clock.since(&self.clock.last_activity);
+        if idle_for >= self.idle_timeout {
+            self.send_briefly(closing(Reason::Idle)).await;
+            return Some(Outcome::Closed(Reason::Idle));
+        }
+        if self.idle_warning(idle_for, warned).await.is_err() {
+            return Some(Outcome::ConnectionLost);
+        }
+        if self.clock.since(&self.clock.last_heard) >= dead_after {
+            return Some(Outcome::NoAnswer);
+        }
+        if self.sink.send(Message::Ping(Bytes::new())).await.is_err() {
+            return Some(Outcome::ConnectionLost);
+        }
+        None
+    }
+
+    /// Closes for the terminal's `reason`; a program that exited has its
+    /// last output and a `disconnect` sent first.
+    async fn close_for(
+        &mut self,
+        reason: CloseReason,
+        mut output: mpsc::Receiver<Bytes>,
+        mut decoder: Utf8Decoder,
+    ) -> Outcome {
         if reason == CloseReason::Exited {
             let mut text = String::new();
             while let Ok(chunk) = output.try_recv() {
@@ -367,4 +380,18 @@ impl std::fmt::Display for Outcome {
             Outcome::NoAnswer => f.write_str("no answer to pings"),
         }
     }
+}
+
+/// The chunk and whatever else is queued, up to [`MAX_CHUNK`], as text:
+/// a flood goes out in few messages.
+fn gather(chunk: Bytes, output: &mut mpsc::Receiver<Bytes>, decoder: &mut Utf8Decoder) -> String {
+    let mut text = String::with_capacity(chunk.len());
+    decoder.decode(&chunk, &mut text);
+    let mut size = chunk.len();
+    while size < MAX_CHUNK {
+        let Ok(more) = output.try_recv() else { break };
+        size += more.len();
+        decoder.decode(&more, &mut text);
+    }
+    text
 }

@@ -1,0 +1,92 @@
+//! The route table: a method and a path become a [`Route`]; pure, and
+//! fuzzed.
+
+use hyper::Method;
+
+/// Where a request goes, decided from its method and path alone. Pure, so
+/// that it is unit-tested and fuzzed; it never indexes into request text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `POST /spec`: a spec's instance, made when missing (`?mode=observe`: only looked up).
+    PostSpec,
+    /// `POST /spec/clean`: removes a spec's instance.
+    CleanSpec,
+    /// `OPTIONS` on `/spec` or `/spec/clean`: a CORS preflight.
+    Preflight,
+    /// `GET /health`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /static/{name}`: a file of the browser terminal.
+    Static(&'a str),
+    /// `GET /instance/{id}`: the terminal page.
+    TerminalPage(&'a str),
+    /// `GET /start`: the page that posts the spec in its URL's fragment.
+    StartPage,
+    /// `GET /instance/{id}/ws`: the terminal websocket.
+    Websocket(&'a str),
+    /// `GET /instance/{id}/files`: graded files.
+    Files(&'a str),
+    /// A known path with a method it does not take: a 405.
+    WrongMethod,
+    /// Any other request: a 404.
+    NotFound,
+}
+
+/// The route of `method` and `path`.
+pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    let get = method == Method::GET;
+    match (method, path) {
+        (&Method::POST, "/spec") => Route::PostSpec,
+        (&Method::POST, "/spec/clean") => Route::CleanSpec,
+        (&Method::OPTIONS, "/spec" | "/spec/clean") => Route::Preflight,
+        (&Method::GET, "/health") => Route::Health,
+        (&Method::GET, "/metrics") => Route::Metrics,
+        (&Method::GET, "/start") => Route::StartPage,
+        (_, "/spec" | "/spec/clean" | "/health" | "/metrics") => Route::WrongMethod,
+        _ => {
+            if let Some(name) = path.strip_prefix("/static/").filter(|_| get) {
+                return Route::Static(name);
+            }
+            match path.strip_prefix("/instance/").filter(|_| get) {
+                Some(rest) => match (rest.strip_suffix("/ws"), rest.strip_suffix("/files")) {
+                    (Some(id), _) => Route::Websocket(id),
+                    (None, Some(id)) => Route::Files(id),
+                    (None, None) => Route::TerminalPage(rest),
+                },
+                None => Route::NotFound,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn routes_by_method_and_path() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let ws = format!("/instance/{id}/ws");
+        let page = format!("/instance/{id}");
+        assert_eq!(route(&Method::POST, "/spec"), Route::PostSpec);
+        assert_eq!(route(&Method::OPTIONS, "/spec/clean"), Route::Preflight);
+        assert_eq!(route(&Method::GET, "/spec"), Route::WrongMethod);
+        assert_eq!(route(&Method::GET, &ws), Route::Websocket(id));
+        assert_eq!(route(&Method::GET, &page), Route::TerminalPage(id));
+        assert_eq!(route(&Method::POST, &ws), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/static/a.js"), Route::Static("a.js"));
+    }
+
+    #[test]
+    pub(super) fn short_and_odd_paths_do_not_panic() {
+        // `/instance/ws` once sliced "/instance/".len()..len-"/ws".len(): 10 > 9.
+        let get = |path| route(&Method::GET, path);
+        assert_eq!(get("/instance/ws"), Route::TerminalPage("ws"));
+        assert_eq!(get("/instance//ws"), Route::Websocket(""));
+        assert_eq!(get("/instance/"), Route::TerminalPage(""));
+        for path in ["/instance", "/ws", "", "/"] {
+            assert_eq!(get(path), Route::NotFound, "{path}");
+        }
+    }
+}
