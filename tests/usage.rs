@@ -211,3 +211,108 @@ fn top_redraws_until_q_and_puts_the_terminal_back() {
     );
     rt.block_on(term.close());
 }
+
+/// CPU time (user + system) of a process so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's closing parenthesis: utime is the 12th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn timed_list(server: &TestServer) -> (Duration, Vec<Value>) {
+    let start = std::time::Instant::now();
+    let list = listed(server, &[]);
+    (start.elapsed(), list)
+}
+
+/// The cost of one gather for a class of `UA_USAGE_BENCH_N` (300) running
+/// instances (BENCHMARKS.md, "Per-instance usage"); a measure, not a test:
+/// `cargo test --release --test usage -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn gather_cost_for_a_class_of_running_instances() {
+    let n: usize = std::env::var("UA_USAGE_BENCH_N").map_or(300, |v| v.parse().unwrap());
+    let server = TestServer::start();
+    write(
+        &server.assignments().join("usagebench/Dockerfile"),
+        "FROM ua-busybox:latest\nUSER student\n",
+    );
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let server = &server;
+                scope.spawn(move || {
+                    (w..n)
+                        .step_by(8)
+                        .map(|i| {
+                            server.instance(&server.seal(&format!(
+                                r#"{{"specID":"bench-{i}","assignmentName":"usagebench"}}"#
+                            )))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let terms = rt.block_on(async {
+        let mut terms = Vec::new();
+        for id in &ids {
+            let mut term = Term::connect(&server.ws_url(id)).await;
+            term.run("echo up").await;
+            terms.push(term);
+        }
+        terms
+    });
+    let (cold, list) = timed_list(&server);
+    let live = list.iter().filter(|i| i["pids"].is_u64()).count();
+    assert_eq!((list.len(), live), (n, n), "every instance has its usage");
+    let rounds = 10;
+    let before = cpu_ticks(server.pid());
+    let mut warm: Vec<Duration> = (0..rounds).map(|_| timed_list(&server).0).collect();
+    let ticks = cpu_ticks(server.pid()) - before;
+    warm.sort();
+    let filter = format!(
+        "label=ua.state-dir={}",
+        server.state_dir().canonicalize().unwrap().display()
+    );
+    let start = std::time::Instant::now();
+    let sized = docker(&["ps", "-a", "-s", "-q", "--filter", &filter]);
+    let disk = start.elapsed();
+    assert_eq!(sized.lines().count(), n);
+    let tick_ms = 1000.0 / 100.0;
+    println!("| {n} running instances | measured |");
+    println!("|---|---|");
+    println!(
+        "| first `ua list` (CPU over a 0.5 s pause, first disk sizes) | {} ms |",
+        cold.as_millis()
+    );
+    println!(
+        "| `ua list` after it, median / max of {rounds} (wall, client included) | {} / {} ms |",
+        warm[rounds / 2].as_millis(),
+        warm[rounds - 1].as_millis()
+    );
+    println!(
+        "| server CPU per gather (user + system, mean of {rounds}) | {:.0} ms |",
+        ticks as f64 * tick_ms / rounds as f64
+    );
+    println!(
+        "| `docker ps -a -s` of the class (the disk sizes, every 2 min) | {} ms |",
+        disk.as_millis()
+    );
+    rt.block_on(async {
+        for term in terms {
+            term.close().await;
+        }
+    });
+}
