@@ -90,6 +90,8 @@ fn the_list_shows_who_uses_what() {
         never["memoryBytes"].is_null() && never["terminal"].is_null(),
         "{never:#}"
     );
+    // A container never started has a writable layer too, an empty one.
+    assert_eq!(never["diskBytes"], 0, "{never:#}");
 
     let by_pids = listed(&server, &["--sort", "pids"]);
     assert_eq!(by_pids[0]["specID"], "use-forks", "{by_pids:#?}");

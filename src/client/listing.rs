@@ -193,12 +193,12 @@ fn usage_cells(i: &Summary) -> [String; 6] {
     ]
 }
 
-/// The header line of [`table`].
-pub const HEADER: &str = "HANDLE    STATE    TERMINAL  IDLE   MEMORY           CPU      DISK     PIDS  LAST USED             EXPIRES               ASSIGNMENT                SPEC ID";
-
-/// One line per instance, under [`HEADER`].
+/// A header, then one line per instance.
 pub fn table(instances: &[Summary]) -> String {
-    let mut out = format!("{HEADER}\n");
+    let mut out = format!(
+        "{:<8}  {:<7}  {:<8}  {:<5}  {:<15}  {:>6}  {:>7}  {:>5}  {:<20}  {:<20}  {:<24}  SPEC ID\n",
+        "HANDLE", "STATE", "TERMINAL", "IDLE", "MEMORY", "CPU", "DISK", "PIDS", "LAST USED", "EXPIRES", "ASSIGNMENT"
+    );
     for i in instances {
         let [terminal, idle, memory, cpu, disk, pids] = usage_cells(i);
         writeln!(

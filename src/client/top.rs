@@ -9,6 +9,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use clap::ValueEnum;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -90,10 +91,12 @@ fn is_quit(key: u8) -> bool {
 fn frame(args: &TopArgs, shown: &[Summary], on_terminal: bool) -> String {
     let running = shown.iter().filter(|s| s.state == "running").count();
     let title = format!(
-        "ua top: {} instances, {running} running; every {}, by {:?}; q quits\n",
+        "ua top: {} instances, {running} running; every {}, by {}; q quits\n",
         shown.len(),
         humantime::format_duration(args.interval),
         args.sort
+            .to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
     );
     if !on_terminal {
         return format!("{title}{}\n", table(shown));

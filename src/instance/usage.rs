@@ -24,6 +24,9 @@ use crate::terminal::Activity;
 
 /// How often the writable layers' sizes are asked of Docker, at most.
 pub const DISK_REFRESH: Duration = Duration::from_secs(120);
+/// How soon the sizes are asked again when a container is not in them
+/// (an instance made since).
+const DISK_REFRESH_NEW: Duration = Duration::from_secs(20);
 /// How long a list waits for the first disk sizes (later ones: never).
 const DISK_WAIT: Duration = Duration::from_secs(3);
 /// With no recent sample, CPU is measured over this pause.
@@ -81,7 +84,12 @@ impl Sampler {
     pub async fn gather(&self, registry: &Registry) -> Vec<Summary> {
         let mut samples = self.cpu.lock().await;
         let mut rows = rows(registry);
-        if let Some(asking) = self.refresh_disk(&registry.docker) {
+        let missing = {
+            let disk = self.disk.lock().unwrap();
+            rows.iter()
+                .any(|r| !disk.sizes.contains_key(&r.container_id))
+        };
+        if let Some(asking) = self.refresh_disk(&registry.docker, missing) {
             if self.disk.lock().unwrap().at.is_none() {
                 let _ = tokio::time::timeout(DISK_WAIT, asking).await;
             }
@@ -122,14 +130,24 @@ impl Sampler {
     }
 
     /// Asks Docker for the disk sizes in the background when they are
-    /// stale and no request is in flight; the task, if one was started.
-    fn refresh_disk(&self, docker: &Arc<Docker>) -> Option<tokio::task::JoinHandle<()>> {
+    /// stale (sooner when `missing`: a container is missing from them) and
+    /// no request is in flight; the task, if one was started.
+    fn refresh_disk(
+        &self,
+        docker: &Arc<Docker>,
+        missing: bool,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let every = if missing {
+            DISK_REFRESH_NEW
+        } else {
+            DISK_REFRESH
+        };
         let stale = self
             .disk
             .lock()
             .unwrap()
             .at
-            .is_none_or(|at| at.elapsed() >= DISK_REFRESH);
+            .is_none_or(|at| at.elapsed() >= every);
         let asking = self
             .disk_asking
             .clone()

@@ -21,7 +21,8 @@ impl Docker {
         let list = self.client().await?.list_containers(Some(options)).await?;
         Ok(list
             .into_iter()
-            .filter_map(|c| Some((c.id?, c.size_rw?.max(0) as u64)))
+            // Docker leaves an empty layer's size out.
+            .filter_map(|c| Some((c.id?, c.size_rw.unwrap_or(0).max(0) as u64)))
             .collect())
     }
 }
