@@ -3,7 +3,7 @@
 //! says what it owns and what it may use, and arrows run one way only
 //! (`tests/layers.rs` keeps it so):
 //!
-//! - `support`: durations and the clock, redaction, live values, stdout
+//! - `support`: durations and the clock, live values, stdout
 //! - `protocol`: wire types: the spec, terminado, close codes, the admin socket
 //! - `crypto`: the key file and sealing, route tokens, handles, instance IDs
 //! - `telemetry`: metrics, create timings, progress, panics, logging
@@ -25,11 +25,11 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod crypto;
-pub mod engine;
+mod engine;
 pub mod instance;
 pub mod protocol;
 pub mod server;
 pub mod support;
 pub mod telemetry;
-pub mod terminal;
+mod terminal;
 pub mod transport;

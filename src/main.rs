@@ -186,9 +186,13 @@ fn open_command(args: &SealArgs) -> anyhow::Result<()> {
         .iter()
         .find_map(|&purpose| keys.open_as(purpose, sealed).ok())
         .map_or_else(|| keys.open(sealed), Ok)?;
-    use std::io::Write;
+    use std::io::{IsTerminal, Write};
     let mut out = std::io::stdout().lock();
-    out.write_all(&plaintext)?;
+    if out.is_terminal() {
+        out.write_all(logging::for_terminal(&plaintext).as_bytes())?;
+    } else {
+        out.write_all(&plaintext)?;
+    }
     if !plaintext.ends_with(b"\n") {
         out.write_all(b"\n")?;
     }

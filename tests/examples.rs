@@ -204,3 +204,33 @@ async fn archive_unpack_reaches_the_answer_through_the_nested_archives() {
     assert!(out.contains(&answer_b), "{out}");
     assert!(!b.screen.contains(&answer_a), "{}", b.screen);
 }
+
+/// The base image has what courses ask for beyond the examples, and gdb
+/// runs a program under Docker's seccomp profile without the ASLR error.
+#[tokio::test]
+async fn the_base_image_has_the_course_tools_and_gdb_runs_programs() {
+    let server = examples_server();
+    let mut term = student(&server, "c.fix_bug", serde_json::json!({"token": "t"})).await;
+    let tools = "python3 -c 'print(6*7)'; strace -f -o /dev/null true && echo strace-ok; \
+                 valgrind -q true && echo valgrind-ok; nc -h 2>&1 | grep -q OpenBSD && echo nc-ok; \
+                 tmux -V; man -w ls";
+    let out = term.run(tools).await;
+    for expected in [
+        "42",
+        "strace-ok",
+        "valgrind-ok",
+        "nc-ok",
+        "tmux 3",
+        "/usr/share/man/man1/ls.1",
+    ] {
+        assert!(out.contains(expected), "{expected}: {out}");
+    }
+    let out = term
+        .run("make -s && gdb -q -batch -ex run -ex 'info inferiors' ./stats 2>&1")
+        .await;
+    assert!(out.contains("total 48"), "the program ran under gdb: {out}");
+    assert!(
+        !out.contains("disabling address space randomization"),
+        "{out}"
+    );
+}

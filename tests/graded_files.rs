@@ -150,6 +150,25 @@ fn graded_files_are_read_as_the_image_user_through_every_component() {
     }
 }
 
+/// Under gVisor a `docker exec -u student` keeps the container's
+/// capabilities; the read drops to the USER itself, so the same rules hold.
+#[test]
+fn graded_files_under_gvisor_are_read_as_the_image_user() {
+    let server = TestServer::start_with(&["--runtime", "runsc"]);
+    add_secret_assignment(&server, "gvisor", "student");
+    let id = server.instance(&secret_spec(&server, "s-gvisor", "gvisor"));
+    runtime().block_on(async {
+        let mut term = Term::connect(&server.ws_url(&id)).await;
+        let kernel = term
+            .run("ln -s /root sub; ln -s /root/closed src; ln -s /opt/hidden opt; ln -s work w; echo k-$(uname -r)-k")
+            .await;
+        assert!(kernel.contains("k-4.4.0-k"), "not gVisor: {kernel}");
+        let running = files(&server, &id, HOSTILE_QUERY);
+        assert_only_the_students_files(&running, "gVisor, running");
+        term.close().await;
+    });
+}
+
 /// An image whose USER is root gives root's files: the student is root in
 /// the terminal too.
 #[test]

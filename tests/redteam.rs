@@ -222,6 +222,63 @@ fn same_origin_ignores_the_host_header() {
     assert_eq!(upgrade_with(proxied.port, &path, &own[7..], &own), 403);
 }
 
+/// A `FROM` line rendered from spec data: whatever filter shaped the name
+/// (`lower` defeats matching the data, `upper` makes it no valid name at
+/// all), the answer and the log hold no form of it; `ua open` of the
+/// sealed output names the image for the author.
+#[test]
+fn a_base_image_named_from_spec_data_stays_sealed() {
+    let server = TestServer::start();
+    let cases = [
+        ("lower", "Hunter2x", "ua-busybox-hunter2x:latest"),
+        ("upper", "qzx", "ua-busybox-QZX:latest"),
+    ];
+    for (filter, answer, rendered) in cases {
+        write(
+            &server
+                .assignments()
+                .join(format!("from/{filter}/Dockerfile.tmpl")),
+            &format!(
+                "FROM ua-busybox-{{{{ data.answer | {filter} }}}}:latest\nCMD [\"/bin/sh\"]\n"
+            ),
+        );
+        let spec = format!(
+            r#"{{"specID":"from-{filter}","assignmentName":"from.{filter}","data":{{"answer":"{answer}"}}}}"#
+        );
+        let response = server.http("POST", "/spec", &server.seal(&spec));
+        assert_eq!(response.status, 422, "{filter}: {}", response.body);
+        let body = response.json();
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            !error.to_lowercase().contains(&answer.to_lowercase()),
+            "{filter}: {error}"
+        );
+        assert!(error.contains("sealedOutput"), "{error}");
+        let sealed = body["sealedOutput"].as_str().expect("sealedOutput");
+        let opened = ua_with_input("open", &server.key_file(), sealed);
+        let output = String::from_utf8_lossy(&opened.stdout);
+        assert!(output.contains(rendered), "{filter}: {output}");
+        assert!(
+            !server.log().to_lowercase().contains(&answer.to_lowercase()),
+            "{}",
+            server.log()
+        );
+    }
+    // A name written in the template is shown as before.
+    write(
+        &server.assignments().join("from/plain/Dockerfile.tmpl"),
+        "FROM ua-no-such-base:latest\nCMD [\"/bin/sh\"]\n",
+    );
+    let spec = r#"{"specID":"from-plain","assignmentName":"from.plain","data":{}}"#;
+    let response = server.http("POST", "/spec", &server.seal(spec));
+    assert_eq!(response.status, 422, "{}", response.body);
+    assert!(
+        response.body.contains("ua-no-such-base:latest"),
+        "{}",
+        response.body
+    );
+}
+
 /// With the default settings a page of another site cannot open a terminal,
 /// and a DNS-rebinding page (the attacker's name in `Host`) reads nothing.
 #[test]

@@ -148,7 +148,12 @@ fn decoded(body: &serde_json::Value) -> Vec<(String, String)> {
 
 #[test]
 fn graded_files_come_out_of_running_and_stopped_containers() {
-    let server = TestServer::start_with(&["--reattach-grace", "1s"]);
+    let server = TestServer::start_with(&[
+        "--reattach-grace",
+        "1s",
+        "--allowed-origins",
+        "https://pl.example.edu",
+    ]);
     let id = server.instance(&server.demo_spec("files"));
     // Never started: the image's files are there already (WORKDIR /home/student).
     let before = files(&server, &id, "path=notes.txt&path=hello.c");
@@ -222,9 +227,12 @@ fn graded_files_come_out_of_running_and_stopped_containers() {
         "",
     );
     assert_eq!(unknown.status, 404);
-    // Browsers may read the files (CORS, like /spec).
+    // Pages of the allowed origins may read the files (CORS, like /spec).
+    let path = format!("/instance/{id}/files?path=hello.c");
+    let origin = [("Origin", "https://pl.example.edu")];
+    let cors = http(server.port, "GET", &path, &origin, b"");
     assert_eq!(
-        files(&server, &id, "path=hello.c").header("access-control-allow-origin"),
-        Some("*")
+        cors.header("access-control-allow-origin"),
+        Some("https://pl.example.edu")
     );
 }

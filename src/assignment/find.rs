@@ -89,9 +89,13 @@ impl Assignment {
             cause,
         };
 
-        let dockerfile =
-            fs::read_to_string(self.dir.join(DOCKERFILE_TEMPLATE)).map_err(io_error)?;
-        let dockerfile = render(DOCKERFILE_TEMPLATE, &dockerfile)?;
+        let source = fs::read_to_string(self.dir.join(DOCKERFILE_TEMPLATE)).map_err(io_error)?;
+        let dockerfile = render(DOCKERFILE_TEMPLATE, &source)?;
+        // FROM names written without template syntax hold no spec data.
+        let static_bases = crate::assignment::base_images::base_images(&source)
+            .into_iter()
+            .filter(|name| !name.contains("{{") && !name.contains("{%"))
+            .collect();
 
         let mut tar = tar::Builder::new(Vec::new());
         tar.follow_symlinks(false);
@@ -146,6 +150,7 @@ impl Assignment {
         Ok(RenderedContext {
             tar: tar.into_inner().map_err(io_error)?,
             dockerfile,
+            static_bases,
         })
     }
 }
@@ -157,6 +162,9 @@ pub struct RenderedContext {
     pub tar: Vec<u8>,
     /// The rendered Dockerfile, as packed.
     pub dockerfile: String,
+    /// The base images its template names without template syntax: the
+    /// only ones an error may name (the others may carry spec data).
+    pub static_bases: Vec<String>,
 }
 
 pub(super) fn append_bytes(

@@ -266,9 +266,9 @@ mod tests {
         assert!(resolve_user("student:wheel", PASSWD, GROUP).is_err());
     }
 
-    #[test]
-    fn the_tar_gives_the_home_to_the_user_and_skips_existing_dirs() {
-        let entries = vec![
+    /// A tree with a system file, the home, a script and a link in it.
+    fn a_tree() -> Vec<Entry> {
+        vec![
             Entry {
                 path: "etc".into(),
                 mode: 0o755,
@@ -299,19 +299,13 @@ mod tests {
                 mode: 0o777,
                 kind: Kind::Symlink("work/run.sh".into()),
             },
-        ];
-        let owner = Owner {
-            uid: 1000,
-            gid: 1001,
-            home: Some("/home/student".into()),
-        };
-        let existing = ["/etc", "/home/student"];
-        let tar = pack(&entries, &owner, |p| {
-            existing.iter().any(|e| Path::new(e) == p)
-        })
-        .unwrap();
+        ]
+    }
+
+    /// Each entry of a tar: its type, owner, group, mode and size.
+    fn listed(tar: &[u8]) -> BTreeMap<String, (tar::EntryType, u64, u64, u32, u64)> {
         let mut seen = BTreeMap::new();
-        for entry in tar::Archive::new(tar.as_slice()).entries().unwrap() {
+        for entry in tar::Archive::new(tar).entries().unwrap() {
             let entry = entry.unwrap();
             let header = entry.header();
             seen.insert(
@@ -325,6 +319,23 @@ mod tests {
                 ),
             );
         }
+        seen
+    }
+
+    #[test]
+    fn the_tar_gives_the_home_to_the_user_and_skips_existing_dirs() {
+        let entries = a_tree();
+        let owner = Owner {
+            uid: 1000,
+            gid: 1001,
+            home: Some("/home/student".into()),
+        };
+        let existing = ["/etc", "/home/student"];
+        let tar = pack(&entries, &owner, |p| {
+            existing.iter().any(|e| Path::new(e) == p)
+        })
+        .unwrap();
+        let seen = listed(&tar);
         use tar::EntryType::*;
         assert_eq!(
             seen,

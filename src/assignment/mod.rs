@@ -7,10 +7,10 @@
 //! registry, no HTTP. Inside, files name each other; the rest uses what is
 //! re-exported here.
 
-pub mod base_images;
+pub(crate) mod base_images;
 mod find;
-pub mod image;
-pub mod instance_files;
+pub(crate) mod image;
+pub(crate) mod instance_files;
 mod settings;
 mod template;
 

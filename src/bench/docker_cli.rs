@@ -254,60 +254,11 @@ pub(super) async fn cli_tmpl_start(
     let image = format!("{name}:latest");
 
     let started = Instant::now();
-    let build = async {
-        docker_with_input(
-            &[
-                "build",
-                "-q",
-                "--network",
-                "none",
-                "-t",
-                &image,
-                "-f",
-                DOCKERFILE_IN_CONTEXT,
-                "-",
-            ],
-            &context.tar,
-        )
-        .await?;
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            "--init",
-            "--entrypoint",
-            "/bin/sh",
-            &image,
-            "-c",
-            KEEP_ALIVE,
-        ])
-        .await
-    };
-    let built = build.await;
+    let built = build_and_run(&image, &name, &context.tar).await;
     let build_time = started.elapsed();
     let result = async {
         built?;
-        let command = docker(&[
-            "image",
-            "inspect",
-            "-f",
-            "{{json .Config.Entrypoint}} {{json .Config.Cmd}}",
-            &image,
-        ])
-        .await?;
-        let mut exec = vec![
-            "docker".to_string(),
-            "exec".into(),
-            "-it".into(),
-            name.clone(),
-        ];
-        for part in command.split(' ') {
-            let list: Option<Vec<String>> = serde_json::from_str(part).unwrap_or_default();
-            exec.extend(list.unwrap_or_default());
-        }
+        let exec = exec_command(&image, &name).await?;
         let exec: Vec<&str> = exec.iter().map(String::as_str).collect();
         let started = Instant::now();
         until_prompt(&exec).await?;
@@ -317,6 +268,64 @@ pub(super) async fn cli_tmpl_start(
     let _ = docker(&["rm", "-f", &name]).await;
     let _ = docker(&["rmi", "-f", &image]).await;
     result
+}
+
+/// Builds `image` from a rendered context with the docker CLI and starts
+/// a container `name` of it that waits.
+async fn build_and_run(image: &str, name: &str, tar: &[u8]) -> anyhow::Result<String> {
+    docker_with_input(
+        &[
+            "build",
+            "-q",
+            "--network",
+            "none",
+            "-t",
+            image,
+            "-f",
+            DOCKERFILE_IN_CONTEXT,
+            "-",
+        ],
+        tar,
+    )
+    .await?;
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--init",
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        KEEP_ALIVE,
+    ])
+    .await
+}
+
+/// The `docker exec -it` that starts `image`'s own command in `name`.
+async fn exec_command(image: &str, name: &str) -> anyhow::Result<Vec<String>> {
+    let command = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Entrypoint}} {{json .Config.Cmd}}",
+        image,
+    ])
+    .await?;
+    let mut exec = vec![
+        "docker".to_string(),
+        "exec".into(),
+        "-it".into(),
+        name.to_string(),
+    ];
+    for part in command.split(' ') {
+        let list: Option<Vec<String>> = serde_json::from_str(part).unwrap_or_default();
+        exec.extend(list.unwrap_or_default());
+    }
+    Ok(exec)
 }
 
 /// Runs `command` (a `docker exec -it`) on a pseudo-terminal, as a person's

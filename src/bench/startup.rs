@@ -155,18 +155,10 @@ async fn class_start(bench: &mut Bench, args: &BenchArgs) -> anyhow::Result<()> 
         ms(percentile(&waits, 50.0)),
         ms(percentile(&waits, 99.0)),
     );
-    // The images behind the class's containers (`ua-<instance>`): exact,
-    // whatever else runs on the daemon.
-    let mut inspect = vec!["inspect", "-f", "{{.Image}}"];
-    let names: Vec<String> = instances.iter().map(|i| format!("ua-{i}")).collect();
-    inspect.extend(names.iter().map(String::as_str));
-    let mut behind: Vec<String> = docker(&inspect).await?.lines().map(String::from).collect();
-    behind.sort();
-    behind.dedup();
     println!(
         "| images behind the class's {} containers | {} | | |",
         instances.len(),
-        behind.len()
+        images_behind(&instances).await?
     );
     // What `docker images` shows: new images with ua's label (on a daemon
     // shared with other ua servers, theirs count too).
@@ -180,6 +172,18 @@ async fn class_start(bench: &mut Bench, args: &BenchArgs) -> anyhow::Result<()> 
         images_after.len(),
     );
     Ok(())
+}
+
+/// How many images stand behind the class's containers (`ua-<instance>`):
+/// exact, whatever else runs on the daemon.
+async fn images_behind(instances: &[String]) -> anyhow::Result<usize> {
+    let mut inspect = vec!["inspect", "-f", "{{.Image}}"];
+    let names: Vec<String> = instances.iter().map(|i| format!("ua-{i}")).collect();
+    inspect.extend(names.iter().map(String::as_str));
+    let mut behind: Vec<String> = docker(&inspect).await?.lines().map(String::from).collect();
+    behind.sort();
+    behind.dedup();
+    Ok(behind.len())
 }
 
 /// Waits (up to 10 minutes) until the server's warm pool holds `n` containers.

@@ -155,7 +155,7 @@ impl Server {
                 .as_str()
                 .zip(keys)
                 .and_then(|(output, keys)| open_output(keys, output))
-                .map(|text| String::from_utf8_lossy(&text).into_owned());
+                .map(|text| crate::telemetry::logging::for_terminal(&text));
             match output {
                 Some(output) => bail!("the server refused the spec ({status}): {error}\n{output}"),
                 None => bail!("the server refused the spec ({status}): {error}"),

@@ -7,5 +7,5 @@ pub mod admin;
 pub mod api;
 pub mod connect;
 pub mod listing;
-pub mod tls;
+pub(crate) mod tls;
 pub mod top;

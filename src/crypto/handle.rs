@@ -72,14 +72,14 @@ pub fn hide(text: impl std::fmt::Display, instance_id: &str) -> String {
     text.replace(instance_id, &format!("<{}>", of(instance_id)))
 }
 
-/// Whether `text` has the form of a handle.
-pub fn is_handle(text: &str) -> bool {
-    text.len() == 8 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `text` has the form of a handle.
+    fn is_handle(text: &str) -> bool {
+        text.len() == 8 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
 
     #[test]
     fn handles_are_short_stable_and_not_the_id() {

@@ -201,8 +201,10 @@ impl Keyring {
     }
 
     /// Seals a spec with the first key: base64(nonce ‖ tag ‖ ciphertext).
+    /// The JSON is padded with spaces to a multiple of [`SPEC_PADDING`]
+    /// bytes, so the sealed length tells little of the answers' lengths.
     pub fn seal(&self, plaintext: &[u8]) -> String {
-        self.seal_as(Purpose::Spec, plaintext)
+        self.seal_as(Purpose::Spec, &padded(plaintext))
     }
 
     /// Seals `plaintext` for `purpose` with the first key's subkey.
@@ -264,9 +266,32 @@ pub fn keygen() -> String {
     BASE64.encode(key.as_ref())
 }
 
+/// Sealed specs are padded to a multiple of this many bytes.
+pub const SPEC_PADDING: usize = 256;
+
+/// `plaintext` with trailing spaces (JSON whitespace) up to a multiple of
+/// [`SPEC_PADDING`].
+fn padded(plaintext: &[u8]) -> Vec<u8> {
+    let mut padded = plaintext.to_vec();
+    padded.resize(plaintext.len().div_ceil(SPEC_PADDING) * SPEC_PADDING, b' ');
+    padded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_specs_hide_the_length_within_a_step_of_padding() {
+        let keys = Keyring::parse("c2VjcmV0LWtleS0zMi1ieXRlcy1sb25nLXh4eHh4eHg=\n").unwrap();
+        let short = keys.seal(br#"{"specID":"a","assignmentName":"x","data":{"answer":"7"}}"#);
+        let long =
+            keys.seal(br#"{"specID":"a","assignmentName":"x","data":{"answer":"31415926"}}"#);
+        assert_eq!(short.len(), long.len());
+        let opened = keys.open(&short).unwrap();
+        assert_eq!(opened.len(), SPEC_PADDING);
+        assert!(crate::protocol::spec::Spec::parse(&opened).is_ok());
+    }
 
     fn ring(lines: &[&str]) -> Keyring {
         Keyring::parse(&lines.join("\n")).unwrap()

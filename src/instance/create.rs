@@ -21,7 +21,6 @@ use crate::instance::shared_image::Pinned;
 use crate::instance::store::InstanceRecord;
 use crate::instance::tables::BuildResult;
 use crate::protocol::spec::Spec;
-use crate::support::redact::Redactor;
 use crate::support::time::unix_now;
 use crate::telemetry::metrics;
 use crate::telemetry::progress::{self, Phase};
@@ -145,9 +144,12 @@ impl Registry {
             .map_err(assignment_error)?
         };
         metrics::PHASE_SECONDS.record("render", instance_id, started);
-        let redactor = Redactor::new(&spec.data);
         self.provisioner
-            .base_images(&context.dockerfile, &redactor, instance_id)
+            .base_images(
+                &context.dockerfile,
+                Some(&context.static_bases),
+                instance_id,
+            )
             .await?;
 
         let image = format!("ua/{instance_id}");

@@ -231,6 +231,28 @@ pub struct Reader {
     pub user: String,
     /// The image's WORKDIR.
     pub workdir: String,
+    /// Whether the container has `gosu` (every container with a gate): the
+    /// exec then runs as root and drops to the USER itself, since gVisor
+    /// leaves a `docker exec -u` user the container's capabilities.
+    pub gosu: bool,
+}
+
+impl Reader {
+    /// The exec's user and command for `mode` over `paths`.
+    fn exec(&self, mode: &str, limit: usize, paths: Vec<String>) -> (&str, Vec<String>) {
+        let script = command(mode, limit, paths);
+        if !self.gosu {
+            return (&self.user, script);
+        }
+        let user = if self.user.is_empty() {
+            "0:0"
+        } else {
+            &self.user
+        };
+        let mut command = vec![crate::engine::gate::GOSU.to_string(), user.to_string()];
+        command.extend(script);
+        ("0:0", command)
+    }
 }
 
 /// The paths of a request, measured: what will be sent.
@@ -266,13 +288,8 @@ pub async fn measure(
     paths: &[String],
 ) -> Result<Plan, FilesError> {
     let in_container = paths.iter().map(|p| container_path(&reader.workdir, p));
-    let exec = docker
-        .exec_output(
-            &reader.container,
-            &reader.user,
-            command("probe", MAX_FILE + 1, in_container),
-        )
-        .await?;
+    let (user, command) = reader.exec("probe", MAX_FILE + 1, in_container.collect());
+    let exec = docker.exec_output(&reader.container, user, command).await?;
     let mut stdout = exec.stdout;
     let mut output = Vec::new();
     while let Some(chunk) = stdout.next().await {
@@ -411,12 +428,9 @@ async fn send_file(
 ) -> Result<(), Cut> {
     let failed = |e: DockerError| Cut::Failed(e.to_string());
     let path = container_path(&reader.workdir, name);
+    let (user, command) = reader.exec("read", size, vec![path]);
     let exec = docker
-        .exec_output(
-            &reader.container,
-            &reader.user,
-            command("read", size, [path]),
-        )
+        .exec_output(&reader.container, user, command)
         .await
         .map_err(failed)?;
     let mut stdout = exec.stdout;

@@ -5,18 +5,18 @@
 //! every layer below (`support` … `terminal`, `config`); knows no HTTP and
 //! no websocket.
 
-pub mod create;
-pub mod entry;
-pub mod errors;
-pub mod files;
-pub mod housekeeping;
-pub mod limits;
-pub mod pool;
-pub mod provision;
-pub mod registry;
-pub mod shared_image;
+pub(crate) mod create;
+pub(crate) mod entry;
+pub(crate) mod errors;
+pub(crate) mod files;
+pub(crate) mod housekeeping;
+pub(crate) mod limits;
+pub(crate) mod pool;
+pub(crate) mod provision;
+pub(crate) mod registry;
+pub(crate) mod shared_image;
 pub mod store;
-pub mod tables;
-pub mod trouble;
-pub mod usage;
-pub mod warm;
+pub(crate) mod tables;
+pub(crate) mod trouble;
+pub(crate) mod usage;
+pub(crate) mod warm;

@@ -20,7 +20,6 @@ use crate::config::ServeConfig;
 use crate::engine::docker::{Docker, DockerError};
 use crate::instance::errors::CreateError;
 use crate::protocol::spec::Spec;
-use crate::support::redact::Redactor;
 use crate::telemetry::metrics::PHASE_SECONDS;
 
 /// Longest a pull of one base image may take.
@@ -122,52 +121,76 @@ impl Provisioner {
     }
 
     /// Fetches or checks the base images of `dockerfile` as `--pull` says.
-    /// `redactor` hides spec data in image names of a rendered Dockerfile.
+    /// `shown`: the names an error may show (`None`: all; a per-instance
+    /// Dockerfile's `FROM` may be rendered from spec data, and a name with
+    /// data goes only into the sealed output).
     pub async fn base_images(
         &self,
         dockerfile: &str,
-        redactor: &Redactor,
+        shown: Option<&[String]>,
         instance_id: &str,
     ) -> Result<(), CreateError> {
-        let policy = self.config.pull;
         for image in base_images(dockerfile) {
-            let present = match policy {
-                PullPolicy::Always => false,
-                PullPolicy::Never | PullPolicy::Missing => self.docker.image_exists(&image).await?,
+            let base = Base {
+                shown: match shown {
+                    Some(names) if !names.contains(&image) => None,
+                    _ => Some(image.clone()),
+                },
+                image,
             };
-            if present {
-                continue;
-            }
-            let shown = redactor.redact(&image);
-            if policy == PullPolicy::Never {
-                return Err(CreateError::Build {
-                    reason: format!(
-                        "the base image `{shown}` is not on this Docker host (ua runs with --pull never): \
-                         load or pull it there, or run ua with --pull missing"
-                    ),
-                    tail: Vec::new(),
-                });
-            }
-            crate::telemetry::progress::set(crate::telemetry::progress::Phase::Pulling);
-            let started = Instant::now();
-            let pulled = tokio::time::timeout(PULL_TIMEOUT, self.docker.pull(&image)).await;
-            PHASE_SECONDS.record("pull", instance_id, started);
-            let why = match pulled {
-                Ok(Ok(())) => {
-                    log::info!("pulled base image {shown}");
-                    continue;
-                }
-                Ok(Err(DockerError::Unreachable(_))) => return Err(CreateError::DockerDown),
-                Ok(Err(e)) => redactor.redact(&e.to_string()),
-                Err(_) => format!(
-                    "no answer within {}",
-                    humantime::format_duration(PULL_TIMEOUT)
-                ),
-            };
-            log::warn!("base image {shown} not pulled: {why}");
-            return Err(CreateError::Pull { image: shown, why });
+            self.base_image(&base, instance_id).await?;
         }
         Ok(())
+    }
+
+    /// One base image as `--pull` says: present, pulled, or a 422.
+    async fn base_image(&self, base: &Base, instance_id: &str) -> Result<(), CreateError> {
+        let policy = self.config.pull;
+        let present = match policy {
+            PullPolicy::Always => false,
+            PullPolicy::Never | PullPolicy::Missing => {
+                match self.docker.image_exists(&base.image).await {
+                    Ok(present) => present,
+                    Err(DockerError::Api { message, .. }) if base.shown.is_none() => {
+                        return Err(base.build_error("is not a valid image name", message));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if present {
+            return Ok(());
+        }
+        if policy == PullPolicy::Never {
+            return Err(base.build_error(
+                "is not on this Docker host (ua runs with --pull never): load or pull it there, \
+                 or run ua with --pull missing",
+                String::new(),
+            ));
+        }
+        crate::telemetry::progress::set(crate::telemetry::progress::Phase::Pulling);
+        let started = Instant::now();
+        let pulled = tokio::time::timeout(PULL_TIMEOUT, self.docker.pull(&base.image)).await;
+        PHASE_SECONDS.record("pull", instance_id, started);
+        let why = match pulled {
+            Ok(Ok(())) => {
+                log::info!("pulled base image {}", base.name());
+                return Ok(());
+            }
+            Ok(Err(DockerError::Unreachable(_))) => return Err(CreateError::DockerDown),
+            // Docker's words repeat the name.
+            Ok(Err(_)) if base.shown.is_none() => "the daemon could not pull it".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!(
+                "no answer within {}",
+                humantime::format_duration(PULL_TIMEOUT)
+            ),
+        };
+        log::warn!("base image {} not pulled: {why}", base.name());
+        Err(CreateError::Pull {
+            image: base.name(),
+            why,
+        })
     }
 
     /// Renders `instance/` and `setup.sh.tmpl` with the spec.
@@ -319,5 +342,40 @@ pub fn assignment_error(e: AssignmentError) -> CreateError {
         }
         both @ AssignmentError::BothModes(_) => CreateError::Invalid(both.to_string()),
         io @ AssignmentError::Io { .. } => CreateError::Internal(io.to_string()),
+    }
+}
+
+/// A base image of a Dockerfile, and whether errors may name it.
+struct Base {
+    image: String,
+    /// `None` when the name was rendered from spec data.
+    shown: Option<String>,
+}
+
+impl Base {
+    /// The name for messages: itself, or words with no spec data.
+    fn name(&self) -> String {
+        self.shown
+            .clone()
+            .unwrap_or_else(|| "(a name rendered from the spec)".to_string())
+    }
+
+    /// A 422 about it; a rendered name and Docker's detail go only into
+    /// the sealed output.
+    fn build_error(&self, what: &str, detail: String) -> CreateError {
+        let mut tail = Vec::new();
+        if self.shown.is_none() {
+            tail.push(format!("base image: {}", self.image));
+        }
+        if !detail.is_empty() {
+            tail.push(detail);
+        }
+        let reason = match &self.shown {
+            Some(name) => format!("the base image `{name}` {what}"),
+            None => format!(
+                "a base image of the rendered Dockerfile {what} (its name is in sealedOutput)"
+            ),
+        };
+        CreateError::Build { reason, tail }
     }
 }

@@ -415,6 +415,7 @@ impl Registry {
             container: record.container_id,
             user,
             workdir,
+            gosu: record.gate != crate::engine::gate::Gate::Legacy,
         };
         let plan = match bounded_files(files::measure(&self.docker, &reader, paths)).await {
             // Stopped or restarted meanwhile (a terminal's end, a clean).

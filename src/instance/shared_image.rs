@@ -14,7 +14,6 @@ use crate::engine::docker::DockerError;
 use crate::instance::errors::CreateError;
 use crate::instance::provision::{assignment_error, Provisioner};
 use crate::protocol::spec::AssignmentName;
-use crate::support::redact::Redactor;
 use crate::telemetry::metrics::{self, PHASE_SECONDS};
 
 /// Keeps an assignment image from the garbage collector while an instance
@@ -155,12 +154,9 @@ impl Provisioner {
         if self.docker.image_exists(&tag).await? {
             return Ok(tag);
         }
-        self.base_images(
-            &context.dockerfile,
-            &Redactor::new(&serde_json::Value::Null),
-            instance_id,
-        )
-        .await?;
+        // Rendered with no spec: every name may be shown.
+        self.base_images(&context.dockerfile, None, instance_id)
+            .await?;
         let name = assignment_image::dotted_name(&assignment.name);
         log::info!("building assignment image {tag}");
         let labels = self.docker.assignment_labels(&name, &context.hash);

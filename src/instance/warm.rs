@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::assignment::image::{dotted_name, image_tag};
 use crate::assignment::{Assignment, Mode};
 use crate::engine::docker::bounded;
-use crate::engine::docker::{DockerError, Owned, POOL_NAME_PREFIX};
+use crate::engine::docker::{DockerError, Owned, OwnedImage, POOL_NAME_PREFIX};
 use crate::instance::limits::container_limits;
 use crate::instance::pool::{Pool, Step, Target, Warm};
 use crate::instance::registry::Registry;
@@ -241,9 +241,36 @@ pub(super) async fn adopt(registry: &Registry) {
             return;
         }
     };
-    // Its assignment images, its instances' and its pool's assignments: an
-    // image another server on the daemon built (the tag is the content
-    // hash) carries that server's labels, not ours.
+    let names = known_assignments(registry, images, &containers);
+    let targets = current_targets(registry, names).await;
+    {
+        let mut state = registry.pool.state.lock().unwrap();
+        for (name, target) in &targets {
+            if let Some(target) = target {
+                state.targets.insert(name.clone(), target.clone());
+            }
+        }
+    }
+    let adopted = adopt_or_remove(registry, containers, &targets).await;
+    // `--warm 0` (the default) has no pool to speak of.
+    if registry.config().warm > 0 || adopted > 0 {
+        log::info!(
+            "warm pool: {adopted} containers adopted, {} assignments kept warm",
+            registry.pool.counts().len()
+        );
+    }
+    registry.pool.wake.notify_one();
+}
+
+/// The assignments that may have pool containers: those of this server's
+/// assignment images, instances and pool containers. An image another
+/// server on the daemon built (the tag is the content hash) carries that
+/// server's labels, not ours.
+fn known_assignments(
+    registry: &Registry,
+    images: Vec<OwnedImage>,
+    containers: &[Owned],
+) -> HashSet<String> {
     let mut names: HashSet<String> = images
         .into_iter()
         .filter_map(|i| i.assignment.map(|(name, _)| name))
@@ -265,16 +292,18 @@ pub(super) async fn adopt(registry: &Registry) {
             .filter(|r| r.shared_image)
             .map(|r| r.assignment),
     );
-    let targets = current_targets(registry, names).await;
+    names
+}
+
+/// Takes into the pool the containers that fit their assignment's current
+/// target (running, same image, same limits) and removes the others;
+/// returns how many were taken.
+async fn adopt_or_remove(
+    registry: &Registry,
+    containers: Vec<Owned>,
+    targets: &HashMap<String, Option<Target>>,
+) -> usize {
     let mut adopted = 0;
-    {
-        let mut state = registry.pool.state.lock().unwrap();
-        for (name, target) in &targets {
-            if let Some(target) = target {
-                state.targets.insert(name.clone(), target.clone());
-            }
-        }
-    }
     for container in containers {
         let Owned {
             id,
@@ -303,20 +332,13 @@ pub(super) async fn adopt(registry: &Registry) {
                     "warm pool: removing container {} (outdated or stopped)",
                     pooled.name
                 );
-                if let Err(e) = bounded(docker.remove_container(&id)).await {
+                if let Err(e) = bounded(registry.docker.remove_container(&id)).await {
                     log::warn!("warm pool: container {} not removed: {e}", pooled.name);
                 }
             }
         }
     }
-    // `--warm 0` (the default) has no pool to speak of.
-    if registry.config().warm > 0 || adopted > 0 {
-        log::info!(
-            "warm pool: {adopted} containers adopted, {} assignments kept warm",
-            registry.pool.counts().len()
-        );
-    }
-    registry.pool.wake.notify_one();
+    adopted
 }
 
 impl Registry {

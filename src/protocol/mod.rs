@@ -2,7 +2,7 @@
 //! plaintext spec, the terminado messages, websocket close codes, the
 //! admin socket's requests and answers. Uses only `support`.
 
-pub mod admin;
-pub mod close;
+pub(crate) mod admin;
+pub(crate) mod close;
 pub mod spec;
 pub mod terminado;

@@ -3,14 +3,14 @@
 //! or SIGINT. [`serve`] is the server in-process, on any listeners, stopped
 //! by a token.
 
-pub mod admin;
-pub mod background;
-pub mod health;
-pub mod http;
-pub mod observe;
-pub mod reload;
-pub mod session;
-pub mod web;
+pub(crate) mod admin;
+pub(crate) mod background;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod observe;
+pub(crate) mod reload;
+pub(crate) mod session;
+pub(crate) mod web;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! Support: small things every layer may use, with no knowledge of ua —
-//! a value a reload swaps, redaction, durations and the clock, standard
+//! a value a reload swaps, durations and the clock, standard
 //! output. Uses nothing of the crate.
 
-pub mod live;
-pub mod redact;
+pub(crate) mod live;
 pub mod stdout;
-pub mod time;
+pub(crate) mod time;

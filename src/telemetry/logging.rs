@@ -121,6 +121,20 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(escaped)
 }
 
+/// `bytes` as text for a person's terminal: lines and tabs kept, every
+/// other control character escaped (`\u{1b}`), so output a student could
+/// shape (a setup echoing a submission) cannot retitle or clear the screen.
+pub fn for_terminal(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .flat_map(|c| match c {
+            '\n' | '\t' => vec![c],
+            c if c.is_control() => c.escape_default().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
 /// Installs the logger of `ua serve` at `level`.
 pub fn init(level: log::LevelFilter) {
     let logger = Logger { output: output() };
@@ -168,6 +182,12 @@ pub fn to_journal() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_text_keeps_lines_and_escapes_the_rest() {
+        let shown = for_terminal(b"a\tb\n\x1b]0;PWNED\x07\x1b[2Jred\r");
+        assert_eq!(shown, "a\tb\n\\u{1b}]0;PWNED\\u{7}\\u{1b}[2Jred\\r");
+    }
 
     #[test]
     fn control_characters_are_escaped_onto_one_line() {

@@ -2,9 +2,9 @@
 //! for `/metrics`, the phases of a create, the progress of a pending spec,
 //! the panic hook, the log backend. Uses `support`, `protocol`, `crypto`.
 
-pub mod by_assignment;
-pub mod create_timings;
+pub(crate) mod by_assignment;
+pub(crate) mod create_timings;
 pub mod logging;
-pub mod metrics;
-pub mod panics;
-pub mod progress;
+pub(crate) mod metrics;
+pub(crate) mod panics;
+pub(crate) mod progress;

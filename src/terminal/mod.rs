@@ -13,7 +13,7 @@
 //! it: it knows no registry, no websocket, no HTTP. Inside, files name each
 //! other; the rest uses what is re-exported here.
 
-pub mod activity;
+mod activity;
 mod attachment;
 mod observers;
 mod pump;

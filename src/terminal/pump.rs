@@ -58,6 +58,24 @@ pub(super) struct Pump {
     pub(super) writers: mpsc::Sender<Input>,
 }
 
+/// What the pump holds between two events.
+struct Flow {
+    /// The attached client, if any.
+    client: Option<Client>,
+    /// A chunk read but not yet taken by the client: while it waits, no
+    /// more is read.
+    pending: Option<Bytes>,
+    /// When the grace period ends (no client attached).
+    grace_ends: Option<Instant>,
+    /// Output read with no client attached: once it has refilled the
+    /// replay buffer, reading stops and the program blocks on its output
+    /// instead of spinning through the grace period.
+    unseen: usize,
+    /// Attaches again in a row with no output between: a bound, so a
+    /// daemon that keeps cutting the stream ends the terminal.
+    reattached: u32,
+}
+
 impl Pump {
     pub(super) async fn run(mut self) -> Ended {
         let mut observers = Observers::default();
@@ -71,85 +89,48 @@ impl Pump {
     }
 
     pub(super) async fn pump(&mut self, observers: &mut Observers) -> Ended {
-        let mut client: Option<Client> = None;
-        // A chunk read but not yet taken by the client: while it waits, no more is read.
-        let mut pending: Option<Bytes> = None;
-        let mut grace_ends = Some(Instant::now() + self.grace);
-        // Output read with no client attached: once it has refilled the
-        // replay buffer, reading stops and the program blocks on its output
-        // instead of spinning through the grace period.
-        let mut unseen: usize = 0;
-        // Attaches again in a row with no output between: a bound, so a
-        // daemon that keeps cutting the stream ends the terminal.
-        let mut reattached = 0;
+        let mut flow = Flow {
+            client: None,
+            pending: None,
+            grace_ends: Some(Instant::now() + self.grace),
+            unseen: 0,
+            reattached: 0,
+        };
         loop {
-            let keep_reading = client.is_some() || unseen < self.replay.capacity;
+            let keep_reading = flow.client.is_some() || flow.unseen < self.replay.capacity;
             tokio::select! {
                 biased;
-                command = self.commands.recv() => match command {
-                    Some(Command::Attach(new)) => {
-                        if let Some(old) = client.take() {
-                            let _ = old.close.send(CloseReason::TakenOver);
-                        }
-                        pending = self.replay.snapshot();
-                        client = Some(new);
-                        unseen = 0;
-                        grace_ends = None;
+                command = self.commands.recv() => {
+                    if let Some(ended) = self.on_command(command, &mut flow, observers) {
+                        return ended;
                     }
-                    Some(Command::Detach(id)) => {
-                        if client.as_ref().is_some_and(|c| c.id == id) {
-                            client = None;
-                            pending = None;
-                            unseen = 0;
-                            grace_ends = Some(Instant::now() + self.grace);
-                        }
-                    }
-                    Some(Command::Kick(reason)) => {
-                        if let Some(old) = client.take() {
-                            let _ = old.close.send(reason);
-                            pending = None;
-                            unseen = 0;
-                            grace_ends = Some(Instant::now() + self.grace);
-                        }
-                    }
-                    Some(Command::End(reason)) => {
-                        if let Some(old) = client.take() {
-                            let _ = old.close.send(reason);
-                        }
-                        observers.reason = reason;
-                        return Ended::OnRequest;
-                    }
-                    Some(Command::Observe(observer, accepted)) => {
-                        let _ = accepted.send(observers.add(observer, self.replay.snapshot()));
-                    }
-                    None => return Ended::OnRequest,
-                },
-                permit = reserve(client.as_ref().filter(|_| pending.is_some()).map(|c| c.output.clone())) => match permit {
+                }
+                permit = reserve(flow.client.as_ref().filter(|_| flow.pending.is_some()).map(|c| c.output.clone())) => match permit {
                     Some(permit) => {
-                        permit.send(pending.take().expect("reserve waits for a pending chunk"));
+                        permit.send(flow.pending.take().expect("reserve waits for a pending chunk"));
                     }
                     // The client's receiver is gone; its detach is on the way.
-                    None => pending = None,
+                    None => flow.pending = None,
                 },
-                item = self.output.next(), if pending.is_none() && keep_reading => match item {
+                item = self.output.next(), if flow.pending.is_none() && keep_reading => match item {
                     Some(Ok(first)) => {
-                        reattached = 0;
+                        flow.reattached = 0;
                         let chunk = self.coalesce(first.into_bytes()).await;
                         self.replay.push(&chunk);
                         observers.send(&chunk);
-                        if client.is_some() {
-                            pending = Some(chunk);
+                        if flow.client.is_some() {
+                            flow.pending = Some(chunk);
                         } else {
-                            unseen += chunk.len();
+                            flow.unseen += chunk.len();
                         }
                     }
-                    Some(Err(_)) | None if reattached < MAX_REATTACHES && self.reattach().await => {
-                        reattached += 1;
+                    Some(Err(_)) | None if flow.reattached < MAX_REATTACHES && self.reattach().await => {
+                        flow.reattached += 1;
                     }
                     Some(Err(e)) => {
                         log::warn!("terminal output broke off: {e}");
                         observers.reason = CloseReason::Failed;
-                        finish(client, pending, CloseReason::Failed).await;
+                        finish(flow.client, flow.pending, CloseReason::Failed).await;
                         return Ended::Exited;
                     }
                     None => {
@@ -159,13 +140,63 @@ impl Pump {
                             Ok(false) | Err(_) => CloseReason::Failed,
                         };
                         observers.reason = reason;
-                        finish(client, pending, reason).await;
+                        finish(flow.client, flow.pending, reason).await;
                         return Ended::Exited;
                     }
                 },
-                () = sleep_until(grace_ends) => return Ended::GraceOver,
+                () = sleep_until(flow.grace_ends) => return Ended::GraceOver,
             }
         }
+    }
+
+    /// A session's or the registry's command: attach (the old client is
+    /// taken over, the replay goes first), detach or kick (the grace
+    /// starts), end, observe. `Some` when the terminal ends.
+    fn on_command(
+        &self,
+        command: Option<Command>,
+        flow: &mut Flow,
+        observers: &mut Observers,
+    ) -> Option<Ended> {
+        match command {
+            Some(Command::Attach(new)) => {
+                if let Some(old) = flow.client.take() {
+                    let _ = old.close.send(CloseReason::TakenOver);
+                }
+                flow.pending = self.replay.snapshot();
+                flow.client = Some(new);
+                flow.unseen = 0;
+                flow.grace_ends = None;
+            }
+            Some(Command::Detach(id)) => {
+                if flow.client.as_ref().is_some_and(|c| c.id == id) {
+                    flow.client = None;
+                    flow.pending = None;
+                    flow.unseen = 0;
+                    flow.grace_ends = Some(Instant::now() + self.grace);
+                }
+            }
+            Some(Command::Kick(reason)) => {
+                if let Some(old) = flow.client.take() {
+                    let _ = old.close.send(reason);
+                    flow.pending = None;
+                    flow.unseen = 0;
+                    flow.grace_ends = Some(Instant::now() + self.grace);
+                }
+            }
+            Some(Command::End(reason)) => {
+                if let Some(old) = flow.client.take() {
+                    let _ = old.close.send(reason);
+                }
+                observers.reason = reason;
+                return Some(Ended::OnRequest);
+            }
+            Some(Command::Observe(observer, accepted)) => {
+                let _ = accepted.send(observers.add(observer, self.replay.snapshot()));
+            }
+            None => return Some(Ended::OnRequest),
+        }
+        None
     }
 
     /// After the output stream ended: when the container's main process

@@ -3,9 +3,9 @@
 //! deadline of every connection, the `Host` names ua answers (DNS
 //! rebinding). Uses nothing of the crate; knows no route.
 
-pub mod host_check;
-pub mod listen;
-pub mod systemd;
+pub(crate) mod host_check;
+pub(crate) mod listen;
+pub(crate) mod systemd;
 pub mod write_deadline;
 
 pub use listen::Listener;

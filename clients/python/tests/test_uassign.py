@@ -81,6 +81,13 @@ def test_each_seal_has_a_fresh_nonce_and_defaults(key):
     assert opened_a["specID"] != opened_b["specID"]
 
 
+def test_the_sealed_length_does_not_tell_the_answers_length(key):
+    path, line = key
+    lengths = {len(create_spec("demo.busybox", {"answer": a}, spec_id="s", key=line)) for a in ["7", "1337", "31415926"]}
+    assert len(lengths) == 1, lengths
+    assert ua_open(create_spec("demo.busybox", {"answer": "7"}, spec_id="s", key=line), path)["data"] == {"answer": "7"}
+
+
 def test_not_after_accepts_datetimes_and_timedeltas(key):
     path, line = key
     aware = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)

@@ -16,9 +16,9 @@ mod labels;
 mod sizes;
 
 pub use bounded::{bounded, DOCKER_CALL_LIMIT};
-pub use build::split_reference;
-pub use container::{Limits, NOFILE};
+
+pub use container::Limits;
 pub use daemon::Docker;
 pub use errors::{BuildError, DockerError};
-pub use exec::{Attached, Exec, ExecOutcome, ExecOutput};
+pub use exec::{Attached, Exec};
 pub use labels::*;

@@ -17,6 +17,3 @@ mod websocket;
 
 pub use app::App;
 pub use connection::serve;
-pub use router::{route, Route};
-pub use spec::MAX_BODY;
-pub use websocket::MAX_FRAME;

@@ -218,6 +218,10 @@ def _unix_seconds(not_after: NotAfter) -> Optional[int]:
     raise TypeError(f"not_after must be unix seconds, a datetime or a timedelta, not {type(not_after).__name__}")
 
 
+# Sealed specs are padded to a multiple of this many bytes (as `ua seal` does).
+SPEC_PADDING = 256
+
+
 def create_spec(
     assignment_name: str,
     data: Any = None,
@@ -278,6 +282,8 @@ def create_spec(
     if keep is not None:
         plaintext["keepUntil"] = keep
     payload = json.dumps(plaintext, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    # Padded with JSON whitespace, so the sealed length tells little of the answers' lengths.
+    payload += b" " * (-len(payload) % SPEC_PADDING)
     return base64.b64encode(seal_bytes(secret_key, payload)).decode("ascii")
 
 
