@@ -1,10 +1,11 @@
 //! `ua top`: the table of `ua list` redrawn every `--interval` until `q`,
 //! Ctrl-C (or SIGTERM, SIGHUP), with the terminal put back as it was.
 //!
-//! On a terminal, standard input is in raw mode (a key needs no Enter) and
-//! each frame clears the screen and fits its height. Into a pipe (`ua top
-//! | head`) frames follow each other plainly, and a reader that goes ends
-//! it quietly (`stdout::print`'s EPIPE, as `ua list`).
+//! On a terminal each frame clears the screen and fits its height, and
+//! when the keys come from that terminal too it is in raw mode (a key needs
+//! no Enter). Into a pipe (`ua top | head`) frames follow each other
+//! plainly, and a reader that goes ends it quietly (`stdout::print`'s EPIPE,
+//! as `ua list`).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -50,8 +51,10 @@ pub fn main(args: &TopArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: &TopArgs) -> anyhow::Result<()> {
-    let on_terminal = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
-    let _raw = on_terminal.then(RawMode::enable).transpose()?;
+    let screen = std::io::stdout().is_terminal();
+    // Keys without Enter only when they come from the terminal shown on.
+    let raw = screen && std::io::stdin().is_terminal();
+    let _raw = raw.then(RawMode::enable).transpose()?;
     let mut interrupted = signal(SignalKind::interrupt())?;
     let mut terminated = signal(SignalKind::terminate())?;
     let mut hung_up = signal(SignalKind::hangup())?;
@@ -60,7 +63,13 @@ async fn run(args: &TopArgs) -> anyhow::Result<()> {
     let mut reading = true;
     loop {
         let shown = fetch(&args.target, &args.filter, Some(args.sort))?;
-        print(&frame(args, &shown, on_terminal))?;
+        let text = frame(args, &shown, screen);
+        // Raw mode sends a bare LF as is: lines end in CR LF.
+        print(&if raw {
+            text.replace('\n', "\r\n")
+        } else {
+            text
+        })?;
         let next = tokio::time::sleep(args.interval);
         tokio::pin!(next);
         loop {
@@ -86,9 +95,9 @@ fn is_quit(key: u8) -> bool {
     matches!(key, b'q' | b'Q' | 0x03 | 0x04)
 }
 
-/// One screenful: a title line, then the table; on a terminal cut to its
-/// height and with CR LF line ends (raw mode sends a bare LF as is).
-fn frame(args: &TopArgs, shown: &[Summary], on_terminal: bool) -> String {
+/// One screenful: a title line, then the table; on a terminal (`screen`)
+/// after a clear and cut to its height.
+fn frame(args: &TopArgs, shown: &[Summary], screen: bool) -> String {
     let running = shown.iter().filter(|s| s.state == "running").count();
     let title = format!(
         "ua top: {} instances, {running} running; every {}, by {}; q quits\n",
@@ -98,7 +107,7 @@ fn frame(args: &TopArgs, shown: &[Summary], on_terminal: bool) -> String {
             .to_possible_value()
             .map_or_else(String::new, |v| v.get_name().to_string())
     );
-    if !on_terminal {
+    if !screen {
         return format!("{title}{}\n", table(shown));
     }
     let rows = crossterm::terminal::size().map_or(24, |(_, rows)| rows as usize);
@@ -108,7 +117,7 @@ fn frame(args: &TopArgs, shown: &[Summary], on_terminal: bool) -> String {
     if shown.len() > fits {
         text.push_str(&format!("({} more)\n", shown.len() - fits));
     }
-    format!("{CLEAR}{title}{text}").replace('\n', "\r\n")
+    format!("{CLEAR}{title}{text}")
 }
 
 /// Raw mode for as long as it lives; restored on drop and by the panic hook.
