@@ -1,5 +1,5 @@
 //! Crypto: the key file and sealing, route tokens, instance handles and
-//! instance IDs. Uses `support` and `protocol`.
+//! instance IDs. Uses `protocol` only.
 
 pub(crate) mod handle;
 pub(crate) mod ids;

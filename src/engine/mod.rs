@@ -1,6 +1,6 @@
 //! Engine: the container runtime — every call to Docker (`docker/`), the
 //! gate that is each container's main process, Docker's OOM events.
-//! Uses `support`, `protocol`, `crypto`, `telemetry`; knows no spec, no
+//! Uses `telemetry` only (a build's progress); knows no spec, no
 //! registry, no HTTP.
 
 pub mod docker;

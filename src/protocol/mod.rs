@@ -1,6 +1,6 @@
 //! Protocol: the wire types, shared by the server and every client — the
 //! plaintext spec, the terminado messages, websocket close codes, the
-//! admin socket's requests and answers. Uses only `support`.
+//! admin socket's requests and answers. Uses nothing of the crate.
 
 pub(crate) mod admin;
 pub(crate) mod close;

@@ -1,7 +1,7 @@
 //! Every call ua makes to the Docker daemon, through bollard, split by what
 //! it touches: the daemon, labels, images, containers, execs, archives and
-//! the raw attach. Uses `support`, `telemetry` (build progress) and the
-//! gate's mount; knows nothing of specs, the registry or HTTP. Other
+//! the raw attach. Uses `telemetry` (build progress) and the gate's
+//! mount; knows nothing of specs, the registry or HTTP. Other
 //! folders use what is re-exported here; inside, files name each other.
 
 mod archive;
