@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ua::client::{admin as admin_cli, connect};
+use ua::client::{admin as admin_cli, connect, listing, top};
 use ua::crypto::{route, seal};
 use ua::protocol::spec;
 use ua::telemetry::logging;
@@ -46,14 +46,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the running server's instances by handle (admin socket).
-    List {
-        #[command(flatten)]
-        target: admin_cli::Target,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// List the running server's instances by handle, with what each uses
+    /// (admin socket).
+    List(listing::ListArgs),
+    /// Show what the instances use, redrawn every 2 s until q (admin socket).
+    Top(top::TopArgs),
     /// Remove instances (session closed, container, image and record gone):
     /// one by spec ID or handle, or all of an assignment or idle for long.
     Clean {
@@ -133,7 +130,8 @@ fn main() -> ExitCode {
         Command::Connect(args) => connect::main(args),
         Command::Bench(args) => bench::main(args),
         Command::Status { target, json } => admin_cli::status(&target, json),
-        Command::List { target, json } => admin_cli::list(&target, json),
+        Command::List(args) => listing::list(&args),
+        Command::Top(args) => top::main(&args),
         Command::Clean { target, bulk, .. } if bulk.selects() => {
             admin_cli::clean_bulk(&target, &bulk)
         }

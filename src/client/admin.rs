@@ -1,6 +1,6 @@
-//! The client side of the admin socket: `ua status`, `ua list`, `ua clean`
-//! (the server side is `admin`). Output goes through `stdout::print`, so
-//! that `ua list | head` ends quietly.
+//! The client side of the admin socket: `ua status`, `ua clean` (`ua list`
+//! and `ua top` are in `listing` and `top`; the server side is `admin`).
+//! Output goes through `stdout::print`, so that `ua list | head` ends quietly.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -75,7 +75,8 @@ pub fn ask(state_dir: &Path, request: &Request) -> anyhow::Result<Value> {
     Ok(answer)
 }
 
-fn time(unix: i64) -> String {
+/// Unix seconds as an RFC 3339 time.
+pub(crate) fn time(unix: i64) -> String {
     let at = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
     humantime::format_rfc3339_seconds(at).to_string()
 }
@@ -146,18 +147,6 @@ fn status_text(s: &Value) -> String {
     )
     .ok();
     out
-}
-
-/// `ua list`: every instance by handle.
-pub fn list(target: &Target, as_json: bool) -> anyhow::Result<()> {
-    let answer = ask(&target.state_dir, &Request::List)?;
-    if as_json {
-        print(&format!("{:#}\n", answer["instances"]))?;
-        return Ok(());
-    }
-    let instances: Vec<Summary> = serde_json::from_value(answer["instances"].clone())?;
-    print(&table(&instances))?;
-    Ok(())
 }
 
 fn table(instances: &[Summary]) -> String {
@@ -239,7 +228,7 @@ impl Bulk {
 /// match, asks `y/N` on standard input for more than one (unless `--yes`),
 /// then cleans each by its spec ID.
 pub fn clean_bulk(target: &Target, bulk: &Bulk) -> anyhow::Result<()> {
-    let answer = ask(&target.state_dir, &Request::List)?;
+    let answer = ask(&target.state_dir, &Request::List { usage: false })?;
     let instances: Vec<Summary> = serde_json::from_value(answer["instances"].clone())?;
     let now = crate::support::time::unix_now();
     let chosen: Vec<Summary> = instances
@@ -302,6 +291,7 @@ mod tests {
             state: state.into(),
             last_used,
             expires: None,
+            usage: Default::default(),
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::instance::store::InstanceRecord;
+use crate::protocol::admin::Summary;
 use crate::terminal::Terminal;
 
 /// One spec's image and container, and the terminal running in it.
@@ -54,6 +55,21 @@ impl Instance {
 
     pub(crate) fn record(&self) -> InstanceRecord {
         self.record.lock().unwrap().clone()
+    }
+
+    /// How `ua list` shows it (no usage); `expiry` in seconds.
+    pub(crate) fn summary(&self, expiry: i64) -> Summary {
+        let record = self.record();
+        let running = self.is_busy();
+        Summary {
+            handle: crate::crypto::handle::of(&self.id),
+            spec_id: self.spec_id.clone(),
+            assignment: record.assignment,
+            state: if running { "running" } else { "stopped" }.into(),
+            last_used: record.last_active_at,
+            expires: (!running).then_some(record.last_active_at + expiry),
+            usage: Default::default(),
+        }
     }
 
     /// True while a terminal runs (a session is attached or in its grace).

@@ -20,4 +20,5 @@ pub(crate) mod shared_image;
 pub mod store;
 pub(crate) mod tables;
 pub(crate) mod trouble;
+pub(crate) mod usage;
 pub(crate) mod warm;

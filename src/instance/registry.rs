@@ -96,18 +96,7 @@ impl Registry {
         let mut list: Vec<Summary> = tables
             .by_id
             .values()
-            .map(|instance| {
-                let record = instance.record();
-                let running = instance.is_busy();
-                Summary {
-                    handle: crate::crypto::handle::of(&instance.id),
-                    spec_id: instance.spec_id.clone(),
-                    assignment: record.assignment,
-                    state: if running { "running" } else { "stopped" }.into(),
-                    last_used: record.last_active_at,
-                    expires: (!running).then_some(record.last_active_at + expiry),
-                }
-            })
+            .map(|instance| instance.summary(expiry))
             .collect();
         list.sort_by_key(|s| std::cmp::Reverse(s.last_used));
         list

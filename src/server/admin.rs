@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
+use crate::instance::usage::Sampler;
 use crate::protocol::admin::{Request, SOCKET};
 use crate::server::http::App;
 
@@ -39,6 +40,7 @@ pub fn bind(state_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
 
 /// Answers admin clients until the server shuts down.
 pub async fn serve(listener: tokio::net::UnixListener, app: Arc<App>) {
+    let sampler = Arc::new(Sampler::default());
     loop {
         let stream = tokio::select! {
             () = app.shutdown.cancelled() => return,
@@ -51,7 +53,7 @@ pub async fn serve(listener: tokio::net::UnixListener, app: Arc<App>) {
                 }
             },
         };
-        let app = app.clone();
+        let (app, sampler) = (app.clone(), sampler.clone());
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -59,7 +61,7 @@ pub async fn serve(listener: tokio::net::UnixListener, app: Arc<App>) {
                 tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST as u64));
             let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
             let answer = match (read, serde_json::from_str::<Request>(&line)) {
-                (Ok(Ok(_)), Ok(request)) => answer(&app, request).await,
+                (Ok(Ok(_)), Ok(request)) => answer(&app, &sampler, request).await,
                 _ => {
                     json!({"error": "not a request: send one JSON line such as {\"command\":\"status\"}"})
                 }
@@ -71,7 +73,7 @@ pub async fn serve(listener: tokio::net::UnixListener, app: Arc<App>) {
     }
 }
 
-async fn answer(app: &App, request: Request) -> Value {
+async fn answer(app: &App, sampler: &Sampler, request: Request) -> Value {
     match request {
         Request::Status => {
             let now = app.registry.snapshot();
@@ -108,11 +110,18 @@ async fn answer(app: &App, request: Request) -> Value {
                 },
             })
         }
+<<<<<<< HEAD
         Request::List => match app.registry.wait_reconciled().await {
             // Which containers run is known only then.
             Ok(()) => json!({ "instances": app.registry.list() }),
             Err(e) => json!({ "error": e.to_string() }),
         },
+=======
+        Request::List { usage: false } => json!({ "instances": app.registry.list() }),
+        Request::List { usage: true } => {
+            json!({ "instances": sampler.gather(&app.registry).await })
+        }
+>>>>>>> usage
         Request::Clean {
             spec_id: Some(spec_id),
             instance: None,

@@ -1,9 +1,12 @@
 //! What a session or an observer holds of a terminal: its queues, the
 //! commands it sends, why it was closed.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::terminal::activity::Activity;
 use crate::terminal::resize::Resizer;
 
 /// Largest output chunk handed to a client at once (one `stdout` message).
@@ -71,11 +74,13 @@ pub struct Observation {
 pub struct Detacher {
     pub(super) client_id: u64,
     pub(super) commands: mpsc::Sender<Command>,
+    pub(super) activity: Arc<Activity>,
 }
 
 impl Detacher {
     /// The client is gone: the grace period starts (unless another took over).
     pub async fn detach(self) {
+        self.activity.detached(self.client_id);
         let _ = self.commands.send(Command::Detach(self.client_id)).await;
     }
 }

@@ -13,6 +13,7 @@
 //! it: it knows no registry, no websocket, no HTTP. Inside, files name each
 //! other; the rest uses what is re-exported here.
 
+mod activity;
 mod attachment;
 mod observers;
 mod pump;
@@ -21,6 +22,7 @@ mod resize;
 mod running;
 mod tty;
 
+pub use activity::Activity;
 pub use attachment::{Attachment, CloseReason, Observation, MAX_CHUNK};
 pub use pump::Ended;
 pub use resize::Resizer;

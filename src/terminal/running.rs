@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::engine::docker::{Attached, Docker};
 use crate::engine::oom;
 
+use crate::terminal::activity::Activity;
 use crate::terminal::attachment::{
     Attachment, Client, CloseReason, Command, Detacher, Observation, CLIENT_QUEUE,
 };
@@ -35,6 +36,8 @@ pub struct Terminal {
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) input: mpsc::Sender<Bytes>,
     pub(super) resizer: Resizer,
+    /// Who is attached and when input last came (`ua list`).
+    pub activity: Arc<Activity>,
 }
 
 impl Terminal {
@@ -59,7 +62,9 @@ impl Terminal {
         let (commands, command_rx) = mpsc::channel(8);
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (writers, writer_rx) = mpsc::channel(1);
-        tokio::spawn(write_input(attached.input, input_rx, writer_rx));
+        let activity = Arc::new(Activity::default());
+        let heard = activity.clone();
+        tokio::spawn(write_input(attached.input, input_rx, writer_rx, heard));
         let (asked, sizes) = watch::channel(AskedSize::default());
         let (done, applied) = watch::channel(0);
         tokio::spawn(resize_terminal(
@@ -93,6 +98,7 @@ impl Terminal {
                 asked: Arc::new(asked),
                 applied,
             },
+            activity,
         }
     }
 
@@ -111,6 +117,7 @@ impl Terminal {
             close,
         };
         self.commands.send(Command::Attach(client)).await.ok()?;
+        self.activity.attached(client_id);
         Some(Attachment {
             output,
             closed,
@@ -119,6 +126,7 @@ impl Terminal {
             detacher: Detacher {
                 client_id,
                 commands: self.commands.clone(),
+                activity: self.activity.clone(),
             },
         })
     }
@@ -144,6 +152,7 @@ impl Terminal {
 
     /// Closes the attached client, if any, keeping the program running.
     pub async fn kick(&self, reason: CloseReason) {
+        self.activity.kicked();
         let _ = self.commands.send(Command::Kick(reason)).await;
     }
 

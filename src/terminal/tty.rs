@@ -2,6 +2,7 @@
 //! in containers of older versions, an exec; and the input writer.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::engine::docker::{Docker, DockerError};
+use crate::terminal::activity::Activity;
 
 /// How often, and how far apart, an ended stream asks whether its program
 /// exited.
@@ -73,6 +75,7 @@ pub(super) async fn write_input(
     mut input: Input,
     mut queue: mpsc::Receiver<Bytes>,
     mut writers: mpsc::Receiver<Input>,
+    activity: Arc<Activity>,
 ) {
     loop {
         tokio::select! {
@@ -83,6 +86,7 @@ pub(super) async fn write_input(
             },
             bytes = queue.recv() => {
                 let Some(mut bytes) = bytes else { break };
+                activity.heard_input();
                 while input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
                     let Some(writer) = writers.recv().await else { return };
                     input = writer;

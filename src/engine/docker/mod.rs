@@ -13,6 +13,7 @@ mod daemon;
 mod errors;
 mod exec;
 mod labels;
+mod sizes;
 
 pub use bounded::{bounded, DOCKER_CALL_LIMIT};
 
