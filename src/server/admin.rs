@@ -110,18 +110,12 @@ async fn answer(app: &App, sampler: &Sampler, request: Request) -> Value {
                 },
             })
         }
-<<<<<<< HEAD
-        Request::List => match app.registry.wait_reconciled().await {
+        Request::List { usage } => match app.registry.wait_reconciled().await {
             // Which containers run is known only then.
+            Ok(()) if usage => json!({ "instances": sampler.gather(&app.registry).await }),
             Ok(()) => json!({ "instances": app.registry.list() }),
             Err(e) => json!({ "error": e.to_string() }),
         },
-=======
-        Request::List { usage: false } => json!({ "instances": app.registry.list() }),
-        Request::List { usage: true } => {
-            json!({ "instances": sampler.gather(&app.registry).await })
-        }
->>>>>>> usage
         Request::Clean {
             spec_id: Some(spec_id),
             instance: None,
