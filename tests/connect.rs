@@ -121,3 +121,35 @@ fn connect_comes_back_to_the_same_shell_after_a_server_restart() {
     tmux.keys(&["echo \"again=$$/$mark\"", "Enter"]);
     tmux.wait_for(&format!("again={pid}/kept-42"));
 }
+
+/// Issue 25, item 6: an assignment setting above the server's cap is named
+/// in `POST /spec`'s answer, and `ua connect` says it before the terminal.
+#[test]
+fn capped_settings_are_named_to_the_client_and_by_connect() {
+    let server = TestServer::start_with(&["--max-memory-mb", "256"]);
+    let dir = server.assignments().join("greedy");
+    write(
+        &dir.join("Dockerfile.tmpl"),
+        "FROM ua-busybox:latest\nUSER student\n",
+    );
+    write(&dir.join("assignment.json"), r#"{"memoryMB": 100000}"#);
+    let sentence = "memoryMB 100000 is above the server's --max-memory-mb 256: 256 is used";
+    let spec = server.seal(r#"{"specID":"greedy-api","assignmentName":"greedy"}"#);
+    let answer = server.http("POST", "/spec", &spec);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["capped"], serde_json::json!([sentence]));
+    let plain = server.http("POST", "/spec", &server.demo_spec("not-capped"));
+    assert!(plain.json().get("capped").is_none(), "{}", plain.body);
+
+    let command = format!(
+        "{BINARY} connect --key-file {} --server http://127.0.0.1:{} --assignment greedy; sleep 60",
+        server.key_file().display(),
+        server.port
+    );
+    let tmux = Tmux::start(&command);
+    let screen = tmux.wait_for("built-in shell");
+    assert!(
+        screen.contains("[ua: memoryMB 100000 is above the server"),
+        "{screen}"
+    );
+}

@@ -161,6 +161,15 @@ impl Server {
                 None => bail!("the server refused the spec ({status}): {error}"),
             }
         }
+        // Settings the server capped: worth knowing while trying an assignment.
+        for capped in json["capped"].as_array().into_iter().flatten() {
+            if let Some(sentence) = capped.as_str() {
+                eprintln!(
+                    "[ua: {}]\r",
+                    crate::telemetry::logging::for_terminal(sentence.as_bytes())
+                );
+            }
+        }
         json["instanceID"]
             .as_str()
             .map(str::to_string)

@@ -73,6 +73,25 @@ pub fn container_limits(settings: &Settings, config: &ServeConfig) -> Limits {
     }
 }
 
+impl crate::instance::registry::Registry {
+    /// The capped settings of `assignment` as `POST /spec` names them
+    /// (`"capped"`); none when it cannot be read (the create says why).
+    pub async fn capped_settings_of(
+        &self,
+        assignment: &crate::protocol::spec::AssignmentName,
+    ) -> Vec<String> {
+        let config = self.config.load();
+        let name = assignment.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::assignment::Assignment::find(&config.assignments, &name)
+                .map(|found| capped_settings(&found.settings, &config))
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,7 @@ pub(super) async fn post_spec(app: &App, request: Request<Incoming>) -> Response
         };
     }
     let assignment = spec.assignment.to_string();
+    let assignment_name = spec.assignment.clone();
     let answer = if progress {
         match with_progress(app, spec).await {
             Ok(answer) => answer,
@@ -129,13 +130,19 @@ pub(super) async fn post_spec(app: &App, request: Request<Incoming>) -> Response
         app.registry.get_or_create(spec).await
     };
     match answer {
-        // `?progress` also names the assignment (the start page's title).
-        Ok(instance_id) if progress => {
-            let mut body = json!({ "instanceID": instance_id, "assignment": assignment });
-            body["expiry"] = expiry(app, &instance_id);
+        Ok(instance_id) => {
+            let mut body = json!({ "instanceID": instance_id });
+            // `?progress` also names the assignment (the start page's title).
+            if progress {
+                body["assignment"] = json!(assignment);
+                body["expiry"] = expiry(app, &instance_id);
+            }
+            let capped = app.registry.capped_settings_of(&assignment_name).await;
+            if !capped.is_empty() {
+                body["capped"] = json!(capped);
+            }
             json_response(StatusCode::OK, body)
         }
-        Ok(instance_id) => json_response(StatusCode::OK, json!({ "instanceID": instance_id })),
         Err(e) => {
             let status =
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
