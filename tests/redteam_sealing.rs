@@ -122,14 +122,16 @@ fn render_errors_show_no_form_of_the_data() {
             response.body
         );
         assert!(!headers.contains(&lower), "{headers}");
+        let sealed = body["sealedOutput"].as_str().expect("sealedOutput");
+        // The log line may land just after the answer.
+        eventually(
+            std::time::Duration::from_secs(10),
+            "the log has the sealed detail",
+            || server.log().contains(sealed),
+        );
         assert!(
             !server.log().to_lowercase().contains(&lower),
             "the answer in the log"
-        );
-        let sealed = body["sealedOutput"].as_str().expect("sealedOutput");
-        assert!(
-            server.log().contains(sealed),
-            "the log has the sealed detail"
         );
         let opened = ua_with_input("open", &server.key_file(), sealed);
         let detail = String::from_utf8_lossy(&opened.stdout).to_lowercase();
