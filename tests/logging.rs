@@ -147,9 +147,11 @@ fn a_failed_create_answers_and_logs_no_instance_id() {
     let response = server.http("POST", "/spec", &sealed);
     assert_eq!(response.status, 422, "{}", response.body);
     // The log line may land just after the answer.
-    eventually(Duration::from_secs(10), "the build failure is logged", || {
-        server.log().contains("build failed")
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the build failure is logged",
+        || server.log().contains("build failed"),
+    );
     let log = server.log();
     // The instance ID never left the server: no 32-hex run may appear.
     for text in [&log, &response.body] {

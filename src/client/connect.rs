@@ -219,11 +219,12 @@ where
     }
 }
 
-/// Raw mode for as long as it lives; restored on drop, and by the panic hook.
-struct RawMode;
+/// Raw mode for as long as it lives; restored on drop, and by the panic
+/// hook (`ua connect`, `ua top`).
+pub(super) struct RawMode;
 
 impl RawMode {
-    fn enable() -> anyhow::Result<RawMode> {
+    pub(super) fn enable() -> anyhow::Result<RawMode> {
         crossterm::terminal::enable_raw_mode().context("standard input is not a terminal")?;
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {

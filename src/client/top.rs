@@ -15,6 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::client::admin::Target;
+use crate::client::connect::RawMode;
 use crate::client::listing::{fetch, table, Filter, SortKey};
 use crate::protocol::admin::Summary;
 use crate::support::stdout::print;
@@ -118,27 +119,6 @@ fn frame(args: &TopArgs, shown: &[Summary], screen: bool) -> String {
         text.push_str(&format!("({} more)\n", shown.len() - fits));
     }
     format!("{CLEAR}{title}{text}")
-}
-
-/// Raw mode for as long as it lives; restored on drop and by the panic hook.
-struct RawMode;
-
-impl RawMode {
-    fn enable() -> anyhow::Result<RawMode> {
-        crossterm::terminal::enable_raw_mode()?;
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let _ = crossterm::terminal::disable_raw_mode();
-            previous(info);
-        }));
-        Ok(RawMode)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = crossterm::terminal::disable_raw_mode();
-    }
 }
 
 #[cfg(test)]
