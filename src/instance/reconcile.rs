@@ -101,11 +101,14 @@ impl Registry {
         self.remove_unowned(&containers, &images).await?;
         let kept = self.tables.lock().unwrap().by_id.len();
         self.reconciled.mark_done();
-        log::info!("reconciled with Docker: {kept} instances ({dropped} dropped)");
         // Assignment images: kept while a record uses them or they are current.
-        self.provisioner
+        let collected = self
+            .provisioner
             .collect_garbage(self.shared_images_in_use())
-            .await
+            .await;
+        // Said once the images are settled too (tests and operators wait for it).
+        log::info!("reconciled with Docker: {kept} instances ({dropped} dropped)");
+        collected
     }
 
     /// Drops the recorded instances whose container is gone and adopts the
