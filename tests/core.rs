@@ -58,13 +58,27 @@ fn a_spec_becomes_a_terminal_in_its_container() {
         "no spec data in records"
     );
     assert_eq!(server.containers(), vec![format!("ua-{id} created")]);
+    // Labels name the student by handle, never by the ID (the credential).
     let labels = docker(&[
         "inspect",
         "-f",
-        "{{index .Config.Labels \"ua.owned\"}} {{index .Config.Labels \"ua.instance\"}}",
+        "{{json .Config.Labels}}",
         &format!("ua-{id}"),
     ]);
-    assert_eq!(labels, format!("true {id}"));
+    let labels: serde_json::Value = serde_json::from_str(labels.trim()).unwrap();
+    assert_eq!(labels["ua.owned"], "true", "{labels}");
+    assert_eq!(labels["ua.assignment"], "demo.busybox", "{labels}");
+    let handle = labels["ua.handle"].as_str().expect("a handle label");
+    assert_eq!(handle.len(), 8, "{labels}");
+    assert!(!labels.to_string().contains(&id), "the ID in {labels}");
+    let image = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Labels}}",
+        &format!("ua/{id}"),
+    ]);
+    assert!(image.contains(handle) && !image.contains(&id), "{image}");
 
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut term = Term::connect(&server.ws_url(&id)).await;

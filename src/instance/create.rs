@@ -10,7 +10,7 @@ use crate::assignment::{
     Assignment, AssignmentError, Mode, Settings, TemplateVars, DOCKERFILE_IN_CONTEXT,
 };
 use crate::crypto::handle;
-use crate::engine::docker::{Limits, LABEL_ASSIGNMENT, LABEL_HANDLE};
+use crate::engine::docker::{Limits, LABEL_ASSIGNMENT};
 use crate::engine::gate::{self, Gate};
 use crate::instance::entry::Instance;
 use crate::instance::errors::{build_failure, CreateError};
@@ -153,7 +153,7 @@ impl Registry {
             .await?;
 
         let image = format!("ua/{instance_id}");
-        let labels = self.docker.labels(instance_id);
+        let labels = self.docker.labels(&handle::of(instance_id));
         let build_timeout = self.provisioner.build_timeout(assignment);
         progress::set(Phase::Building(None));
         let building_started = std::time::Instant::now();
@@ -272,8 +272,7 @@ impl Registry {
         instance_id: &str,
         spec: &Spec,
     ) -> std::collections::HashMap<String, String> {
-        let mut labels = self.docker.labels(instance_id);
-        labels.insert(LABEL_HANDLE.into(), handle::of(instance_id));
+        let mut labels = self.docker.labels(&handle::of(instance_id));
         labels.insert(
             LABEL_ASSIGNMENT.into(),
             crate::assignment::image::dotted_name(&spec.assignment),

@@ -12,7 +12,8 @@ use crate::engine::docker::errors::DockerError;
 /// Label on everything ua makes in Docker: `ua.owned=true`.
 pub const LABEL_OWNED: &str = "ua.owned";
 
-/// Label naming the instance a container or image belongs to.
+/// Label naming the instance a container or image belongs to, on objects of
+/// earlier versions only (read, never written).
 pub const LABEL_INSTANCE: &str = "ua.instance";
 
 /// Which server (by state directory) made an object: two servers sharing a
@@ -90,11 +91,13 @@ pub struct OwnedImage {
 }
 
 impl Docker {
-    /// The labels of everything made for `instance_id`.
-    pub fn labels(&self, instance_id: &str) -> HashMap<String, String> {
+    /// The labels of everything made for the instance of `handle`: never
+    /// its ID, the terminal's credential (the name says it to ua:
+    /// `ua-<ID>`, `ua/<ID>`).
+    pub fn labels(&self, handle: &str) -> HashMap<String, String> {
         HashMap::from([
             (LABEL_OWNED.to_string(), "true".to_string()),
-            (LABEL_INSTANCE.to_string(), instance_id.to_string()),
+            (LABEL_HANDLE.to_string(), handle.to_string()),
             (LABEL_STATE_DIR.to_string(), self.state_dir.clone()),
             (LABEL_KIND.to_string(), KIND_INSTANCE.to_string()),
         ])
@@ -153,7 +156,10 @@ impl Docker {
                     .unwrap_or_default()
                     .trim_start_matches('/')
                     .to_string();
-                let mut instance_id = labels.remove(LABEL_INSTANCE);
+                // Older versions labelled the ID; now the name `ua-<ID>` says it.
+                let mut instance_id = labels
+                    .remove(LABEL_INSTANCE)
+                    .or_else(|| name.strip_prefix("ua-").map(str::to_string));
                 let mut pool = None;
                 if labels.get(LABEL_KIND).map(String::as_str) == Some(KIND_POOL) {
                     if name.starts_with(POOL_NAME_PREFIX) {
@@ -193,10 +199,18 @@ impl Docker {
                     )),
                     _ => None,
                 };
+                // Older versions labelled the ID; the tag `ua/<ID>` says it.
+                let instance_id = i.labels.remove(LABEL_INSTANCE).or_else(|| {
+                    let tagged = assignment.is_none().then_some(&i.repo_tags)?;
+                    tagged.iter().find_map(|tag| {
+                        let id = tag.strip_prefix("ua/")?;
+                        Some(id.strip_suffix(":latest").unwrap_or(id).to_string())
+                    })
+                });
                 OwnedImage {
                     id: i.id,
                     tags: i.repo_tags,
-                    instance_id: i.labels.remove(LABEL_INSTANCE),
+                    instance_id,
                     assignment,
                 }
             })
