@@ -10,7 +10,7 @@
 //! - `assignment`: assignments on disk, their images, base images, files
 //! - `engine`: Docker (`engine::docker`), the gate, OOM events
 //! - `transport`: `--listen`, listeners, systemd, the write deadline
-//! - `config`: the flags of `ua serve`
+//! - `config`: the flags of `ua serve` (read by `server` only)
 //! - `terminal`: one running terminal, its flow control and replay
 //! - `instance`: the registry and everything that makes, keeps and removes instances
 //! - `server`: `ua serve` put together: HTTP by route, sessions, observers, admin, reload

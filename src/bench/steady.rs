@@ -159,7 +159,7 @@ pub(super) async fn direct_throughput(
         .await?;
     let mut read = 0u64;
     while let Some(item) = exec.output.next().await {
-        read += item?.into_bytes().len() as u64;
+        read += item?.len() as u64;
     }
     let elapsed = started.elapsed();
     if read < bytes {
@@ -192,7 +192,7 @@ pub(super) async fn direct_echo_times(
                 .await
                 .context("no echo from the direct exec")?
                 .context("the direct exec ended")??;
-            seen.extend_from_slice(&item.into_bytes());
+            seen.extend_from_slice(&item);
         }
     }
     read_until(&mut exec, &mut seen, b"READY").await?;

@@ -5,18 +5,13 @@
 //! announces each kill here; every terminal listens for its own container,
 //! so a class of terminals costs dockerd one event stream, not one each.
 
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
-use bollard::container::LogOutput;
 use bytes::Bytes;
-use futures_util::{stream, Stream, StreamExt};
+use futures_util::{stream, StreamExt};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::engine::docker::Docker;
-
-/// A terminal's output stream, as the pump reads it.
-pub type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+use crate::engine::docker::{Docker, Output};
 
 /// The containers (names and IDs) of the out-of-memory kills the server's
 /// event follower has seen, as they happen.
@@ -60,12 +55,7 @@ pub fn with_notices(output: Output, docker: Arc<Docker>, container: &str) -> Out
     });
     let notices = stream::unfold(killed, |mut killed| async move {
         let limit = killed.recv().await?;
-        Some((
-            Ok(LogOutput::StdOut {
-                message: notice(limit),
-            }),
-            killed,
-        ))
+        Some((Ok(notice(limit)), killed))
     });
     let output =
         output.chain(stream::once(async move { drop(ended) }).filter_map(|()| async { None }));

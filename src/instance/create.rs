@@ -29,7 +29,7 @@ impl Registry {
     pub(crate) async fn create(self: Arc<Self>, spec: Spec, done: watch::Sender<BuildResult>) {
         let started = std::time::Instant::now();
         let instance_id =
-            crate::crypto::ids::new_instance_id(self.config.load().node_id.as_deref());
+            crate::crypto::ids::new_instance_id(self.settings.load().node_id.as_deref());
         self.tables
             .lock()
             .unwrap()
@@ -62,7 +62,7 @@ impl Registry {
         instance_id: &str,
         pinned: &mut Option<Pinned>,
     ) -> Result<Arc<Instance>, CreateError> {
-        let config = self.config.load();
+        let config = self.settings.load();
         let assignment =
             Assignment::find(&config.assignments, &spec.assignment).map_err(|e| match e {
                 AssignmentError::Io { .. } => {
@@ -164,7 +164,7 @@ impl Registry {
                 DOCKERFILE_IN_CONTEXT,
                 &image,
                 &labels,
-                self.config.load().build_network,
+                self.settings.load().build_network,
                 build_timeout,
             )
             .await;
@@ -259,7 +259,7 @@ impl Registry {
         let instance = Instance::new(record);
         if running {
             // Left running for the terminal that is about to attach.
-            instance.warm_for(self.config.load().reattach_grace);
+            instance.warm_for(self.settings.load().reattach_grace);
         }
         Ok(instance)
     }
@@ -331,7 +331,7 @@ impl Registry {
             shared_image: shared,
             keep_until: spec
                 .keep_until
-                .map(|t| t.min(now + self.config.load().max_keep.as_secs() as i64)),
+                .map(|t| t.min(now + self.settings.load().max_keep.as_secs() as i64)),
             gate,
         }
     }
@@ -354,13 +354,13 @@ impl Registry {
     /// The container limits of an assignment on this server; a setting
     /// above the server's maximum is logged (once per assignment and value).
     fn limits(&self, assignment: &str, settings: &Settings) -> Limits {
-        let config = self.config.load();
-        for capped in capped_settings(settings, &config) {
+        let config = self.settings.load();
+        for capped in capped_settings(settings, &config.limits) {
             let line = format!("assignment {assignment}: {capped}");
             if CAPPED_LOGGED.lock().unwrap().insert(line.clone()) {
                 log::warn!("{line}");
             }
         }
-        container_limits(settings, &config)
+        container_limits(settings, &config.limits)
     }
 }

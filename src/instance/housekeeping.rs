@@ -144,7 +144,7 @@ impl Registry {
     /// holds no other.
     pub fn expire(self: &Arc<Self>) {
         let now = unix_now();
-        let limit = now - self.config.load().instance_expiry.as_secs() as i64;
+        let limit = now - self.settings.load().instance_expiry.as_secs() as i64;
         let kept = |record: &InstanceRecord| record.keep_until.is_some_and(|t| t > now);
         let expired: Vec<Arc<Instance>> = {
             let mut tables = self.tables.lock().unwrap();
@@ -189,7 +189,7 @@ impl Registry {
     /// How often to sweep: often enough for short test expiries, rarely
     /// enough to cost nothing in production (one Docker list call).
     pub fn sweep_interval(&self) -> Duration {
-        (self.config.load().instance_expiry / 4)
+        (self.settings.load().instance_expiry / 4)
             .clamp(Duration::from_millis(500), Duration::from_secs(10))
     }
 

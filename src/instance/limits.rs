@@ -2,8 +2,8 @@
 //! ceilings (`--max-memory-mb` and the like), and the capped ones named once.
 
 use crate::assignment::Settings;
-use crate::config::ServeConfig;
 use crate::engine::docker::Limits;
+use crate::instance::settings::LimitSettings;
 
 /// Capped settings already logged: one line per assignment and value.
 pub(super) static CAPPED_LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
@@ -11,7 +11,7 @@ pub(super) static CAPPED_LOGGED: std::sync::Mutex<std::collections::BTreeSet<Str
 
 /// The assignment's settings that the operator's maxima cap, each as a
 /// sentence for the log: what it asks, the flag, what it gets.
-pub fn capped_settings(settings: &Settings, config: &ServeConfig) -> Vec<String> {
+pub fn capped_settings(settings: &Settings, config: &LimitSettings) -> Vec<String> {
     let mut capped = Vec::new();
     let mut check = |name: &str, asked: Option<f64>, flag: &str, max: f64| {
         if let Some(asked) = asked.filter(|&asked| asked > max) {
@@ -44,7 +44,7 @@ pub fn capped_settings(settings: &Settings, config: &ServeConfig) -> Vec<String>
 }
 
 /// The container limits: the assignment's, capped at the operator's maxima.
-pub fn container_limits(settings: &Settings, config: &ServeConfig) -> Limits {
+pub fn container_limits(settings: &Settings, config: &LimitSettings) -> Limits {
     let memory_mb = settings
         .memory_mb
         .unwrap_or(config.memory_mb)
@@ -80,11 +80,11 @@ impl crate::instance::registry::Registry {
         &self,
         assignment: &crate::protocol::spec::AssignmentName,
     ) -> Vec<String> {
-        let config = self.config.load();
+        let config = self.settings.load();
         let name = assignment.clone();
         tokio::task::spawn_blocking(move || {
             crate::assignment::Assignment::find(&config.assignments, &name)
-                .map(|found| capped_settings(&found.settings, &config))
+                .map(|found| capped_settings(&found.settings, &config.limits))
                 .unwrap_or_default()
         })
         .await
@@ -96,9 +96,27 @@ impl crate::instance::registry::Registry {
 mod tests {
     use super::*;
 
+    /// The limits of `ua serve` without limit flags (config.rs's defaults).
+    fn flag_defaults() -> LimitSettings {
+        LimitSettings {
+            memory_mb: 512,
+            pids_limit: 256,
+            cpus: 1.0,
+            disk_mb: 0,
+            runtime: String::new(),
+            max_memory_mb: 2048,
+            max_pids_limit: 1024,
+            max_cpus: 2.0,
+            max_disk_mb: 10240,
+        }
+    }
+
     #[test]
     fn capped_settings_are_named_with_their_flag() {
-        let config = ServeConfig::from_args(&["--max-memory-mb", "1024"]).unwrap();
+        let config = LimitSettings {
+            max_memory_mb: 1024,
+            ..flag_defaults()
+        };
         let asked = Settings {
             memory_mb: Some(4096),
             cpus: Some(0.5),
@@ -113,8 +131,11 @@ mod tests {
 
     #[test]
     fn assignment_limits_are_capped_by_the_operator() {
-        let config =
-            ServeConfig::from_args(&["--disk-mb", "512", "--max-disk-mb", "1024"]).unwrap();
+        let config = LimitSettings {
+            disk_mb: 512,
+            max_disk_mb: 1024,
+            ..flag_defaults()
+        };
         let asked = |disk_mb| Settings {
             disk_mb,
             ..Settings::default()
@@ -133,7 +154,7 @@ mod tests {
             1024 * mib
         );
         assert_eq!(container_limits(&asked(Some(-5)), &config).disk_bytes, 0);
-        let unlimited = ServeConfig::from_args(&[]).unwrap();
+        let unlimited = flag_defaults();
         assert_eq!(container_limits(&asked(None), &unlimited).disk_bytes, 0);
     }
 }

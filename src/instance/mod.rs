@@ -2,8 +2,8 @@
 //! keeps and removes them — get-or-create, the tables, one create with its
 //! rollback, provisioning shared-image instances, the warm pool, records
 //! on disk, housekeeping, graded files, trouble inside containers. Uses
-//! every layer below (`support` … `terminal`, `config`); knows no HTTP and
-//! no websocket.
+//! every layer below (`support` … `terminal`); knows no HTTP, no websocket
+//! and no flags: the server hands it `Settings`, made of them.
 
 pub(crate) mod create;
 pub(crate) mod entry;
@@ -15,6 +15,7 @@ pub(crate) mod pool;
 pub(crate) mod provision;
 pub(crate) mod reconcile;
 pub(crate) mod registry;
+pub(crate) mod settings;
 pub(crate) mod settled;
 pub(crate) mod shared_image;
 pub mod store;

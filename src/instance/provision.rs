@@ -16,9 +16,9 @@ use crate::assignment::base_images::{base_images, PullPolicy};
 use crate::assignment::image::HashCache;
 use crate::assignment::instance_files::{self, Entry, Owner};
 use crate::assignment::{Assignment, AssignmentError, Renderer, TemplateVars};
-use crate::config::ServeConfig;
 use crate::engine::docker::{Docker, DockerError};
 use crate::instance::errors::CreateError;
+use crate::instance::settings::Settings;
 use crate::protocol::spec::Spec;
 use crate::telemetry::metrics::PHASE_SECONDS;
 
@@ -77,7 +77,7 @@ pub struct Prepared {
 
 /// Makes instances' images, files and setup, and collects unused assignment images.
 pub struct Provisioner {
-    pub(super) config: Arc<ServeConfig>,
+    pub(super) config: Arc<Settings>,
     pub(super) docker: Arc<Docker>,
     /// The `--max-builds` slots of every build.
     pub slots: BuildSlots,
@@ -92,10 +92,10 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
-    /// A provisioner for `config`, talking to `docker`.
-    pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>) -> Arc<Provisioner> {
+    /// A provisioner for `config` (as at start), talking to `docker`.
+    pub fn new(config: Arc<Settings>, docker: Arc<Docker>) -> Arc<Provisioner> {
         Arc::new(Provisioner {
-            slots: BuildSlots::new(config.max_builds),
+            slots: BuildSlots::new(config.caps.max_builds),
             config,
             docker,
             hashes: Arc::new(HashCache::default()),

@@ -161,7 +161,7 @@ impl Registry {
         }
         let record = instance.record();
         if record.gate != Gate::Legacy {
-            instance.warm_for(self.config.load().reattach_grace);
+            instance.warm_for(self.settings.load().reattach_grace);
             return Ok(());
         }
         let h = crate::crypto::handle::of(&record.instance_id);

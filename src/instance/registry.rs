@@ -7,7 +7,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::config::ServeConfig;
 use crate::engine::docker::bounded;
 use crate::engine::docker::DOCKER_CALL_LIMIT;
 use crate::engine::docker::{Attached, Docker, DockerError};
@@ -17,9 +16,10 @@ pub use crate::instance::errors::{AttachError, CreateError};
 use crate::instance::files::{self, FilesError};
 use crate::instance::pool::Pool;
 use crate::instance::provision::Provisioner;
+use crate::instance::settings::Settings;
 use crate::instance::settled::{Settled, SETTLE_WAIT};
 use crate::instance::store::{InstanceRecord, Store};
-use crate::instance::tables::{Admission, Caps, Tables};
+use crate::instance::tables::{Admission, Tables};
 use crate::protocol::admin::Summary;
 use crate::protocol::spec::Spec;
 use crate::support::live::Swap;
@@ -40,7 +40,7 @@ pub enum ObserveRefusal {
 /// The live instances; keeps the store and Docker in step with them.
 pub struct Registry {
     /// The settings; a reload swaps those that change live (`reconfigure`).
-    pub(crate) config: Swap<ServeConfig>,
+    pub(crate) settings: Swap<Settings>,
     /// The Docker client.
     pub(crate) docker: Arc<Docker>,
     pub(crate) store: Arc<Store>,
@@ -59,11 +59,11 @@ pub struct Registry {
 
 impl Registry {
     /// An empty registry; `load_records` fills it from the store.
-    pub fn new(config: Arc<ServeConfig>, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
+    pub fn new(settings: Settings, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
         Arc::new(Registry {
-            provisioner: Provisioner::new(config.clone(), docker.clone()),
+            provisioner: Provisioner::new(Arc::new(settings.clone()), docker.clone()),
             pool: Arc::new(Pool::new(docker.clone())),
-            config: Swap::new((*config).clone()),
+            settings: Swap::new(settings),
             docker,
             store: Arc::new(store),
             tables: Mutex::new(Tables::default()),
@@ -74,14 +74,14 @@ impl Registry {
     }
 
     /// The settings in force now.
-    pub fn config(&self) -> Arc<ServeConfig> {
-        self.config.load()
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load()
     }
 
     /// Puts new settings in force for what is made, attached or swept from
     /// now on (a reload; see `reload.rs` for which settings change live).
-    pub fn reconfigure(&self, config: ServeConfig) {
-        self.config.store(config);
+    pub fn reconfigure(&self, settings: Settings) {
+        self.settings.store(settings);
     }
 
     /// The live instance with this ID, if any.
@@ -91,7 +91,7 @@ impl Registry {
 
     /// Every stored instance, for the admin CLI (`ua list`), by last use.
     pub fn list(&self) -> Vec<Summary> {
-        let expiry = self.config.load().instance_expiry.as_secs() as i64;
+        let expiry = self.settings.load().instance_expiry.as_secs() as i64;
         let tables = self.tables.lock().unwrap();
         let mut list: Vec<Summary> = tables
             .by_id
@@ -146,7 +146,7 @@ impl Registry {
         let admission = self.tables.lock().unwrap().admit(
             &spec.spec_id,
             &spec.assignment,
-            &Caps::of(&self.config.load()),
+            &self.settings.load().caps,
         )?;
         let mut waiting = match admission {
             Admission::Existing(instance) => return Ok(self.take_over(instance)),
@@ -232,10 +232,10 @@ impl Registry {
         *instance.warm_until.lock().unwrap() = None;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let (registry, owner) = (self.clone(), instance.clone());
-        let config = self.config.load();
+        let settings = self.settings.load();
         let settings = TerminalSettings {
-            grace: config.reattach_grace,
-            replay_bytes: config.replay_bytes,
+            grace: settings.reattach_grace,
+            replay_bytes: settings.replay_bytes,
         };
         let terminal = Terminal::spawn(
             opened.attached,

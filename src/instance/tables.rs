@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::config::ServeConfig;
 use crate::instance::entry::Instance;
 use crate::instance::errors::CreateError;
 use crate::protocol::spec::AssignmentName;
@@ -17,7 +16,7 @@ pub(crate) type BuildResult = Option<Result<Arc<Instance>, CreateError>>;
 
 /// The operator's limits on instances and builds.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Caps {
+pub struct Caps {
     /// `--max-instances`: stored instances plus builds.
     pub max_instances: usize,
     /// `--max-running`: running terminals plus builds.
@@ -29,16 +28,6 @@ pub(crate) struct Caps {
 }
 
 impl Caps {
-    /// The limits of `ua serve`'s flags.
-    pub fn of(config: &ServeConfig) -> Caps {
-        Caps {
-            max_instances: config.max_instances,
-            max_running: config.max_running,
-            max_builds: config.max_builds,
-            max_build_queue: config.max_build_queue,
-        }
-    }
-
     /// Whether one more build may start, given the instances stored, the
     /// terminals running and the builds in flight.
     pub fn admit(&self, stored: usize, running: usize, building: usize) -> Result<(), CreateError> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::engine::docker::{Docker, LABEL_ASSIGNMENT, LABEL_HANDLE, LABEL_STATE_DIR};
+use crate::engine::docker::{Docker, LABEL_ASSIGNMENT, LABEL_HANDLE};
 use crate::instance::registry::Registry;
 use crate::telemetry::by_assignment::{OOM_KILLS, PIDS_LIMIT_HITS};
 
@@ -59,35 +59,22 @@ async fn follow_oom_events(docker: Arc<Docker>) {
     let mut since: Option<i64> = None;
     let mut last_nano = 0;
     loop {
-        if let Ok(client) = docker.raw_client().await {
-            let filters = HashMap::from([
-                ("type", vec!["container".to_string()]),
-                ("event", vec!["oom".to_string()]),
-                (
-                    "label",
-                    vec![format!("{LABEL_STATE_DIR}={}", docker.state_dir_label())],
-                ),
-            ]);
-            let mut options =
-                bollard::query_parameters::EventsOptionsBuilder::new().filters(&filters);
-            // After a break: what happened meanwhile, once.
-            let from = since.map(|s| s.to_string());
-            if let Some(from) = &from {
-                options = options.since(from);
-            }
-            let mut events = client.events(Some(options.build()));
-            while let Some(Ok(event)) = events.next().await {
-                let nano = event.time_nano.unwrap_or_default();
+        // After a break: what happened meanwhile, once.
+        if let Ok(mut events) = docker.oom_events(since).await {
+            while let Some(event) = events.next().await {
+                let nano = event.time_nano;
                 if nano != 0 && nano <= last_nano {
                     continue;
                 }
                 last_nano = nano;
                 since = event.time.or(since);
-                let actor = event.actor.unwrap_or_default();
-                let attributes = actor.attributes.unwrap_or_default();
+                let attributes = event.attributes;
                 let (handle, assignment) = who(&attributes);
                 oom_killed(&handle, &assignment);
-                let names = actor.id.into_iter().chain(attributes.get("name").cloned());
+                let names = event
+                    .container_id
+                    .into_iter()
+                    .chain(attributes.get("name").cloned());
                 crate::engine::oom::announce(names.collect());
             }
         }

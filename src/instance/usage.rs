@@ -171,7 +171,7 @@ impl Sampler {
 
 /// Every instance's summary, its container and whether it may run.
 fn rows(registry: &Registry) -> Vec<Row> {
-    let expiry = registry.config().instance_expiry.as_secs() as i64;
+    let expiry = registry.settings().instance_expiry.as_secs() as i64;
     let instances: Vec<Arc<Instance>> = {
         let tables = registry.tables.lock().unwrap();
         tables.by_id.values().cloned().collect()

@@ -39,12 +39,12 @@ pub async fn run(registry: Arc<Registry>) {
     adopt(&registry).await;
     let pool = registry.pool.clone();
     loop {
-        let config = registry.config();
+        let config = registry.settings();
         let (running, building) = {
             let tables = registry.tables.lock().unwrap();
             (tables.running(), tables.building.len())
         };
-        let room = config.max_running.saturating_sub(running + building);
+        let room = config.caps.max_running.saturating_sub(running + building);
         let step = pool.state.lock().unwrap().next_step(config.warm, room);
         let done = match step {
             Step::Remove(warm) => remove(&pool, &warm).await,
@@ -138,7 +138,7 @@ pub(super) async fn current_targets(
     registry: &Registry,
     names: HashSet<String>,
 ) -> HashMap<String, Option<Target>> {
-    let config = registry.config();
+    let config = registry.settings();
     let hashes = registry.provisioner.hashes();
     let root = config.assignments.clone();
     let found = tokio::task::spawn_blocking(move || {
@@ -172,7 +172,7 @@ pub(super) async fn current_targets(
             Some((image, settings)) => match bounded(registry.docker.image_exists(&image)).await {
                 Ok(true) => Some(Target {
                     image,
-                    limits: container_limits(&settings, &config),
+                    limits: container_limits(&settings, &config.limits),
                 }),
                 other => {
                     if config.warm > 0 {
@@ -253,7 +253,7 @@ pub(super) async fn adopt(registry: &Registry) {
     }
     let adopted = adopt_or_remove(registry, containers, &targets).await;
     // `--warm 0` (the default) has no pool to speak of.
-    if registry.config().warm > 0 || adopted > 0 {
+    if registry.settings().warm > 0 || adopted > 0 {
         log::info!(
             "warm pool: {adopted} containers adopted, {} assignments kept warm",
             registry.pool.counts().len()

@@ -78,7 +78,7 @@ async fn answer(app: &App, sampler: &Sampler, request: Request) -> Value {
         Request::Status => {
             let now = app.registry.snapshot();
             let probe = app.health.probe().await;
-            let config = app.registry.config();
+            let config = app.config.load();
             json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "pid": std::process::id(),

@@ -10,6 +10,7 @@ pub(crate) mod http;
 pub(crate) mod observe;
 pub(crate) mod reload;
 pub(crate) mod session;
+pub(crate) mod settings;
 pub(crate) mod web;
 
 use std::sync::Arc;
@@ -150,7 +151,8 @@ async fn serve_from(
         .canonicalize()
         .unwrap_or_else(|_| config.state_dir.clone());
     let docker = Arc::new(Docker::new(&state_dir));
-    let registry = Registry::new(config.clone(), docker.clone(), store);
+    let settings = settings::instance_settings(&config);
+    let registry = Registry::new(settings, docker.clone(), store);
     settle_with_docker(&registry, &docker, &config).await?;
     // Bound before ua says it listens: it exists once ua says so.
     let admin_socket = admin::bind(&state_dir)
@@ -167,7 +169,7 @@ async fn serve_from(
         origins: Swap::new(config.origin_allowlist()),
         public_origins: Swap::new(config.public_origins(listening)),
         hosts: Swap::new(config.allowed_hosts(listening)),
-        config: config.clone(),
+        config: Swap::new((*config).clone()),
         registry: registry.clone(),
         health: Health::new(docker.clone(), &config.state_dir),
         keys: Swap::new(keys),

@@ -138,7 +138,7 @@ pub fn reload(app: &App, reloader: &Reloader) {
             return;
         }
     };
-    let old = app.registry.config();
+    let old = app.config.load();
     let (live, kept) = keep_restart_only(&old, new);
     for flag in kept {
         log::warn!("reload: {flag} changed; that takes effect at the next restart");
@@ -159,7 +159,9 @@ pub fn reload(app: &App, reloader: &Reloader) {
         .store(live.public_origins(reloader.listening));
     app.hosts.store(live.allowed_hosts(reloader.listening));
     log::set_max_level(live.log_level);
-    app.registry.reconfigure(live);
+    app.registry
+        .reconfigure(crate::server::settings::instance_settings(&live));
+    app.config.store(live);
 }
 
 fn flag(field: &str) -> String {

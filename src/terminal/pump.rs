@@ -3,16 +3,15 @@
 //! program, not the server's memory), coalesces floods, feeds the replay
 //! buffer and the observers, and reattaches after a detach.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::engine::docker::Docker;
+use crate::engine::docker::{Docker, Output};
 
 use crate::terminal::attachment::{Client, CloseReason, Command, MAX_CHUNK};
 use crate::terminal::observers::Observers;
@@ -42,10 +41,6 @@ pub enum Ended {
     /// Ended on request (clean, expiry, shutdown): the requester handles the container.
     OnRequest,
 }
-
-pub(super) type Output = Pin<
-    Box<dyn Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + Send>,
->;
 
 pub(super) struct Pump {
     pub(super) output: Output,
@@ -115,7 +110,7 @@ impl Pump {
                 item = self.output.next(), if flow.pending.is_none() && keep_reading => match item {
                     Some(Ok(first)) => {
                         flow.reattached = 0;
-                        let chunk = self.coalesce(first.into_bytes()).await;
+                        let chunk = self.coalesce(first).await;
                         self.replay.push(&chunk);
                         observers.send(&chunk);
                         if flow.client.is_some() {
@@ -243,7 +238,7 @@ impl Pump {
             match next {
                 Some(Some(Ok(more))) => {
                     let buffer = joined.get_or_insert_with(|| BytesMut::from(&first[..]));
-                    buffer.extend_from_slice(&more.into_bytes());
+                    buffer.extend_from_slice(&more);
                 }
                 // The end (or an error) shows again on the next poll of a fused stream.
                 _ => break,

@@ -10,7 +10,6 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use bollard::container::LogOutput;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -72,23 +71,22 @@ pub async fn attach(version: &str, container: &str) -> Result<Attached, DockerEr
         Err(_) => return Err(DockerError::Unreachable("no attach answer in 10 s".into())),
     };
     let (read, input) = tokio::io::split(stream);
-    let first = futures_util::stream::iter((!early.is_empty()).then(|| Ok(console(early))));
+    let first = futures_util::stream::iter((!early.is_empty()).then(|| Ok(early)));
     let rest = futures_util::stream::unfold(read, |mut read| async move {
         let mut buffer = BytesMut::with_capacity(READ_BYTES);
         match read.read_buf(&mut buffer).await {
             Ok(0) => None,
-            Ok(_) => Some((Ok(console(buffer.freeze())), read)),
-            Err(e) => Some((Err(bollard::errors::Error::IOError { err: e }), read)),
+            Ok(_) => Some((Ok(buffer.freeze()), read)),
+            Err(e) => Some((
+                Err(DockerError::Unreachable(format!("IO error: {e}"))),
+                read,
+            )),
         }
     });
     Ok(Attached {
         output: Box::pin(first.chain(rest)),
         input: Box::pin(input),
     })
-}
-
-fn console(message: Bytes) -> LogOutput {
-    LogOutput::Console { message }
 }
 
 /// Sends the attach request and reads Docker's answer head; gives the

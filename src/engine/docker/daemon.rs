@@ -26,11 +26,6 @@ impl Docker {
         }
     }
 
-    /// The daemon's client, for a module that streams from it (`trouble`).
-    pub(crate) async fn raw_client(&self) -> Result<bollard::Docker, DockerError> {
-        self.client().await
-    }
-
     pub(super) async fn client(&self) -> Result<bollard::Docker, DockerError> {
         let mut slot = self.client.lock().await;
         if let Some(client) = slot.as_ref() {

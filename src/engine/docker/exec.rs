@@ -4,7 +4,6 @@
 use std::pin::Pin;
 
 use bollard::container::LogOutput;
-use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::query_parameters::ResizeExecOptions;
@@ -33,10 +32,14 @@ pub struct ExecOutcome {
     pub tail: Vec<String>,
 }
 
+/// A TTY's output as it comes: raw bytes, or the error that cut it off
+/// (bollard's frames and errors stay inside `engine::docker`).
+pub type Output = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, DockerError>> + Send>>;
+
 /// A container's TTY, attached: its main process's output and input.
 pub struct Attached {
     /// The TTY's output, raw bytes.
-    pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>,
+    pub output: Output,
     /// The TTY's input.
     pub input: Pin<Box<dyn AsyncWrite + Send>>,
 }
@@ -46,7 +49,7 @@ pub struct Exec {
     /// The exec's ID, for resizing and inspecting it.
     pub id: String,
     /// The TTY's output, raw bytes.
-    pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>,
+    pub output: Output,
     /// The TTY's input.
     pub input: Pin<Box<dyn AsyncWrite + Send>>,
 }
@@ -148,7 +151,9 @@ impl Docker {
         match client.start_exec(&created.id, Some(start)).await? {
             StartExecResults::Attached { output, input } => Ok(Exec {
                 id: created.id,
-                output,
+                output: Box::pin(
+                    output.map(|frame| frame.map(LogOutput::into_bytes).map_err(DockerError::from)),
+                ),
                 input,
             }),
             StartExecResults::Detached => Err(DockerError::Api {

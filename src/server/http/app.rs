@@ -15,8 +15,9 @@ use crate::support::live::Swap;
 
 /// Everything a request handler needs.
 pub struct App {
-    /// The server's settings.
-    pub config: Arc<ServeConfig>,
+    /// The server's settings in force (swapped by a reload; the registry
+    /// gets its part as `instance::settings::Settings`).
+    pub config: Swap<ServeConfig>,
     /// The live instances.
     pub registry: Arc<Registry>,
     /// The cached `/health` probe.

@@ -38,7 +38,7 @@ pub async fn serve(listeners: Vec<Listener>, app: Arc<App>) {
     let connections = TaskTracker::new();
     // At the cap, new connections wait in the kernel's backlog.
     let slots = Arc::new(tokio::sync::Semaphore::new(
-        app.config.max_connections.max(1),
+        app.config.load().max_connections.max(1),
     ));
     loop {
         let accepted = tokio::select! {

@@ -79,7 +79,7 @@ pub(super) fn metrics_page(app: &App) -> Response<Body> {
     let mut snapshot = app.registry.snapshot();
     snapshot.sessions = app.sessions.len();
     let mut text = metrics::render(&snapshot);
-    crate::telemetry::metrics::render_node(&mut text, app.config.node_id.as_deref());
+    crate::telemetry::metrics::render_node(&mut text, app.config.load().node_id.as_deref());
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -105,7 +105,7 @@ pub(super) async fn health(app: &App) -> Response<Body> {
         },
         json!({
             "status": if ok { "ok" } else { "unhealthy" },
-            "node": app.config.node_id,
+            "node": app.config.load().node_id,
             "docker": describe(&probe.docker),
             "stateDir": describe(&probe.state_dir),
             "diskQuota": describe(&probe.disk_quota),

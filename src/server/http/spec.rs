@@ -182,7 +182,7 @@ pub(super) fn expiry(app: &App, instance_id: &str) -> serde_json::Value {
         .registry
         .lookup(instance_id)
         .and_then(|instance| instance.record().keep_until);
-    let idle = app.registry.config.load().instance_expiry.as_secs();
+    let idle = app.registry.settings().instance_expiry.as_secs();
     json!({ "idleSeconds": idle, "keepUntil": keep_until })
 }
 

@@ -69,7 +69,7 @@ pub(super) fn websocket(
         }
     };
     let settings = SessionSettings {
-        idle_timeout: app.registry.config().idle_timeout,
+        idle_timeout: app.config.load().idle_timeout,
     };
     if observe {
         app.sessions.spawn(observe::run(
