@@ -268,7 +268,7 @@ struct RoutedSpec {
 }
 
 /// POSTs every spec through HAProxy, a few at a time; their instance IDs.
-fn post_all(haproxy: &Haproxy, specs: &[RoutedSpec]) -> Vec<String> {
+fn post_all(haproxy: &Haproxy, specs: &[RoutedSpec], key: &std::path::Path) -> Vec<String> {
     let next = AtomicUsize::new(0);
     let ids = Mutex::new(vec![String::new(); specs.len()]);
     std::thread::scope(|scope| {
@@ -277,11 +277,20 @@ fn post_all(haproxy: &Haproxy, specs: &[RoutedSpec]) -> Vec<String> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(spec) = specs.get(i) else { break };
                 let response = haproxy.post(&format!("/spec?route={}", spec.token), &spec.sealed);
-                assert_eq!(
-                    response.status, 200,
-                    "POST /spec of {} through haproxy: {}",
-                    spec.spec_id, response.body
-                );
+                if response.status != 200 {
+                    // A failed build's output, opened, says why.
+                    let output = response.json()["sealedOutput"]
+                        .as_str()
+                        .map(|sealed| ua_with_input("open", key, sealed).stdout)
+                        .unwrap_or_default();
+                    panic!(
+                        "POST /spec of {} through haproxy: {} {}\n{}",
+                        spec.spec_id,
+                        response.status,
+                        response.body,
+                        String::from_utf8_lossy(&output)
+                    );
+                }
                 let id = response.json()["instanceID"].as_str().unwrap().to_string();
                 ids.lock().unwrap()[i] = id;
             });
@@ -313,7 +322,7 @@ fn three_nodes_behind_haproxy_route_by_spec_and_by_instance_and_survive_a_dead_n
             }
         })
         .collect();
-    let first = post_all(&haproxy, &specs);
+    let first = post_all(&haproxy, &specs, &a.key_file());
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
     for id in &first {
         *per_node.entry(node_of(id)).or_default() += 1;
@@ -328,7 +337,7 @@ fn three_nodes_behind_haproxy_route_by_spec_and_by_instance_and_survive_a_dead_n
         assert_eq!(node.records().len(), per_node[name], "node {name}");
     }
     // Posting each again reaches the same node and the same instance.
-    assert_eq!(post_all(&haproxy, &specs), first);
+    assert_eq!(post_all(&haproxy, &specs, &a.key_file()), first);
 
     // A websocket through HAProxy reaches the right node's terminal; on c,
     // leave a file behind.
@@ -386,7 +395,7 @@ fn three_nodes_behind_haproxy_route_by_spec_and_by_instance_and_survive_a_dead_n
     assert_eq!(http(haproxy.port, "GET", "/metrics", &[], b"").status, 404);
 
     // Its specs get new instances on the other nodes; no other spec moves.
-    let during = post_all(&haproxy, &specs);
+    let during = post_all(&haproxy, &specs, &a.key_file());
     for i in 0..specs.len() {
         if node_of(&first[i]) == "c" {
             assert!(["a", "b"].contains(&node_of(&during[i])), "{}", during[i]);
@@ -399,7 +408,7 @@ fn three_nodes_behind_haproxy_route_by_spec_and_by_instance_and_survive_a_dead_n
     // files and all; every other spec stays where it was.
     c.spawn();
     haproxy.wait_until("c", "UP");
-    let after = post_all(&haproxy, &specs);
+    let after = post_all(&haproxy, &specs, &a.key_file());
     assert_eq!(after, first);
     let moved: BTreeSet<&str> = on_c.iter().map(|&i| during[i].as_str()).collect();
     assert!(moved.iter().all(|id| !first.contains(&id.to_string())));
