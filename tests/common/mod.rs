@@ -332,7 +332,19 @@ impl TestServer {
     /// `POST /spec`, expecting an instance.
     pub fn instance(&self, sealed: &str) -> String {
         let response = self.http("POST", "/spec", sealed);
-        assert_eq!(response.status, 200, "POST /spec: {}", response.body);
+        if response.status != 200 {
+            // A failed build's or setup's output, opened, says why.
+            let output = response.json()["sealedOutput"]
+                .as_str()
+                .map(|sealed| ua_with_input("open", &self.key_file(), sealed).stdout)
+                .unwrap_or_default();
+            panic!(
+                "POST /spec: {} {}\n{}",
+                response.status,
+                response.body,
+                String::from_utf8_lossy(&output)
+            );
+        }
         response.json()["instanceID"].as_str().unwrap().to_string()
     }
 

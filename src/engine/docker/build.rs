@@ -97,11 +97,11 @@ pub fn split_reference(reference: &str) -> (&str, Option<&str>) {
 }
 
 impl Docker {
-    /// Builds `context` (a tar) into `tag`, never pulling, with the labels.
     /// Builds `context` into `tag` within `limit`. A build that fails or runs
     /// out of time leaves nothing: the step images it made are removed (the
     /// classic builder keeps them, unlabelled, and they hold whatever the
-    /// rendered context put into them).
+    /// rendered context put into them). A build that fails in the daemon
+    /// rather than in one of its steps is tried once more.
     pub async fn build_within(
         &self,
         context: Vec<u8>,
@@ -111,22 +111,48 @@ impl Docker {
         network: bool,
         limit: Duration,
     ) -> Result<(), BuildError> {
-        let mut steps = Vec::new();
-        let building = self.build(context, dockerfile, tag, labels, network, &mut steps);
-        // Dropping the build request makes the daemon cancel the build.
-        let result = match tokio::time::timeout(limit, building).await {
-            Ok(result) => result,
-            Err(_) => Err(BuildError::TimedOut(limit)),
-        };
-        if result.is_err() {
-            let _ = self.remove_image(tag).await;
-            for step in steps.iter().rev() {
-                if let Err(e) = self.remove_step_image(step).await {
-                    log::warn!("step image {step} of a failed build not removed: {e}");
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut tried = false;
+        loop {
+            let mut steps = Vec::new();
+            let building = self.build(
+                context.clone(),
+                dockerfile,
+                tag,
+                labels,
+                network,
+                &mut steps,
+            );
+            // Dropping the build request makes the daemon cancel the build.
+            let result = match tokio::time::timeout_at(deadline, building).await {
+                Ok(result) => result,
+                Err(_) => Err(BuildError::TimedOut(limit)),
+            };
+            if result.is_ok() {
+                return result;
+            }
+            self.remove_failed_build(tag, &steps).await;
+            match result {
+                Err(BuildError::Failed { tail }) if !tried && !failed_in_a_step(&tail) => {
+                    // The daemon's words may quote the context: not logged.
+                    log::warn!(
+                        "a build failed in the Docker daemon, not in a step; trying once more"
+                    );
+                    tried = true;
                 }
+                result => return result,
             }
         }
-        result
+    }
+
+    /// Removes what a failed build left: its tag and its step images.
+    async fn remove_failed_build(&self, tag: &str, steps: &[String]) {
+        let _ = self.remove_image(tag).await;
+        for step in steps.iter().rev() {
+            if let Err(e) = self.remove_step_image(step).await {
+                log::warn!("step image {step} of a failed build not removed: {e}");
+            }
+        }
     }
 
     /// Removes one image left by a failed build, leaving its parents alone.
@@ -269,5 +295,61 @@ impl Docker {
         let config = self.client().await?.inspect_image(image).await?.config;
         let dir = config.and_then(|c| c.working_dir).unwrap_or_default();
         Ok(if dir.is_empty() { "/".into() } else { dir })
+    }
+}
+
+/// Whether a failed build's last line is the failure of one of the
+/// Dockerfile's own steps (a command's exit status, a `COPY`/`ADD` of
+/// nothing, a Dockerfile error), which a second try would only repeat.
+/// Anything else (a container that did not start, an image or layer gone
+/// under a concurrent removal) is the daemon's and may pass on a retry.
+pub(super) fn failed_in_a_step(tail: &[String]) -> bool {
+    let Some(last) = tail.last() else {
+        return false;
+    };
+    const STEP_FAILURES: [&str; 6] = [
+        "returned a non-zero code",
+        "COPY failed",
+        "ADD failed",
+        "dockerfile parse error",
+        "unknown instruction",
+        "failed to process",
+    ];
+    let last = last.to_ascii_lowercase();
+    STEP_FAILURES
+        .iter()
+        .any(|failure| last.contains(&failure.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failed_in_a_step;
+
+    fn tail(last: &str) -> Vec<String> {
+        vec!["Step 2/2 : RUN x".to_string(), last.to_string()]
+    }
+
+    #[test]
+    fn a_step_of_the_dockerfile_failing_is_not_tried_again() {
+        for last in [
+            "The command '/bin/sh -c false' returned a non-zero code: 1",
+            "COPY failed: file not found in build context or excluded by .dockerignore",
+            "ADD failed: file not found in build context",
+            "dockerfile parse error line 3: unknown instruction: RUNN",
+        ] {
+            assert!(failed_in_a_step(&tail(last)), "{last}");
+        }
+    }
+
+    #[test]
+    fn a_failure_of_the_daemon_is_tried_again() {
+        for last in [
+            "OCI runtime create failed: container_linux.go:380: starting container process caused: read init-p: connection reset by peer: unknown",
+            "No such image: sha256:0123",
+            "failed to get layer sha256:0123: layer does not exist",
+        ] {
+            assert!(!failed_in_a_step(&tail(last)), "{last}");
+        }
+        assert!(!failed_in_a_step(&[]));
     }
 }
