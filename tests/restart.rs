@@ -218,3 +218,50 @@ fn a_container_of_an_earlier_version_keeps_its_files_and_gets_an_exec_terminal()
         .args(["rmi", "-f", &image])
         .output();
 }
+
+/// A server killed in the middle of a build leaves the classic builder's
+/// step images, which hold the rendered context (here an answer). Every
+/// build stage carries the server's labels, so the next start finds them
+/// and removes them.
+#[test]
+fn the_step_images_of_a_build_cut_short_by_kill_9_are_removed_at_the_next_start() {
+    let mut server = TestServer::start();
+    write(
+        &server.assignments().join("slow/Dockerfile.tmpl"),
+        "FROM ua-busybox:latest\nRUN echo {{ data.answer | shell }} > /answer\nRUN sleep 120\n",
+    );
+    let sealed =
+        server.seal(r#"{"specID":"slow-1","assignmentName":"slow","data":{"answer":"42"}}"#);
+    let port = server.port;
+    let posting = std::thread::spawn(move || http(port, "POST", "/spec", &[], sealed.as_bytes()));
+    let state = server.state_dir().canonicalize().unwrap();
+    let filter = format!("label=ua.state-dir={}", state.display());
+    let step_images = || docker(&["images", "-aq", "--filter", &filter]);
+    // The `LABEL` step's image, then the `RUN echo` step's.
+    eventually(Duration::from_secs(60), "two step images are made", || {
+        step_images().lines().count() >= 2
+    });
+    server.kill();
+    let _ = posting.join();
+    let left = step_images();
+    let holds_answer = left.lines().any(|image| {
+        let cat = ["run", "--rm", "--network", "none", image, "cat", "/answer"];
+        docker(&cat).trim() == "42"
+    });
+    assert!(
+        holds_answer,
+        "no step image holds the rendered context: {left}"
+    );
+
+    server.spawn();
+    eventually(
+        Duration::from_secs(30),
+        "the step images are removed",
+        || step_images().trim().is_empty(),
+    );
+    assert!(
+        server.log().contains("that no record owns"),
+        "{}",
+        server.log()
+    );
+}

@@ -80,8 +80,13 @@ impl Assignment {
     }
 
     /// Renders the Dockerfile and `context/**.tmpl`, and packs the context as
-    /// a tar with the Dockerfile at [`DOCKERFILE_IN_CONTEXT`]. Blocking.
-    pub fn render_context(&self, vars: &TemplateVars) -> Result<RenderedContext, AssignmentError> {
+    /// a tar with the Dockerfile at [`DOCKERFILE_IN_CONTEXT`], `stage_label`
+    /// (a `LABEL` line, or empty) after each of its `FROM`s. Blocking.
+    pub fn render_context(
+        &self,
+        vars: &TemplateVars,
+        stage_label: &str,
+    ) -> Result<RenderedContext, AssignmentError> {
         let renderer = Renderer::new(vars);
         let render = |name: &str, source: &str| renderer.render(name, source);
         let io_error = |cause| AssignmentError::Io {
@@ -102,7 +107,7 @@ impl Assignment {
         append_bytes(
             &mut tar,
             DOCKERFILE_IN_CONTEXT,
-            dockerfile.as_bytes(),
+            crate::assignment::stage_label::label_every_stage(&dockerfile, stage_label).as_bytes(),
             0o644,
         )
         .map_err(io_error)?;
@@ -160,7 +165,7 @@ impl Assignment {
 pub struct RenderedContext {
     /// The packed context.
     pub tar: Vec<u8>,
-    /// The rendered Dockerfile, as packed.
+    /// The rendered Dockerfile (packed with the stage label).
     pub dockerfile: String,
     /// The base images its template names without template syntax: the
     /// only ones an error may name (the others may carry spec data).
@@ -315,7 +320,7 @@ mod tests {
         let name = AssignmentName::parse("archive.tar_extract").unwrap();
         let assignment = Assignment::find(root.path(), &name).unwrap();
         let data = serde_json::json!({"secret": "it's"});
-        let files = unpack(&assignment.render_context(&vars(&data)).unwrap().tar);
+        let files = unpack(&assignment.render_context(&vars(&data), "").unwrap().tar);
         assert_eq!(
             files[DOCKERFILE_IN_CONTEXT],
             "FROM base\nRUN echo 'it'\\''s' spec-1\n"
@@ -345,7 +350,7 @@ mod tests {
             );
             let err = assignment()
                 .unwrap()
-                .render_context(&vars(&data))
+                .render_context(&vars(&data), "")
                 .err()
                 .unwrap()
                 .to_string();

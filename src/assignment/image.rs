@@ -94,8 +94,9 @@ fn hex(bytes: &[u8]) -> String {
 /// Packs the Dockerfile (at [`DOCKERFILE_IN_CONTEXT`]) and `context/` into
 /// a tar, and hashes what makes the image: the Dockerfile, the names, kinds,
 /// modes and contents of the context (after `.dockerignore`) and
-/// `assignment.json`. Times and owners are not hashed. Blocking.
-pub fn pack(assignment: &Assignment) -> Result<SharedContext, AssignmentError> {
+/// `assignment.json`. Times and owners are not hashed, nor `stage_label`
+/// (a `LABEL` line, or empty), packed after each `FROM`. Blocking.
+pub fn pack(assignment: &Assignment, stage_label: &str) -> Result<SharedContext, AssignmentError> {
     let io_error = |cause| AssignmentError::Io {
         name: assignment.name.to_string(),
         cause,
@@ -118,7 +119,8 @@ pub fn pack(assignment: &Assignment) -> Result<SharedContext, AssignmentError> {
 
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);
-    append_bytes(&mut tar, DOCKERFILE_IN_CONTEXT, &dockerfile_bytes, 0o644).map_err(io_error)?;
+    let packed = crate::assignment::stage_label::label_every_stage(&dockerfile, stage_label);
+    append_bytes(&mut tar, DOCKERFILE_IN_CONTEXT, packed.as_bytes(), 0o644).map_err(io_error)?;
     let ignore = format!("{DOCKERFILE_IN_CONTEXT}\n.dockerignore\n");
     append_bytes(&mut tar, ".dockerignore", ignore.as_bytes(), 0o644).map_err(io_error)?;
     for (relative, path) in context_entries(assignment.dir()).map_err(io_error)? {
@@ -188,18 +190,22 @@ impl HashCache {
                 return Ok(hash.clone());
             }
         }
-        let hash = pack(assignment)?.hash;
+        let hash = pack(assignment, "")?.hash;
         self.remember(assignment, stamp, &hash);
         Ok(hash)
     }
 
     /// Packs the context for a build, and remembers its hash.
-    pub fn pack(&self, assignment: &Assignment) -> Result<SharedContext, AssignmentError> {
+    pub fn pack(
+        &self,
+        assignment: &Assignment,
+        stage_label: &str,
+    ) -> Result<SharedContext, AssignmentError> {
         let stamp = stamp(assignment.dir()).map_err(|cause| AssignmentError::Io {
             name: assignment.name.to_string(),
             cause,
         })?;
-        let context = pack(assignment)?;
+        let context = pack(assignment, stage_label)?;
         self.remember(assignment, stamp, &context.hash);
         Ok(context)
     }
@@ -307,7 +313,7 @@ mod tests {
         let cache = HashCache::default();
         let first = cache.hash(&find(root.path())).unwrap();
         assert_eq!(first.len(), HASH_HEX);
-        assert_eq!(pack(&find(root.path())).unwrap().hash, first);
+        assert_eq!(pack(&find(root.path()), "").unwrap().hash, first);
 
         write(&dir.join("context/skip.log"), "changed");
         assert_eq!(cache.hash(&find(root.path())).unwrap(), first);

@@ -2,7 +2,8 @@
 //! (`settings`), finding one by name without leaving the root and packing
 //! its build context (`find`), rendering its templates with the spec
 //! (`template`), shared-image mode (`image`), the `FROM` lines and `--pull`
-//! (`base_images`), the files each instance gets (`instance_files`). Uses
+//! (`base_images`), the files each instance gets (`instance_files`), the
+//! label line every build stage gets (`stage_label`). Uses
 //! `protocol` (assignment names) and `support`; knows no Docker, no
 //! registry, no HTTP. Inside, files name each other; the rest uses what is
 //! re-exported here.
@@ -12,6 +13,7 @@ mod find;
 pub(crate) mod image;
 pub(crate) mod instance_files;
 mod settings;
+mod stage_label;
 mod template;
 
 pub use find::{Assignment, RenderedContext};

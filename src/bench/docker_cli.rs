@@ -249,7 +249,7 @@ pub(super) async fn cli_tmpl_start(
         spec_id: &spec_id,
         instance_id: &instance_id,
     };
-    let context = assignment.render_context(&vars)?;
+    let context = assignment.render_context(&vars, "")?;
     let name = format!("ua-bench-cli-{}-t{round}", bench.run_id);
     let image = format!("{name}:latest");
 

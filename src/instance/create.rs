@@ -132,12 +132,14 @@ impl Registry {
         let context = {
             let (assignment, spec, id) =
                 (assignment.clone(), spec.clone(), instance_id.to_string());
+            let stage_label = self.docker.stage_label();
             tokio::task::spawn_blocking(move || {
-                assignment.render_context(&TemplateVars {
+                let vars = TemplateVars {
                     data: &spec.data,
                     spec_id: &spec.spec_id,
                     instance_id: &id,
-                })
+                };
+                assignment.render_context(&vars, &stage_label)
             })
             .await
             .map_err(|e| CreateError::Internal(e.to_string()))?

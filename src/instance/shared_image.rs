@@ -145,7 +145,8 @@ impl Provisioner {
         let started = Instant::now();
         let context = {
             let (hashes, assignment) = (self.hashes.clone(), assignment.clone());
-            tokio::task::spawn_blocking(move || hashes.pack(&assignment))
+            let stage_label = self.docker.stage_label();
+            tokio::task::spawn_blocking(move || hashes.pack(&assignment, &stage_label))
                 .await
                 .map_err(|e| CreateError::Internal(e.to_string()))?
                 .map_err(assignment_error)?

@@ -103,6 +103,13 @@ impl Docker {
         ])
     }
 
+    /// The `LABEL` line every build stage gets: the classic builder's step
+    /// images then carry this server's labels, so the step images of a build
+    /// cut short by a killed server are found (and removed) at the next start.
+    pub fn stage_label(&self) -> String {
+        label_instruction(&[(LABEL_OWNED, "true"), (LABEL_STATE_DIR, &self.state_dir)])
+    }
+
     /// The labels of an assignment image.
     pub fn assignment_labels(&self, assignment: &str, hash: &str) -> HashMap<String, String> {
         HashMap::from([
@@ -215,5 +222,37 @@ impl Docker {
                 }
             })
             .collect())
+    }
+}
+
+/// A `LABEL` instruction setting each label, values double-quoted with
+/// `\`, `"` and `$` escaped (Docker substitutes variables in labels).
+fn label_instruction(labels: &[(&str, &str)]) -> String {
+    let mut line = String::from("LABEL");
+    for (key, value) in labels {
+        let mut quoted = String::with_capacity(value.len() + 2);
+        for c in value.chars() {
+            if matches!(c, '\\' | '"' | '$') {
+                quoted.push('\\');
+            }
+            if c != '\n' && c != '\r' {
+                quoted.push(c);
+            }
+        }
+        line.push_str(&format!(" {key}=\"{quoted}\""));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_instruction;
+
+    #[test]
+    fn label_values_are_quoted_against_substitution() {
+        assert_eq!(
+            label_instruction(&[("ua.owned", "true"), ("ua.state-dir", "/var/$x \"a\\b\"")]),
+            r#"LABEL ua.owned="true" ua.state-dir="/var/\$x \"a\\b\"""#
+        );
     }
 }
