@@ -186,7 +186,12 @@ fn a_build_past_its_time_limit_is_stopped_with_422() {
         response.body
     );
     assert!(
-        server.records().is_empty() && server.containers().is_empty() && server.images().is_empty()
+        server.records().is_empty() && server.containers().is_empty() && server.images().is_empty(),
+        "{:?} {:?} {:?}\n{}",
+        server.records(),
+        server.containers(),
+        server.images(),
+        server.log()
     );
     // A broken assignment.json is reported, not ignored.
     write(&dir.join("assignment.json"), r#"{"buildTimeout": "soon"}"#);

@@ -19,6 +19,11 @@ pub(super) const BUILD_TAIL_LINES: usize = 20;
 /// Longest build output line kept.
 pub(super) const BUILD_LINE_CHARS: usize = 500;
 
+/// How long a failed build's step image in use by its stopping step
+/// container is tried again: 40 × 250 ms.
+const STEP_REMOVAL_TRIES: u32 = 40;
+const STEP_REMOVAL_PAUSE: Duration = Duration::from_millis(250);
+
 /// Reads the classic builder's progress lines for the images it makes:
 /// `Step n/m : …` then ` ---> <id>` for the step's image, where the `FROM`
 /// step's image and ` ---> Using cache` ones are not the build's own.
@@ -145,12 +150,25 @@ impl Docker {
         }
     }
 
-    /// Removes what a failed build left: its tag and its step images.
+    /// Removes what a failed build left: its tag and its step images. The
+    /// last one can still be the parent of the step container the daemon is
+    /// tearing down after a stopped build (409): tried again for a while.
     async fn remove_failed_build(&self, tag: &str, steps: &[String]) {
         let _ = self.remove_image(tag).await;
         for step in steps.iter().rev() {
-            if let Err(e) = self.remove_step_image(step).await {
-                log::warn!("step image {step} of a failed build not removed: {e}");
+            let mut tries = 0;
+            loop {
+                match self.remove_step_image(step).await {
+                    Ok(()) => break,
+                    Err(DockerError::Api { status: 409, .. }) if tries < STEP_REMOVAL_TRIES => {
+                        tries += 1;
+                        tokio::time::sleep(STEP_REMOVAL_PAUSE).await;
+                    }
+                    Err(e) => {
+                        log::warn!("step image {step} of a failed build not removed: {e}");
+                        break;
+                    }
+                }
             }
         }
     }
