@@ -165,7 +165,7 @@ impl Assignment {
 pub struct RenderedContext {
     /// The packed context.
     pub tar: Vec<u8>,
-    /// The rendered Dockerfile (packed with the stage label).
+    /// The rendered Dockerfile, without the stage label the packed one has.
     pub dockerfile: String,
     /// The base images its template names without template syntax: the
     /// only ones an error may name (the others may carry spec data).

@@ -104,8 +104,8 @@ pub fn split_reference(reference: &str) -> (&str, Option<&str>) {
 impl Docker {
     /// Builds `context` into `tag` within `limit`. A build that fails or runs
     /// out of time leaves nothing: the step images it made are removed (the
-    /// classic builder keeps them, unlabelled, and they hold whatever the
-    /// rendered context put into them). A build that fails in the daemon
+    /// classic builder keeps them, and they hold whatever the rendered
+    /// context put into them). A build that fails in the daemon
     /// rather than in one of its steps is tried once more.
     pub async fn build_within(
         &self,
@@ -325,18 +325,17 @@ pub(super) fn failed_in_a_step(tail: &[String]) -> bool {
     let Some(last) = tail.last() else {
         return false;
     };
+    // Lowercase: the daemon's capitals vary between versions.
     const STEP_FAILURES: [&str; 6] = [
         "returned a non-zero code",
-        "COPY failed",
-        "ADD failed",
+        "copy failed",
+        "add failed",
         "dockerfile parse error",
         "unknown instruction",
         "failed to process",
     ];
     let last = last.to_ascii_lowercase();
-    STEP_FAILURES
-        .iter()
-        .any(|failure| last.contains(&failure.to_ascii_lowercase()))
+    STEP_FAILURES.iter().any(|failure| last.contains(failure))
 }
 
 #[cfg(test)]
