@@ -124,6 +124,14 @@ fn the_result_is_sealed_with_the_result_subkey_and_says_whose_it_is() {
     assert!(!plain.contains(&id), "the instance ID is in the result");
     // The server refuses a result sent as a spec.
     assert_eq!(server.http("POST", "/spec", sealed).status, 400);
+    // The log names the check by handle, never by ID, and without its verdict.
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&handle) && l.contains("check")),
+        "no log line of the check:\n{log}"
+    );
+    assert!(!log.contains(&id) && !log.contains("half done"), "{log}");
 }
 
 /// Prints the answer plainly, in base64 and as a JSON string, a number and
@@ -316,23 +324,26 @@ fn a_check_without_a_valid_verdict_is_422_with_sealed_output() {
     add_check_assignment(
         &server,
         "check-broken",
-        r#"echo "check of mode {{ data.mode }}"
-{% if data.mode == "none" %}echo nothing written
-{% elif data.mode == "score" %}printf '{"score": 1.5, "tests": []}' > "$UA_RESULT"
-{% elif data.mode == "text" %}echo 'this is not JSON' > "$UA_RESULT"
+        r#"{% if data.mode == "m-none" %}echo "mode: nothing written"
+{% elif data.mode == "m-score" %}echo "mode: out of range"; printf '{"score": 1.5, "tests": []}' > "$UA_RESULT"
+{% elif data.mode == "m-text" %}echo "mode: not a verdict"; echo 'this is not JSON' > "$UA_RESULT"
 {% endif %}"#,
         None,
     );
     let mut errors = Vec::new();
-    for mode in ["none", "score", "text"] {
+    for (mode, printed) in [
+        ("m-none", "mode: nothing written"),
+        ("m-score", "mode: out of range"),
+        ("m-text", "mode: not a verdict"),
+    ] {
         let extra = format!(r#","mode":"{mode}""#);
         let spec = check_spec_with(&server, &format!("broken-{mode}"), "check-broken", &extra);
         let id = server.instance(&spec);
         let response = post_check(&server, &id);
-        let opened = assert_failed_to_run(&server, &response, &format!("check of mode {mode}"));
+        let opened = assert_failed_to_run(&server, &response, printed);
         match mode {
-            "score" => assert!(opened.contains("score"), "{opened}"),
-            "text" => assert!(opened.to_lowercase().contains("json"), "{opened}"),
+            "m-score" => assert!(opened.contains("score"), "{opened}"),
+            "m-text" => assert!(opened.to_lowercase().contains("json"), "{opened}"),
             _ => {}
         }
         errors.push(response.json()["error"].as_str().unwrap().to_string());
@@ -358,7 +369,7 @@ fn a_check_over_its_time_limit_is_killed_and_the_terminal_lives() {
     let id = server.instance(&check_spec(&server, "slow-1", "check-slow"));
     runtime().block_on(async {
         let mut term = Term::connect(&server.ws_url(&id)).await;
-        term.run("sleep 1000 >/dev/null 2>&1 &").await;
+        term.run("sleep 1000 >/dev/null 2>&1 & :").await;
         let start = Instant::now();
         let response = post_check(&server, &id);
         let took = start.elapsed();
@@ -438,4 +449,29 @@ fn a_check_runs_in_a_stopped_container_and_stops_it_again() {
     eventually(Duration::from_secs(20), "stopped again", || {
         server.containers() == stopped
     });
+}
+
+/// An instance whose record keeps no sealed spec (made by an older ua)
+/// cannot render its check: `422`, saying so without spec data.
+#[test]
+fn an_instance_without_a_stored_spec_is_422() {
+    let mut server = TestServer::start();
+    add_check_assignment(&server, "check-old", DONE_CHECK, None);
+    let id = server.instance(&check_spec(&server, "old-1", "check-old"));
+    server.kill();
+    let path = server
+        .state_dir()
+        .join("instances")
+        .join(format!("{id}.json"));
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let sealed = record["sealedSpec"].as_str().expect("a stored sealed spec");
+    assert!(keys(&server).open(sealed).is_ok(), "not the spec as sent");
+    record.as_object_mut().unwrap().remove("sealedSpec");
+    std::fs::write(&path, record.to_string()).unwrap();
+    server.spawn();
+    let response = post_check(&server, &id);
+    assert_eq!(response.status, 422, "{}", response.body);
+    assert!(response.json()["error"].is_string());
+    assert!(!response.body.contains(ANSWER));
 }

@@ -30,7 +30,7 @@ printf '{"score": %s, "tests": []}' "$s" > "$UA_RESULT"
 
 /// The student's poller: every process's cmdline and environ, one a line,
 /// until /tmp/stop.
-const POLLER: &str = r#"(while [ ! -f /tmp/stop ]; do for f in /proc/[0-9]*/cmdline /proc/[0-9]*/environ; do tr '\0' ' ' < "$f"; echo; done; done > /tmp/raw 2>/dev/null) &"#;
+const POLLER: &str = r#"(while [ ! -f /tmp/stop ]; do for f in /proc/[0-9]*/cmdline /proc/[0-9]*/environ; do tr '\0' ' ' < "$f"; echo; done; done > /tmp/raw 2>/dev/null) & :"#;
 
 /// Run as root in the container with the answer on standard input (never
 /// in an argument): every regular file on the container's file systems
