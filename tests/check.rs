@@ -475,3 +475,95 @@ fn an_instance_without_a_stored_spec_is_422() {
     assert!(response.json()["error"].is_string());
     assert!(!response.body.contains(ANSWER));
 }
+
+/// A check that ends leaves none of its processes, nor ua's, behind: a
+/// background process it started is killed, and so is ua's time keeper.
+#[test]
+fn a_check_that_ends_leaves_no_process_behind() {
+    let server = TestServer::start();
+    add_check_assignment(
+        &server,
+        "check-tidy",
+        "sleep 1000 >/dev/null 2>&1 &\nprintf '{\"score\": 1, \"tests\": []}' > \"$UA_RESULT\"\n",
+        None,
+    );
+    let id = server.instance(&check_spec(&server, "tidy-1", "check-tidy"));
+    runtime().block_on(async {
+        let term = Term::connect(&server.ws_url(&id)).await;
+        checked(&server, &id);
+        let ps = exec(&id, "ps -o pid,user,args", "");
+        let root: Vec<&str> = ps
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("root"))
+            .filter(|l| !l.contains("docker-init") && !l.contains("ps -o"))
+            .collect();
+        assert!(root.is_empty(), "left behind:\n{ps}");
+        term.close().await;
+    });
+}
+
+/// The verdict's other fields reach the platform in the sealed result, but
+/// not the student in plaintext: the answer is the four fields, and a
+/// test's own fields are redacted like its name.
+#[test]
+fn a_verdicts_other_fields_do_not_reach_the_student() {
+    let server = TestServer::start();
+    add_check_assignment(
+        &server,
+        "check-extra",
+        r#"a={{ data.answer | shell }}
+printf '{"score": 1, "tests": [{"name": "t", "passed": true, "expected": "%s"}], "answerKey": "%s"}' "$a" "$a" > "$UA_RESULT"
+"#,
+        None,
+    );
+    let id = server.instance(&check_spec(&server, "extra-1", "check-extra"));
+    let response = post_check(&server, &id);
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = response.json();
+    assert_eq!(
+        keys_of(&body),
+        ["output", "result", "score", "tests"],
+        "{body}"
+    );
+    let sealed = body["result"].as_str().unwrap();
+    let plain = response.body.replace(sealed, "");
+    assert!(
+        !plain.contains(ANSWER),
+        "the student got the answer: {plain}"
+    );
+    let result = open_as(&server, Purpose::Result, sealed).unwrap();
+    let result: serde_json::Value = serde_json::from_str(result.trim_end()).unwrap();
+    assert_eq!(result["answerKey"], ANSWER, "{result}");
+}
+
+/// An answer cut in two by the 64 KiB limit leaves no part of it behind.
+#[test]
+fn an_answer_at_the_cut_is_not_shown_in_part() {
+    let server = TestServer::start();
+    let line = "x".repeat(63);
+    let tail = "y".repeat(58);
+    add_check_assignment(
+        &server,
+        "check-cut",
+        &format!(
+            "a={{{{ data.answer | shell }}}}\ni=0\n\
+             while [ $i -lt 1023 ]; do echo {line}; i=$((i+1)); done\n\
+             printf '%s%s\\n' {tail} \"$a\"\n\
+             printf '{{\"score\": 1, \"tests\": []}}' > \"$UA_RESULT\"\n"
+        ),
+        None,
+    );
+    let id = server.instance(&check_spec(&server, "cut-1", "check-cut"));
+    let body = checked(&server, &id);
+    let output = body["output"].as_str().unwrap();
+    let at = output.find("[ua: the check's output was cut").expect("cut");
+    let kept = output[..at].trim_end_matches('\n');
+    assert!(kept.len() > 65000, "{} bytes kept", kept.len());
+    for end in 2..ANSWER.len() {
+        assert!(
+            !kept.ends_with(&ANSWER[..end]),
+            "the output ends with {:?}",
+            &ANSWER[..end]
+        );
+    }
+}
