@@ -13,7 +13,7 @@ use crate::engine::docker::{bounded, DockerError, SplitOutcome};
 use crate::instance::check_script::{self, Fault, Report, CHECK_COMMAND};
 use crate::instance::entry::Instance;
 use crate::instance::registry::Registry;
-use crate::protocol::check::{Verdict, MAX_OUTPUT};
+use crate::protocol::check::{Verdict, CUT_LINE, MAX_OUTPUT};
 use crate::protocol::spec::Spec;
 use crate::support::redact::Redactor;
 
@@ -119,7 +119,7 @@ impl Registry {
             CheckOutput::Redacted => {
                 let redactor = Redactor::new(&spec.data);
                 verdict.redact(|text| redactor.redact(text));
-                redactor.redact(&output)
+                redact_feedback(&redactor, &output)
             }
         };
         Ok(Checked { output, verdict })
@@ -208,6 +208,20 @@ pub fn root_warning(assignment: &str) -> String {
         "assignment {assignment}: it has a check but its image's USER is root: its students \
          can read everything the check holds (set a USER in its Dockerfile)"
     )
+}
+
+/// The feedback redacted; when it was cut, the text before the cut line
+/// must not end in the first part of a secret either.
+fn redact_feedback(redactor: &Redactor, output: &str) -> String {
+    let cut_line = format!("{CUT_LINE}\n");
+    let Some(body) = output.strip_suffix(&cut_line) else {
+        return redactor.redact(output);
+    };
+    let (body, newline) = match body.strip_suffix('\n') {
+        Some(body) => (body, "\n"),
+        None => (body, ""),
+    };
+    format!("{}{newline}{cut_line}", redactor.redact_cut(body))
 }
 
 /// The check rendered with the spec, off the async threads.

@@ -23,7 +23,8 @@ const TAIL_LINE_BYTES: usize = 500;
 /// in its environment (which only root may read): at the time limit, and
 /// once the check ends, the processes that carry it are killed. fd 3 (the
 /// exec's standard error) is closed to the check, so that nothing it runs
-/// can forge the verdict line.
+/// can forge the verdict line. The time keeper's `sleep` carries the token
+/// too: killing its shell leaves the `sleep`, which the last kill ends.
 const CHECK_SHELL: &str = r#"exec 3>&2 2>&1
 read -r ua_token ua_limit || exit 125
 ua_check=$(cat) || exit 125
@@ -46,7 +47,7 @@ ua_kill() {
 }
 printf '%s' "$ua_check" | UA_CHECK=$ua_token /bin/sh -c 'ua_check=$(cat); exec </dev/null; eval "$ua_check"' 3>&- &
 ua_pid=$!
-( sleep "$ua_limit"; : > "$ua_dir/.timeout"; ua_kill ) >/dev/null 2>&1 3>&- </dev/null &
+( UA_CHECK=$ua_token sleep "$ua_limit"; : > "$ua_dir/.timeout"; ua_kill ) >/dev/null 2>&1 3>&- </dev/null &
 ua_dog=$!
 wait "$ua_pid"
 ua_status=$?

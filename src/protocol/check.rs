@@ -91,14 +91,12 @@ impl Verdict {
         })
     }
 
-    /// The tests' names and messages passed through `redact`.
+    /// Every string of the tests (names, messages, their other fields)
+    /// passed through `redact`: the student sees them all.
     pub fn redact(&mut self, redact: impl Fn(&str) -> String) {
         for test in &mut self.tests {
-            for key in ["name", "message"] {
-                if let Some(Value::String(text)) = test.get_mut(key) {
-                    *text = redact(text);
-                }
-            }
+            test.values_mut()
+                .for_each(|value| redact_strings(value, &redact));
         }
     }
 
@@ -114,18 +112,38 @@ impl Verdict {
         Value::Object(result)
     }
 
-    /// The `200` answer: the feedback, the verdict and the sealed result.
+    /// The `200` answer: the feedback, the score, the tests and the sealed
+    /// result. The verdict's other fields go to the platform only, in the
+    /// result: they are not redacted, so the student must not get them.
     pub fn answer(&self, output: &str, sealed_result: &str) -> Value {
-        let mut answer = self.extra.clone();
-        answer.insert("output".into(), output.into());
-        answer.insert("score".into(), self.score.into());
-        answer.insert("tests".into(), self.tests_json());
-        answer.insert("result".into(), sealed_result.into());
-        Value::Object(answer)
+        serde_json::json!({
+            "output": output,
+            "score": self.score,
+            "tests": self.tests_json(),
+            "result": sealed_result,
+        })
     }
 
     fn tests_json(&self) -> Value {
         Value::Array(self.tests.iter().cloned().map(Value::Object).collect())
+    }
+}
+
+/// Every string (and number) inside `value` passed through `redact`.
+fn redact_strings(value: &mut Value, redact: &impl Fn(&str) -> String) {
+    match value {
+        Value::String(text) => *text = redact(text),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_strings(v, redact)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| redact_strings(v, redact)),
+        // A number that is a secret becomes the mark, a string.
+        Value::Number(number) => {
+            let text = number.to_string();
+            let redacted = redact(&text);
+            if redacted != text {
+                *value = Value::String(redacted);
+            }
+        }
+        Value::Bool(_) | Value::Null => {}
     }
 }
 
@@ -178,6 +196,7 @@ mod tests {
         let answer = verdict.answer("out", "SEALED");
         assert_eq!(answer["result"], "SEALED");
         assert_eq!(answer["tests"][1]["message"], "no");
+        assert!(answer.get("hint").is_none(), "{answer}");
     }
 
     #[test]
@@ -202,12 +221,17 @@ mod tests {
     #[test]
     fn redaction_reaches_names_and_messages() {
         let mut verdict = Verdict::parse(
-            br#"{"score": 0, "tests": [{"name": "is 4242", "passed": false, "message": "want 4242"}]}"#,
+            br#"{"score": 0, "tests": [{"name": "is 4242", "passed": false, "message": "want 4242",
+                "expected": ["4242", {"v": "4242"}], "weight": 4242}]}"#,
         )
         .unwrap();
         verdict.redact(|t| t.replace("4242", "[redacted]"));
         assert_eq!(verdict.tests[0]["name"], "is [redacted]");
         assert_eq!(verdict.tests[0]["message"], "want [redacted]");
+        let expected = serde_json::json!(["[redacted]", {"v": "[redacted]"}]);
+        assert_eq!(verdict.tests[0]["expected"], expected);
+        assert_eq!(verdict.tests[0]["weight"], "[redacted]");
+        assert_eq!(verdict.tests[0]["passed"], false);
     }
 
     #[test]

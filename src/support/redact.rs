@@ -53,6 +53,29 @@ impl Redactor {
     }
 }
 
+impl Redactor {
+    /// `text` redacted, and its end blanked too when it is the first part
+    /// of a secret: text cut at a limit can end halfway through one.
+    pub fn redact_cut(&self, text: &str) -> String {
+        let mut out = self.redact(text);
+        let partial = self
+            .secrets
+            .iter()
+            .filter_map(|secret| {
+                (1..secret.len())
+                    .rev()
+                    .filter(|&n| secret.is_char_boundary(n))
+                    .find(|&n| out.ends_with(&secret[..n]))
+            })
+            .max();
+        if let Some(n) = partial {
+            out.truncate(out.len() - n);
+            out.push_str(MARK);
+        }
+        out
+    }
+}
+
 fn collect_strings(value: &Value, out: &mut Vec<String>) {
     match value {
         Value::String(s) => out.push(s.clone()),
@@ -78,5 +101,17 @@ mod tests {
             redactor.redact(text),
             "got [redacted] and [redacted] and [redacted], ok, [redacted]"
         );
+    }
+
+    #[test]
+    fn a_secret_cut_in_two_at_the_end_goes_whole() {
+        let redactor = Redactor::new(&serde_json::json!({"secret": "hunter2"}));
+        assert_eq!(
+            redactor.redact_cut("got hunter2, hunt"),
+            "got [redacted], [redacted]"
+        );
+        assert_eq!(redactor.redact_cut("base64 aHVudGVy"), "base64 [redacted]");
+        assert_eq!(redactor.redact_cut("no secret here"), "no secret here");
+        assert_eq!(redactor.redact("cut hunt"), "cut hunt");
     }
 }
