@@ -34,9 +34,11 @@ const POLLER: &str = r#"(while [ ! -f /tmp/stop ]; do for f in /proc/[0-9]*/cmdl
 
 /// Run as root in the container with the answer on standard input (never
 /// in an argument): every regular file on the container's file systems
-/// that holds it, but /proc and /sys.
+/// that holds it, but /proc and /sys (and the poller's own file, whose
+/// contents are judged after the check).
 const DISK_SCAN: &str = r#"read -r pat; d=$(cat /tmp/result-dir)
 find / /tmp /dev/shm "$d" -xdev -type f 2>/dev/null | while read -r f; do
+  [ "$f" = /tmp/raw ] && continue
   case "$(cat "$f" 2>/dev/null)" in *"$pat"*) echo "found $f";; esac
 done"#;
 

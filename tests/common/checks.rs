@@ -12,6 +12,13 @@ use ua::crypto::seal::{Keyring, Purpose};
 /// The answer every check spec carries: long enough to be redacted.
 pub const ANSWER: &str = "swordfish-42";
 
+/// Passes when the student wrote `finished` to done.txt; says where and as
+/// whom it ran.
+pub const DONE_CHECK: &str = r#"if [ -f done.txt ] && [ "$(cat done.txt)" = finished ]; then s=1; p=true; else s=0; p=false; fi
+echo "checked in $(pwd) as $(id -u)"
+printf '{"score": %s, "tests": [{"name": "done.txt says finished", "passed": %s}]}' "$s" "$p" > "$UA_RESULT"
+"#;
+
 /// A shared-image assignment `name` on the busybox base, as the student
 /// user, with `check` as its `check.sh.tmpl` and `settings` (if any) as its
 /// `assignment.json`. Each test uses its own name, so that tests running
