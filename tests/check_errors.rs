@@ -267,3 +267,35 @@ fn a_check_with_a_root_student_is_warned_of() {
         &server.log()[from..]
     );
 }
+
+/// `checkTimeout` is capped at `--build-timeout`, and `POST /spec` says so
+/// in `capped` (docs/API.md, "Assignment settings").
+#[test]
+fn check_timeout_is_capped_at_the_build_timeout() {
+    let server = TestServer::start_with(&["--build-timeout", "4s"]);
+    add_check_assignment(
+        &server,
+        "check-capped",
+        "echo started the long check\nsleep 60\n",
+        Some(r#"{"checkTimeout": "60s"}"#),
+    );
+    let spec = check_spec(&server, "capped-1", "check-capped");
+    let id = server.instance(&spec);
+    let start = Instant::now();
+    let response = post_check(&server, &id);
+    assert_failed_to_run(&server, &response, "started the long check");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    let again = server.http("POST", "/spec", &spec);
+    let capped = again.json()["capped"].clone();
+    assert!(
+        capped.as_array().is_some_and(|c| c
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("checkTimeout"))),
+        "no capped checkTimeout in {}",
+        again.body
+    );
+}
