@@ -14,7 +14,7 @@ use crate::engine::docker::{Limits, LABEL_ASSIGNMENT};
 use crate::engine::gate::{self, Gate};
 use crate::instance::entry::Instance;
 use crate::instance::errors::{build_failure, CreateError};
-use crate::instance::limits::{capped_settings, container_limits, CAPPED_LOGGED};
+use crate::instance::limits::{capped_settings, capped_timeouts, container_limits, CAPPED_LOGGED};
 use crate::instance::provision::{assignment_error, Prepared};
 use crate::instance::registry::Registry;
 use crate::instance::shared_image::Pinned;
@@ -358,7 +358,11 @@ impl Registry {
     /// above the server's maximum is logged (once per assignment and value).
     fn limits(&self, assignment: &str, settings: &Settings) -> Limits {
         let config = self.settings.load();
-        for capped in capped_settings(settings, &config.limits) {
+        let timeouts = capped_timeouts(settings, config.build_timeout);
+        for capped in capped_settings(settings, &config.limits)
+            .into_iter()
+            .chain(timeouts)
+        {
             let line = format!("assignment {assignment}: {capped}");
             if CAPPED_LOGGED.lock().unwrap().insert(line.clone()) {
                 log::warn!("{line}");

@@ -52,6 +52,23 @@ pub fn capped_settings(settings: &Settings, config: &LimitSettings) -> Vec<Strin
     capped
 }
 
+/// `checkTimeout` above the server's `--build-timeout`, which caps it
+/// (docs/API.md, "Assignment settings"), as `capped_settings` words it.
+pub fn capped_timeouts(settings: &Settings, build_timeout: std::time::Duration) -> Vec<String> {
+    let max = humantime::format_duration(build_timeout);
+    settings
+        .check_timeout
+        .filter(|&asked| asked > build_timeout)
+        .map(|asked| {
+            let asked = humantime::format_duration(asked);
+            format!(
+                "checkTimeout {asked} is above the server's --build-timeout {max}: {max} is used"
+            )
+        })
+        .into_iter()
+        .collect()
+}
+
 /// The container limits: the assignment's, capped at the operator's maxima.
 pub fn container_limits(settings: &Settings, config: &LimitSettings) -> Limits {
     let memory_mb = settings
@@ -91,9 +108,13 @@ impl crate::instance::registry::Registry {
         let name = assignment.clone();
         tokio::task::spawn_blocking(move || {
             crate::assignment::Assignment::find(&config.assignments, &name)
-                .map(|found| Notes {
-                    capped: capped_settings(&found.settings, &config.limits),
-                    check: found.has_check(),
+                .map(|found| {
+                    let mut capped = capped_settings(&found.settings, &config.limits);
+                    capped.extend(capped_timeouts(&found.settings, config.build_timeout));
+                    Notes {
+                        capped,
+                        check: found.has_check(),
+                    }
                 })
                 .unwrap_or_default()
         })
@@ -119,6 +140,19 @@ mod tests {
             max_cpus: 2.0,
             max_disk_mb: 10240,
         }
+    }
+
+    #[test]
+    fn a_check_timeout_above_the_build_timeout_is_named() {
+        let asked = Settings {
+            check_timeout: Some(std::time::Duration::from_secs(120)),
+            ..Settings::default()
+        };
+        assert_eq!(
+            capped_timeouts(&asked, std::time::Duration::from_secs(60)),
+            ["checkTimeout 2m is above the server's --build-timeout 1m: 1m is used"]
+        );
+        assert!(capped_timeouts(&asked, std::time::Duration::from_secs(600)).is_empty());
     }
 
     #[test]
