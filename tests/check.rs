@@ -80,7 +80,8 @@ fn the_result_is_sealed_with_the_result_subkey_and_says_whose_it_is() {
     add_check_assignment(
         &server,
         "check-result",
-        r#"printf '%s' '{"score": 0.5, "tests": [{"name": "half", "passed": false, "message": "half done", "points": 2}], "extra": {"k": 1}, "specID": "forged", "assignmentName": "forged", "checkedAt": 1, "instance": "forged"}' > "$UA_RESULT"
+        r#"echo "for {{ spec_id }} in {{ instance_id }}"
+printf '%s' '{"score": 0.5, "tests": [{"name": "half", "passed": false, "message": "half done", "points": 2}], "extra": {"k": 1}, "specID": "forged", "assignmentName": "forged", "checkedAt": 1, "instance": "forged"}' > "$UA_RESULT"
 "#,
         None,
     );
@@ -89,6 +90,7 @@ fn the_result_is_sealed_with_the_result_subkey_and_says_whose_it_is() {
     let answer = checked(&server, &id);
     let end = now();
     assert_eq!(answer["score"], 0.5, "{answer}");
+    assert_eq!(answer["output"], format!("for result-1 in {id}\n"));
     assert_eq!(answer["tests"][0]["message"], "half done");
     let sealed = answer["result"].as_str().expect("a result");
     assert!(
