@@ -32,6 +32,7 @@
               ? Promise.resolve(session.instanceID)
               : Promise.reject(new Error("the terminal has not started yet")),
           available: !!meta && meta.getAttribute("content") === "true",
+          onLayout: () => window.requestAnimationFrame(() => session && session.fit()),
         });
   if (check) options.toolbarExtra.push(check.button);
   if (location.pathname === "/start") {

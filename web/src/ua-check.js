@@ -11,6 +11,8 @@
  *   button         an existing button to use (else panel.button is made)
  *   region         an existing element for the feedback (else panel.region is made)
  *   available      show the button from the start (else setAvailable(true))
+ *   onLayout()     called when the feedback appears, changes or is hidden
+ *                  (ua's pages refit the terminal above it)
  *
  * panel.run() posts {httpBase}/instance/{id}/check, shows the busy state,
  * then the score, each test (✓/✗ name: message) and the check's output,
@@ -84,14 +86,29 @@
     this.status.setAttribute("role", "status");
     this.status.setAttribute("aria-live", "polite");
     this.details = el("div", "ua-check-details");
+    this.close = el("button", "ua-check-close", "×");
+    this.close.type = "button";
+    this.close.setAttribute("aria-label", "Hide the check's feedback");
+    this.region.appendChild(this.close);
     this.region.appendChild(this.status);
     this.region.appendChild(this.details);
     var self = this;
+    this.close.addEventListener("click", function () {
+      self.region.hidden = true;
+      self.layout();
+      self.button.focus();
+    });
     this.button.addEventListener("click", function () {
       self.run();
     });
     this.setAvailable(!!options.available);
   }
+
+  Panel.prototype.layout = function () {
+    if (this.options.onLayout) {
+      this.options.onLayout();
+    }
+  };
 
   Panel.prototype.setAvailable = function (on) {
     this.available = on;
@@ -132,6 +149,7 @@
       .then(function (outcome) {
         self.running = null;
         self.busy(false, outcome.retryAfter);
+        self.layout();
         return outcome;
       });
     return this.running;
@@ -162,6 +180,7 @@
       this.region.setAttribute("data-state", "busy");
       this.status.textContent = "Checking your work…";
       this.details.textContent = "";
+      this.layout();
       return;
     }
     this.button.textContent = this.label;

@@ -265,6 +265,20 @@ def test_a_real_check_result_opens_and_follows_the_students_work(checked):
     assert open_result(checked.key_line, second["result"], spec_id)["score"] == 1
 
 
+def test_a_check_that_writes_no_verdict_is_422_with_the_output_for_the_key_holder(checked):
+    secret = "answer-" + uuid.uuid4().hex[:8]
+    sealed = create_spec("lab.broken_check", {"answer": secret}, f"uassign-test/broken/{uuid.uuid4().hex}", key=checked.key_line)
+    instance = open_instance(sealed, checked.url)
+    with pytest.raises(UaError) as student:
+        run_check(checked.url, instance)
+    assert student.value.status == 422 and student.value.output is None
+    assert secret not in str(student.value) and isinstance(student.value.body.get("sealedOutput"), str)
+    time.sleep(1.5)
+    with pytest.raises(UaError) as author:
+        run_check(checked.url, instance, key=checked.key_line)
+    assert author.value.status == 422 and f"broken for {secret}" in author.value.output
+
+
 def test_no_check_and_no_instance_are_404(checked):
     plain = open_instance(create_spec("lab.plain", spec_id=f"uassign-test/plain/{uuid.uuid4().hex}", key=checked.key_line), checked.url)
     for instance in (plain, "0" * 32):

@@ -20,6 +20,7 @@ from . import (
     UaError,
     _base_url,
     _coerce_key,
+    _open_output,
     _post,
     load_key,
     open_bytes,
@@ -167,23 +168,38 @@ def open_result(
     return result
 
 
-def run_check(server: Optional[str], instance_id: str, *, timeout: float = CHECK_TIMEOUT) -> dict:
+def run_check(
+    server: Optional[str],
+    instance_id: str,
+    *,
+    timeout: float = CHECK_TIMEOUT,
+    key: Optional[KeyLike] = None,
+) -> dict:
     """Run the assignment's check in an instance (``POST
     {server}/instance/{id}/check``) and return the answer:
     ``{"output", "score", "tests", "result"}`` (``result`` sealed, for
-    :func:`open_result`).
+    :func:`open_result`). ``key`` opens a failed check's ``sealedOutput``
+    for the assignment's author (default: as :func:`load_key` finds it).
 
     Raises:
         UaError: ``status`` 404 (no such instance, or the assignment has no
             check), 409 (a check of the instance is running), 422 (the check
-            failed to run; ``body["sealedOutput"]`` for the author), 429 (too
+            failed to run; with a key, ``output`` has the last output lines
+            and what was wrong with the verdict, opened from
+            ``sealedOutput``, and the message ends with them), 429 (too
             soon after the last check; see ``retry_after``), 503, or None
             for network failures. The message is the server's sentence.
     """
     if not isinstance(instance_id, str) or not instance_id:
         raise ValueError("instance_id must be the instance ID open_instance returned")
     url = f"{_base_url(server)}/instance/{urllib.parse.quote(instance_id, safe='')}/check"
-    status, body = _post(url, "", timeout)
+    try:
+        status, body = _post(url, "", timeout)
+    except UaError as e:
+        e.output = _open_output(e.body, key)
+        if e.output is not None:
+            e.message = f"{e.message}\n{e.output}"
+        raise
     if not (isinstance(body, dict) and isinstance(body.get("result"), str) and _is_number(body.get("score"))):
         raise UaError(f"the ua server at {url} answered {status} without a check result", status=status, body=body)
     return body
