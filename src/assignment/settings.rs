@@ -86,6 +86,26 @@ pub struct Settings {
     /// Longest the build may take, written like `90s` or `5m`.
     #[serde(default, deserialize_with = "duration_text")]
     pub build_timeout: Option<std::time::Duration>,
+    /// Longest a check (`check.sh.tmpl`) may run, written like `30s`.
+    #[serde(default, deserialize_with = "duration_text")]
+    pub check_timeout: Option<std::time::Duration>,
+    /// Least time between the end of one check of an instance and the next.
+    #[serde(default, deserialize_with = "duration_text")]
+    pub check_interval: Option<std::time::Duration>,
+    /// Whether spec data is blanked in a check's feedback.
+    #[serde(default)]
+    pub check_output: CheckOutput,
+}
+
+/// `checkOutput`: what the student sees of a check's output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckOutput {
+    /// Every long enough string of the spec's data blanked.
+    #[default]
+    Redacted,
+    /// As the check printed it.
+    Verbatim,
 }
 
 pub(super) fn duration_text<'de, D: serde::Deserializer<'de>>(

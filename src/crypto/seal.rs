@@ -30,7 +30,7 @@ pub enum Purpose {
     Spec,
     /// `sealedOutput`: build, setup and render-error output.
     Output,
-    /// Sealed check results (reserved for the `result` field).
+    /// A check's sealed `result`.
     Result,
     /// The route token's HMAC (`crate::crypto::route`).
     Route,
@@ -205,6 +205,12 @@ impl Keyring {
     /// bytes, so the sealed length tells little of the answers' lengths.
     pub fn seal(&self, plaintext: &[u8]) -> String {
         self.seal_as(Purpose::Spec, &padded(plaintext))
+    }
+
+    /// Seals `plaintext` for `purpose` padded like a spec (a check's
+    /// result: its length tells little of its tests).
+    pub fn seal_padded_as(&self, purpose: Purpose, plaintext: &[u8]) -> String {
+        self.seal_as(purpose, &padded(plaintext))
     }
 
     /// Seals `plaintext` for `purpose` with the first key's subkey.

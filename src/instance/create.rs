@@ -335,6 +335,7 @@ impl Registry {
                 .keep_until
                 .map(|t| t.min(now + self.settings.load().max_keep.as_secs() as i64)),
             gate,
+            sealed_spec: spec.sealed.clone(),
         }
     }
 

@@ -21,6 +21,15 @@ pub struct Instance {
     /// The running terminal, if any. The lock also serialises starting and
     /// stopping the container.
     pub(crate) terminal: tokio::sync::Mutex<Option<Terminal>>,
+    /// Whether a check runs, and when the last one ended.
+    pub(crate) check: Mutex<CheckState>,
+}
+
+/// An instance's checks: one at a time, and not too often.
+#[derive(Debug, Default)]
+pub(crate) struct CheckState {
+    pub(crate) running: bool,
+    pub(crate) last_end: Option<std::time::Instant>,
 }
 
 impl Instance {
@@ -31,6 +40,7 @@ impl Instance {
             record: Mutex::new(record),
             warm_until: Mutex::new(None),
             terminal: tokio::sync::Mutex::new(None),
+            check: Mutex::new(CheckState::default()),
         })
     }
 
@@ -45,6 +55,11 @@ impl Instance {
             .lock()
             .unwrap()
             .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    /// Whether a check of it runs (its container is in use).
+    pub(crate) fn is_checking(&self) -> bool {
+        self.check.lock().unwrap().running
     }
 
     /// Whether it was made for `assignment` (records store either form).

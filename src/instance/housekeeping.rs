@@ -226,8 +226,8 @@ impl Registry {
                 let Ok(slot) = instance.terminal.try_lock() else {
                     return Ok(());
                 };
-                // A graded-files read stops it itself when done.
-                let reading = self.file_reads.active(id);
+                // A graded-files read or a check stops it itself when done.
+                let reading = self.file_reads.active(id) || instance.is_checking();
                 if slot.as_ref().is_none_or(Terminal::is_over) && !instance.is_warm() && !reading {
                     let h = crate::crypto::handle::of(id);
                     log::info!(ua_instance = h; "instance {h}: stopping its container (no session)");

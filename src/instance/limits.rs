@@ -5,6 +5,15 @@ use crate::assignment::Settings;
 use crate::engine::docker::Limits;
 use crate::instance::settings::LimitSettings;
 
+/// What `POST /spec` tells of an assignment beside the instance ID.
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// Its settings the operator's maxima cap, as sentences.
+    pub capped: Vec<String>,
+    /// It has a check (`check.sh.tmpl`).
+    pub check: bool,
+}
+
 /// Capped settings already logged: one line per assignment and value.
 pub(super) static CAPPED_LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
@@ -74,17 +83,18 @@ pub fn container_limits(settings: &Settings, config: &LimitSettings) -> Limits {
 }
 
 impl crate::instance::registry::Registry {
-    /// The capped settings of `assignment` as `POST /spec` names them
-    /// (`"capped"`); none when it cannot be read (the create says why).
-    pub async fn capped_settings_of(
-        &self,
-        assignment: &crate::protocol::spec::AssignmentName,
-    ) -> Vec<String> {
+    /// What `POST /spec` says of `assignment`: its capped settings
+    /// (`"capped"`) and whether it has a check; none when it cannot be
+    /// read (the create says why).
+    pub async fn notes_of(&self, assignment: &crate::protocol::spec::AssignmentName) -> Notes {
         let config = self.settings.load();
         let name = assignment.clone();
         tokio::task::spawn_blocking(move || {
             crate::assignment::Assignment::find(&config.assignments, &name)
-                .map(|found| capped_settings(&found.settings, &config.limits))
+                .map(|found| Notes {
+                    capped: capped_settings(&found.settings, &config.limits),
+                    check: found.has_check(),
+                })
                 .unwrap_or_default()
         })
         .await

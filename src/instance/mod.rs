@@ -1,10 +1,12 @@
 //! Instance: the live registry of instances and everything that makes,
 //! keeps and removes them — get-or-create, the tables, one create with its
 //! rollback, provisioning shared-image instances, the warm pool, records
-//! on disk, housekeeping, graded files, trouble inside containers. Uses
+//! on disk, housekeeping, graded files, checks, trouble inside containers. Uses
 //! every layer below (`support` … `terminal`); knows no HTTP, no websocket
 //! and no flags: the server hands it `Settings`, made of them.
 
+pub(crate) mod check;
+pub(crate) mod check_script;
 pub(crate) mod create;
 pub(crate) mod entry;
 pub(crate) mod errors;

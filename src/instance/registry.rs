@@ -452,14 +452,17 @@ impl Registry {
         }
     }
 
-    /// After the last read of an instance's files: its container is
-    /// stopped again unless a terminal runs in it or waits for it (warm).
-    async fn stop_after_reading(&self, instance: &Arc<Instance>) {
-        if self.file_reads.active(&instance.id) {
+    /// After the last read of an instance's files (or its check): its
+    /// container is stopped again unless a terminal runs in it or waits for
+    /// it (warm), or a check or a read still uses it.
+    pub(crate) async fn stop_after_reading(&self, instance: &Arc<Instance>) {
+        if self.file_reads.active(&instance.id) || instance.is_checking() {
             return;
         }
         let slot = instance.terminal.lock().await;
-        let in_use = slot.as_ref().is_some_and(|t| !t.is_over()) || instance.is_warm();
+        let in_use = slot.as_ref().is_some_and(|t| !t.is_over())
+            || instance.is_warm()
+            || instance.is_checking();
         if in_use || self.file_reads.active(&instance.id) || self.lookup(&instance.id).is_none() {
             return;
         }
@@ -487,7 +490,8 @@ impl Registry {
             ua_instance = h, ua_spec = instance.spec_id;
             "instance {h}: terminal ended ({ended:?}); stopping its container"
         );
-        if ended != Ended::OnRequest {
+        // A check in progress stops the container itself when it is done.
+        if ended != Ended::OnRequest && !instance.is_checking() {
             self.stop_and_touch(instance).await;
         }
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::ids::is_instance_id;
 
 /// What the server must remember of an instance across restarts. It holds no
-/// spec data: the stored spec is only its identity.
+/// spec data in plaintext: the spec is its identity and, sealed, its text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceRecord {
@@ -43,6 +43,10 @@ pub struct InstanceRecord {
     /// versions: an exec beside an idle main process).
     #[serde(default)]
     pub gate: crate::engine::gate::Gate,
+    /// The sealed spec it was made from, as sent (never opened here): a
+    /// check renders its template with it. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_spec: Option<String>,
 }
 
 /// Why the state directory cannot be used.
@@ -222,6 +226,7 @@ mod tests {
             last_active_at: 2,
             shared_image: false,
             gate: crate::engine::gate::Gate::Open,
+            sealed_spec: None,
         }
     }
 

@@ -188,6 +188,7 @@ mod tests {
             shared_image: false,
             keep_until: None,
             gate: crate::engine::gate::Gate::Open,
+            sealed_spec: None,
         })
     }
 

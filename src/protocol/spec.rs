@@ -74,6 +74,9 @@ pub struct Spec {
     pub not_after: Option<i64>,
     /// Unix seconds: keep the instance at least until then (capped by `--max-keep`).
     pub keep_until: Option<i64>,
+    /// The sealed text it was opened from, when the server opened it: the
+    /// record keeps it for checks (docs/API.md, "Checks").
+    pub sealed: Option<String>,
 }
 
 impl Spec {
@@ -110,6 +113,7 @@ impl Spec {
             data,
             not_after,
             keep_until,
+            sealed: None,
         })
     }
 

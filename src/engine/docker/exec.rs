@@ -1,5 +1,6 @@
 //! Execs in a container: a TTY exec for a terminal, a non-TTY exec whose
-//! output streams, and a script run as root.
+//! output streams, a script run as root, and a run as root whose two
+//! output streams are kept apart (a check's feedback and its verdict).
 
 use std::pin::Pin;
 
@@ -30,6 +31,65 @@ pub struct ExecOutcome {
     pub status: i64,
     /// The last lines of output, for the error of a failed run.
     pub tail: Vec<String>,
+}
+
+/// How long a split run waits for the rest of its standard output once its
+/// standard error is complete.
+pub const SPLIT_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a split run kept: the first bytes of each stream, and whether more came.
+#[derive(Debug, Default)]
+pub struct SplitOutcome {
+    /// Standard output, at most the cap.
+    pub stdout: Vec<u8>,
+    /// More standard output came than was kept.
+    pub stdout_cut: bool,
+    /// Standard error, at most the cap.
+    pub stderr: Vec<u8>,
+    /// More standard error came than was kept.
+    pub stderr_cut: bool,
+}
+
+/// Reads a split run's output into `outcome` until it ends, or
+/// [`SPLIT_LINGER`] after `complete` holds for its standard error.
+async fn drain_split<S>(
+    mut output: S,
+    cap: usize,
+    outcome: &mut SplitOutcome,
+    complete: impl Fn(&[u8]) -> bool,
+) -> Result<(), DockerError>
+where
+    S: Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+{
+    let keep = |into: &mut Vec<u8>, cut: &mut bool, bytes: &[u8]| {
+        let room = cap.saturating_sub(into.len());
+        into.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        *cut |= bytes.len() > room;
+    };
+    let mut linger: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match linger {
+            Some(until) => match tokio::time::timeout_at(until, output.next()).await {
+                Ok(next) => next,
+                Err(_) => return Ok(()),
+            },
+            None => output.next().await,
+        };
+        match next {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(DockerError::from(e)),
+            Some(Ok(LogOutput::StdErr { message })) => {
+                keep(&mut outcome.stderr, &mut outcome.stderr_cut, &message);
+                if linger.is_none() && complete(&outcome.stderr) {
+                    linger = Some(tokio::time::Instant::now() + SPLIT_LINGER);
+                }
+            }
+            Some(Ok(other)) => {
+                let bytes = other.into_bytes();
+                keep(&mut outcome.stdout, &mut outcome.stdout_cut, &bytes);
+            }
+        }
+    }
 }
 
 /// A TTY's output as it comes: raw bytes, or the error that cut it off
@@ -115,6 +175,49 @@ impl Docker {
             status: inspect.exit_code.unwrap_or(-1),
             tail: tail.into(),
         })
+    }
+
+    /// Runs `command` as root without a TTY, `stdin` as its input, keeping
+    /// the first `cap` bytes of each stream apart. It is done when the
+    /// output ends, or [`SPLIT_LINGER`] after `complete` first holds for
+    /// the standard error kept so far (a background process the command
+    /// left may hold its standard output open).
+    pub async fn run_split_as_root(
+        &self,
+        container: &str,
+        command: Vec<String>,
+        stdin: Vec<u8>,
+        cap: usize,
+        complete: impl Fn(&[u8]) -> bool,
+    ) -> Result<SplitOutcome, DockerError> {
+        let client = self.client().await?;
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            user: Some("0:0".into()),
+            cmd: Some(command),
+            ..Default::default()
+        };
+        let created = client.create_exec(container, config).await?;
+        let StartExecResults::Attached { output, mut input } =
+            client.start_exec(&created.id, None).await?
+        else {
+            return Err(DockerError::Api {
+                status: 500,
+                message: "the exec started detached".into(),
+            });
+        };
+        let feed = async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = input.write_all(&stdin).await;
+            let _ = input.shutdown().await;
+        };
+        let mut outcome = SplitOutcome::default();
+        let ((), drained) = tokio::join!(feed, drain_split(output, cap, &mut outcome, complete));
+        drained?;
+        Ok(outcome)
     }
 
     /// Starts `command` in a TTY inside the running container as the

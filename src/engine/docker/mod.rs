@@ -21,5 +21,5 @@ pub use bounded::{bounded, DOCKER_CALL_LIMIT};
 pub use container::Limits;
 pub use daemon::Docker;
 pub use errors::{BuildError, DockerError};
-pub use exec::{Attached, Exec, Output};
+pub use exec::{Attached, Exec, Output, SplitOutcome};
 pub use labels::*;

@@ -21,6 +21,7 @@ use crate::transport::write_deadline::WithWriteDeadline;
 use crate::transport::Listener;
 
 use crate::server::http::app::App;
+use crate::server::http::check::post_check;
 use crate::server::http::cors::{add_cors, preflight};
 use crate::server::http::files::graded_files;
 use crate::server::http::pages::{health, metrics_page, start_page, static_file, terminal_page};
@@ -158,7 +159,7 @@ pub(super) async fn handle(
             "the server hit an internal error; it has been logged",
         )
     });
-    if path.starts_with("/spec") || path.ends_with("/files") {
+    if path.starts_with("/spec") || path.ends_with("/files") || path.ends_with("/check") {
         add_cors(&app, origin.as_ref(), &mut response);
     }
     if wants_html && response.status() == StatusCode::NOT_FOUND {
@@ -188,6 +189,7 @@ pub(super) async fn route_request(
             let query = request.uri().query().unwrap_or("").to_string();
             graded_files(app, id, &query).await
         }
+        Route::Check(id) => post_check(app, id).await,
         Route::WrongMethod => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "this path does not take that method",

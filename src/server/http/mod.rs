@@ -6,6 +6,7 @@
 //! files name each other; the rest of the server uses what is re-exported.
 
 mod app;
+mod check;
 mod connection;
 mod cors;
 mod files;

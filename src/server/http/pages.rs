@@ -42,14 +42,28 @@ pub(super) fn terminal_page(app: &App, instance_id: &str) -> Response<Body> {
             "the browser terminal is turned off on this server",
         );
     };
-    let known = is_instance_id(instance_id) && app.registry.lookup(instance_id).is_some();
-    if !known {
+    let instance = is_instance_id(instance_id)
+        .then(|| app.registry.lookup(instance_id))
+        .flatten();
+    let Some(instance) = instance else {
         return error(
             StatusCode::NOT_FOUND,
             "there is no such instance (it may have expired or been cleaned); send the spec again",
         );
+    };
+    let (kind, page) = web.page();
+    if app.registry.has_check(&instance) {
+        return page_with_policy((kind, with_check_button(&page)));
     }
-    page_with_policy(web.page())
+    page_with_policy((kind, page))
+}
+
+/// The page with its check button turned on (docs/API.md, "HTTP API").
+fn with_check_button(page: &Bytes) -> Bytes {
+    const OFF: &str = r#"<meta name="ua-check" content="false">"#;
+    const ON: &str = r#"<meta name="ua-check" content="true">"#;
+    let text = String::from_utf8_lossy(page);
+    Bytes::from(text.replacen(OFF, ON, 1))
 }
 
 /// `GET /start`: the page reads the sealed spec from its fragment (which no

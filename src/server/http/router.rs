@@ -11,7 +11,7 @@ pub enum Route<'a> {
     PostSpec,
     /// `POST /spec/clean`: removes a spec's instance.
     CleanSpec,
-    /// `OPTIONS` on `/spec` or `/spec/clean`: a CORS preflight.
+    /// `OPTIONS` on `/spec`, `/spec/clean` or `/instance/{id}/check`: a CORS preflight.
     Preflight,
     /// `GET /health`.
     Health,
@@ -27,6 +27,8 @@ pub enum Route<'a> {
     Websocket(&'a str),
     /// `GET /instance/{id}/files`: graded files.
     Files(&'a str),
+    /// `POST /instance/{id}/check`: runs the assignment's check.
+    Check(&'a str),
     /// A known path with a method it does not take: a 405.
     WrongMethod,
     /// Any other request: a 404.
@@ -47,6 +49,14 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         _ => {
             if let Some(name) = path.strip_prefix("/static/").filter(|_| get) {
                 return Route::Static(name);
+            }
+            let check = path
+                .strip_prefix("/instance/")
+                .and_then(|rest| rest.strip_suffix("/check"));
+            match (method, check) {
+                (&Method::POST, Some(id)) => return Route::Check(id),
+                (&Method::OPTIONS, Some(_)) => return Route::Preflight,
+                _ => {}
             }
             match path.strip_prefix("/instance/").filter(|_| get) {
                 Some(rest) => match (rest.strip_suffix("/ws"), rest.strip_suffix("/files")) {
@@ -76,6 +86,13 @@ mod tests {
         assert_eq!(route(&Method::GET, &page), Route::TerminalPage(id));
         assert_eq!(route(&Method::POST, &ws), Route::NotFound);
         assert_eq!(route(&Method::GET, "/static/a.js"), Route::Static("a.js"));
+        let check = format!("/instance/{id}/check");
+        assert_eq!(route(&Method::POST, &check), Route::Check(id));
+        assert_eq!(route(&Method::OPTIONS, &check), Route::Preflight);
+        assert_eq!(
+            route(&Method::GET, &check),
+            Route::TerminalPage(&check[10..])
+        );
     }
 
     #[test]

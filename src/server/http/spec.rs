@@ -93,8 +93,9 @@ pub(super) async fn open_spec(
         .load()
         .open(text)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
-    let spec =
+    let mut spec =
         Spec::parse(&plaintext).map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    spec.sealed = Some(text.trim().to_string());
     if spec.expired_at(unix_now()) {
         return Err(error(
             StatusCode::GONE,
@@ -137,9 +138,12 @@ pub(super) async fn post_spec(app: &App, request: Request<Incoming>) -> Response
                 body["assignment"] = json!(assignment);
                 body["expiry"] = expiry(app, &instance_id);
             }
-            let capped = app.registry.capped_settings_of(&assignment_name).await;
-            if !capped.is_empty() {
-                body["capped"] = json!(capped);
+            let notes = app.registry.notes_of(&assignment_name).await;
+            if !notes.capped.is_empty() {
+                body["capped"] = json!(notes.capped);
+            }
+            if notes.check {
+                body["check"] = json!(true);
             }
             json_response(StatusCode::OK, body)
         }
