@@ -142,10 +142,16 @@ def test_the_element_says_429_and_422_in_words_and_hides_the_button_without_a_ch
         browser.navigate(write_page(pages, render(f"127.0.0.1:{ua.port}", spec(ua, "lab.broken_check", secret)), mathjax=False))
         wait_open(browser)
         browser.wait_for("!" + BUTTON + ".hidden", 20, "the Check my work button")
+        browser.evaluate(
+            "window.__answers = []; const f = window.fetch; window.fetch = (...a) => f(...a).then(r => {"
+            " r.clone().text().then(t => window.__answers.push(t)); return r; })"
+        )
         broken = check_and_wait(browser)
         assert broken["state"] == "error" and broken["status"].startswith("The check could not run")
+        (answer,) = [json.loads(t) for t in browser.evaluate("window.__answers") if "sealedOutput" in t]
+        assert broken["error"] == answer["error"] and len(answer["sealedOutput"]) > 40
         page = browser.evaluate("document.documentElement.outerHTML")
-        assert "broken for" not in page and secret not in page and "sealedOutput" not in page
+        assert "broken for" not in page and secret not in page and answer["sealedOutput"] not in page
         assert not browser.evaluate(BUTTON + ".disabled")
 
         browser.navigate(write_page(pages, render(f"127.0.0.1:{ua.port}", spec(ua, "lab.plain")), mathjax=False))
