@@ -77,6 +77,7 @@
     this.countdown = null;
     this.button = options.button || el("button", "ua-check-button", "Check my work");
     this.button.type = "button";
+    this.button.classList.add("ua-check-button");
     this.label = this.button.textContent || "Check my work";
     this.region = options.region || el("section", "");
     this.region.classList.add("ua-check");
@@ -99,7 +100,9 @@
       self.button.focus();
     });
     this.button.addEventListener("click", function () {
-      self.run();
+      if (self.button.getAttribute("aria-disabled") !== "true") {
+        self.run();
+      }
     });
     this.setAvailable(!!options.available);
   }
@@ -108,6 +111,12 @@
     if (this.options.onLayout) {
       this.options.onLayout();
     }
+  };
+
+  // aria-disabled, not disabled: a disabled button would drop the keyboard
+  // focus while the check runs.
+  Panel.prototype.setEnabled = function (on) {
+    this.button.setAttribute("aria-disabled", on ? "false" : "true");
   };
 
   Panel.prototype.setAvailable = function (on) {
@@ -171,7 +180,7 @@
     var self = this;
     window.clearInterval(this.countdown);
     this.countdown = null;
-    this.button.disabled = on;
+    this.setEnabled(!on);
     this.button.setAttribute("aria-busy", on ? "true" : "false");
     this.region.setAttribute("aria-busy", on ? "true" : "false");
     if (on) {
@@ -192,10 +201,10 @@
         if (left <= 0) {
           window.clearInterval(self.countdown);
           self.countdown = null;
-          self.button.disabled = false;
+          self.setEnabled(true);
           self.button.textContent = self.label;
         } else {
-          self.button.disabled = true;
+          self.setEnabled(false);
           self.button.textContent = "Check again in " + left + " s";
         }
       };

@@ -79,7 +79,9 @@ def test_check_my_work_in_the_element_shows_the_tests_then_a_submission_grades(b
         wait_open(browser)
         browser.wait_for("!" + BUTTON + ".hidden", 20, "the Check my work button")
         assert browser.evaluate(REGION + ".hidden")
+        browser.evaluate(BUTTON + ".focus()")
         shown = check_and_wait(browser)
+        assert browser.evaluate("document.activeElement === " + BUTTON)  # the keyboard focus stays
         assert shown["state"] == "done" and shown["status"] == "Score: 0% — 1 of 2 tests passed."
         assert shown["tests"] == [["ua-check-fail", "✗Failed: done file: no file done yet"], ["ua-check-pass", "✓Passed: always"]]
         assert "checked for [redacted]" in shown["output"] and "<b>not bold</b>" in shown["output"]
@@ -136,7 +138,7 @@ def test_the_element_says_429_and_422_in_words_and_hides_the_button_without_a_ch
         again = check_and_wait(browser)
         assert again["state"] == "error" and again["status"] == "You checked a moment ago." and again["error"]
         label = browser.evaluate(BUTTON + ".textContent")
-        assert label.startswith("Check again in ") and browser.evaluate(BUTTON + ".disabled"), label
+        assert label.startswith("Check again in ") and browser.evaluate(BUTTON + ".getAttribute('aria-disabled') === 'true'"), label
 
         secret = "answer-" + uuid.uuid4().hex[:8]
         browser.navigate(write_page(pages, render(f"127.0.0.1:{ua.port}", spec(ua, "lab.broken_check", secret)), mathjax=False))
@@ -152,7 +154,7 @@ def test_the_element_says_429_and_422_in_words_and_hides_the_button_without_a_ch
         assert broken["error"] == answer["error"] and len(answer["sealedOutput"]) > 40
         page = browser.evaluate("document.documentElement.outerHTML")
         assert "broken for" not in page and secret not in page and answer["sealedOutput"] not in page
-        assert not browser.evaluate(BUTTON + ".disabled")
+        assert browser.evaluate(BUTTON + ".getAttribute('aria-disabled')") == "false"
 
         browser.navigate(write_page(pages, render(f"127.0.0.1:{ua.port}", spec(ua, "lab.plain")), mathjax=False))
         wait_open(browser)

@@ -277,8 +277,11 @@ def grade_check(
     ``data["partial_scores"]["_uassign_check_" + spec_name]`` and
     ``data["feedback"][spec_name + "_check"]`` to the feedback
     ``{"score", "tests": [{"name", "passed", "message"}], "output", "checkedAt"}``
-    (the element shows it in the submission panel). A missing, forged,
-    foreign or stale result scores 0, with ``{"error": "..."}`` as the feedback.
+    (the element shows it in the submission panel). The score and the
+    tests come from the sealed result; ``output`` is the check's output as
+    the browser submitted it, for the student to read, not sealed. A
+    missing, forged, foreign or stale result scores 0, with
+    ``{"error": "..."}`` as the feedback.
 
     Args:
         key: the course's key(s), as for :func:`open_result`; pass every
