@@ -184,6 +184,7 @@
       return;
     }
     var ready = false;
+    var pending = false;
     form.addEventListener(
       "submit",
       function (event) {
@@ -193,6 +194,10 @@
         }
         event.preventDefault();
         event.stopImmediatePropagation();
+        if (pending) {
+          return; // a second click while the check runs: one submission
+        }
+        pending = true;
         var submitter = event.submitter || null;
         self.root.setAttribute("data-submitting", "true");
         Promise.all(
@@ -201,6 +206,7 @@
           })
         ).then(function () {
           ready = true;
+          pending = false;
           self.root.removeAttribute("data-submitting");
           if (form.requestSubmit) {
             form.requestSubmit(submitter);
