@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ua::client::{admin as admin_cli, connect, listing, top};
+use ua::client::{admin as admin_cli, check, connect, listing, top};
 use ua::crypto::{route, seal};
 use ua::protocol::spec;
 use ua::telemetry::logging;
@@ -36,6 +36,9 @@ enum Command {
     Open(SealArgs),
     /// Try an assignment from this terminal: seal a spec, get an instance, attach.
     Connect(connect::ConnectArgs),
+    /// Run an instance's check (the assignment's check.sh.tmpl) and print
+    /// the feedback, the tests and the score; exits 3 below a full score.
+    Check(check::CheckArgs),
     /// Measure a running server against direct Docker exec (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Show the running server's counts, Docker and limits (admin socket).
@@ -128,6 +131,11 @@ fn main() -> ExitCode {
         Command::Seal(args) => seal_command(&args),
         Command::Open(args) => open_command(&args),
         Command::Connect(args) => connect::main(args),
+        Command::Check(args) => match check::main(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(3),
+            Err(e) => Err(e),
+        },
         Command::Bench(args) => bench::main(args),
         Command::Status { target, json } => admin_cli::status(&target, json),
         Command::List(args) => listing::list(&args),

@@ -112,9 +112,41 @@ fn substitute(reference: &str, args: &[(String, String)]) -> String {
     out
 }
 
+/// Who the last stage runs as: its last `USER`, or (`Err`) the image it
+/// starts `FROM` when it sets none (whose own `USER` then holds).
+pub fn last_stage_user(dockerfile: &str) -> Result<String, Option<String>> {
+    let mut user = None;
+    let mut from = None;
+    for line in logical_lines(dockerfile) {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some(word) if word.eq_ignore_ascii_case("FROM") => {
+                from = words.find(|w| !w.starts_with("--")).map(str::to_owned);
+                user = None;
+            }
+            Some(word) if word.eq_ignore_ascii_case("USER") => {
+                user = words.next().map(|u| unquote(u).to_string());
+            }
+            _ => {}
+        }
+    }
+    user.ok_or(from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_stages_user_or_its_base_is_found() {
+        let two_stages = "FROM a AS build\nUSER x\nFROM --platform=p b\nRUN true\n";
+        assert_eq!(last_stage_user(two_stages), Err(Some("b".into())));
+        assert_eq!(
+            last_stage_user("FROM a\nUSER root\nUSER \"student\"\n"),
+            Ok("student".into())
+        );
+        assert_eq!(last_stage_user("# nothing\n"), Err(None));
+    }
 
     #[test]
     fn from_lines_name_bases_but_not_stages_or_scratch() {

@@ -3,10 +3,11 @@
 
 use std::fs;
 use std::io;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::assignment::find::Assignment;
-use crate::assignment::settings::AssignmentError;
+use crate::assignment::settings::{AssignmentError, CONTEXT_DIR, DOCKERFILE, DOCKERFILE_TEMPLATE};
 use crate::assignment::template::Renderer;
 
 /// The check's template, beside the Dockerfile in both modes.
@@ -52,4 +53,43 @@ impl Assignment {
             .check_interval
             .unwrap_or(DEFAULT_CHECK_INTERVAL)
     }
+}
+
+/// How deep under the root assignments with a check are looked for.
+const SEARCH_DEPTH: usize = 4;
+
+/// The assignments under `root` that have a check, each with the text of
+/// its `Dockerfile` or `Dockerfile.tmpl` (unrendered), by dotted name.
+/// Blocking; unreadable directories are skipped.
+pub fn with_checks(root: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut pending = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = pending.pop() {
+        if dir.join(CHECK_TEMPLATE).is_file() {
+            let dockerfile = [DOCKERFILE, DOCKERFILE_TEMPLATE]
+                .iter()
+                .find_map(|name| fs::read_to_string(dir.join(name)).ok());
+            if let (Some(text), Ok(name)) = (dockerfile, dir.strip_prefix(root)) {
+                let parts: Vec<String> = name
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect();
+                found.push((parts.join("."), text));
+            }
+        }
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let skip = name == CONTEXT_DIR
+                || name == "instance"
+                || name.to_string_lossy().starts_with('.');
+            if depth < SEARCH_DEPTH && !skip && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    found.sort();
+    found
 }

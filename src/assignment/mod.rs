@@ -10,7 +10,7 @@
 //! re-exported here.
 
 pub(crate) mod base_images;
-mod check;
+pub(crate) mod check;
 mod find;
 pub(crate) mod image;
 pub(crate) mod instance_files;

@@ -176,6 +176,15 @@ impl Server {
             .context("the server's answer has no instanceID")
     }
 
+    /// `POST /instance/{id}/check`: the status and the JSON answer.
+    pub async fn check(
+        &self,
+        instance_id: &str,
+    ) -> anyhow::Result<(hyper::StatusCode, serde_json::Value)> {
+        self.post(&format!("/instance/{instance_id}/check"), "")
+            .await
+    }
+
     /// `POST /spec/clean?async=false`.
     pub async fn clean(&self, sealed: &str) -> anyhow::Result<()> {
         let (status, json) = self.post("/spec/clean?async=false", sealed).await?;
@@ -204,7 +213,7 @@ impl Server {
 
 /// A `sealedOutput` opened with the `output` subkey, or with the key itself
 /// as servers before the subkeys sealed it (docs/API.md, "Subkeys").
-fn open_output(keys: &Keyring, sealed: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+pub(crate) fn open_output(keys: &Keyring, sealed: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     keys.open_as(Purpose::Output, sealed)
         .or_else(|_| keys.open(sealed))
         .ok()

@@ -18,6 +18,14 @@ use crate::protocol::terminado::{ClientMessage, ServerMessage};
 /// Flags of `ua connect`.
 #[derive(clap::Args, Debug)]
 pub struct ConnectArgs {
+    #[command(flatten)]
+    target: SpecTarget,
+}
+
+/// Which instance: a spec sealed from flags (made if need be), or an
+/// existing instance; and the server (`ua connect`, `ua check`).
+#[derive(clap::Args, Debug)]
+pub struct SpecTarget {
     /// The assignment to try, e.g. `demo.busybox`.
     #[arg(long, required_unless_present = "instance")]
     assignment: Option<String>,
@@ -32,12 +40,12 @@ pub struct ConnectArgs {
     /// now (`14d`).
     #[arg(long, value_parser = parse_keep_until, conflicts_with = "instance")]
     keep_until: Option<i64>,
-    /// Attach to an existing instance instead of sending a spec.
+    /// Use an existing instance instead of sending a spec.
     #[arg(long, conflicts_with = "assignment")]
     instance: Option<String>,
     /// Key file: one base64 key per line.
     #[arg(long, env = "UA_KEY_FILE", default_value = "/etc/ua/key")]
-    key_file: PathBuf,
+    pub(crate) key_file: PathBuf,
     /// Base URL of the ua server: `http://`, or `https://` behind a TLS proxy.
     #[arg(long, env = "UA_SERVER", default_value = "http://127.0.0.1:8000")]
     server: String,
@@ -81,34 +89,42 @@ pub fn main(args: ConnectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: ConnectArgs) -> anyhow::Result<String> {
-    let server = Server::parse_with_ca(&args.server, args.ca_file.as_deref())?;
-    let instance = match &args.instance {
-        Some(id) => id.clone(),
-        None => {
-            let keys = Keyring::load(&args.key_file)?;
-            let data: serde_json::Value = match args.data.strip_prefix('@') {
-                Some(path) => serde_json::from_slice(
-                    &std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
-                ),
-                None => serde_json::from_str(&args.data),
-            }
-            .context("--data is not JSON")?;
-            let assignment = args.assignment.clone().expect("clap requires it");
-            let spec_id = args
-                .spec_id
-                .clone()
-                .unwrap_or_else(|| format!("connect/{assignment}"));
-            let mut spec = serde_json::json!({ "specID": spec_id, "assignmentName": assignment, "data": data });
-            if let Some(keep_until) = args.keep_until {
-                spec["keepUntil"] = keep_until.into();
-            }
-            let sealed = keys.seal(spec.to_string().as_bytes());
-            server
-                .open_instance_as_author(&sealed, &keys, &spec_id)
-                .await?
+impl SpecTarget {
+    /// The server, and the instance: the one named, or the spec's (sealed
+    /// from the flags, made if need be, its failure opened for the author).
+    pub(crate) async fn instance(&self) -> anyhow::Result<(Server, String)> {
+        let server = Server::parse_with_ca(&self.server, self.ca_file.as_deref())?;
+        if let Some(id) = &self.instance {
+            return Ok((server, id.clone()));
         }
-    };
+        let keys = Keyring::load(&self.key_file)?;
+        let data: serde_json::Value = match self.data.strip_prefix('@') {
+            Some(path) => serde_json::from_slice(
+                &std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
+            ),
+            None => serde_json::from_str(&self.data),
+        }
+        .context("--data is not JSON")?;
+        let assignment = self.assignment.clone().expect("clap requires it");
+        let spec_id = self
+            .spec_id
+            .clone()
+            .unwrap_or_else(|| format!("connect/{assignment}"));
+        let mut spec =
+            serde_json::json!({ "specID": spec_id, "assignmentName": assignment, "data": data });
+        if let Some(keep_until) = self.keep_until {
+            spec["keepUntil"] = keep_until.into();
+        }
+        let sealed = keys.seal(spec.to_string().as_bytes());
+        let instance = server
+            .open_instance_as_author(&sealed, &keys, &spec_id)
+            .await?;
+        Ok((server, instance))
+    }
+}
+
+async fn run(args: ConnectArgs) -> anyhow::Result<String> {
+    let (server, instance) = args.target.instance().await?;
     let mut socket = server.terminal(&instance).await?;
     eprintln!("[ua: attached to instance {instance}; the session ends when its shell exits]\r");
     let _raw = RawMode::enable()?;

@@ -8,6 +8,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::assignment::base_images::last_stage_user;
+use crate::assignment::check;
+use crate::assignment::image::dotted_name;
 use crate::assignment::{Assignment, AssignmentError, CheckOutput, Renderer, TemplateVars};
 use crate::engine::docker::{bounded, DockerError, SplitOutcome};
 use crate::instance::check_script::{self, Fault, Report, CHECK_COMMAND};
@@ -174,19 +177,59 @@ impl Registry {
         }
     }
 
+    /// At start-up: warns of each assignment with a check whose students
+    /// are root, as far as its Dockerfile and the images at hand tell.
+    pub async fn warn_of_root_checks(&self) {
+        let root = self.settings.load().assignments.clone();
+        let found = tokio::task::spawn_blocking(move || check::with_checks(&root))
+            .await
+            .unwrap_or_default();
+        for (name, dockerfile) in found {
+            let user = match last_stage_user(&dockerfile) {
+                Ok(user) => user,
+                // A rendered base name is not known before a spec.
+                Err(Some(base)) if !base.contains("{{") => {
+                    match bounded(self.docker.image_exists(&base)).await {
+                        Ok(true) => match bounded(self.docker.image_user(&base)).await {
+                            Ok(user) => user,
+                            Err(_) => continue,
+                        },
+                        _ => continue,
+                    }
+                }
+                Err(_) => continue,
+            };
+            if is_root(&user) {
+                warn_once(&name);
+            }
+        }
+    }
+
     /// Logs once per assignment that its check hides nothing: the student is root.
     async fn warn_if_root(&self, assignment: &Assignment, image: &str) {
         let Ok(user) = bounded(self.docker.image_user(image)).await else {
             return;
         };
-        if !matches!(user.as_str(), "" | "root" | "0" | "0:0") {
-            return;
+        if is_root(&user) {
+            warn_once(&dotted_name(&assignment.name));
         }
-        let name = assignment.name.to_string();
-        let mut warned = WARNED_ROOT.lock().unwrap();
-        if warned.get_or_insert_with(HashSet::new).insert(name.clone()) {
-            log::warn!("{}", root_warning(&name));
-        }
+    }
+}
+
+/// Whether a Docker `USER` is root.
+fn is_root(user: &str) -> bool {
+    let name = user.split(':').next().unwrap_or_default();
+    matches!(name, "" | "root" | "0")
+}
+
+/// Logs [`root_warning`] once per assignment.
+fn warn_once(assignment: &str) {
+    let mut warned = WARNED_ROOT.lock().unwrap();
+    if warned
+        .get_or_insert_with(HashSet::new)
+        .insert(assignment.to_string())
+    {
+        log::warn!("{}", root_warning(assignment));
     }
 }
 
@@ -205,7 +248,7 @@ impl Registry {
 /// The warning for an assignment with a check whose students are root.
 pub fn root_warning(assignment: &str) -> String {
     format!(
-        "assignment {assignment}: it has a check but its image's USER is root: its students \
+        "assignment {assignment} has a check, but its image's USER is root: its students \
          can read everything the check holds (set a USER in its Dockerfile)"
     )
 }

@@ -73,6 +73,8 @@ async fn sweep(app: Arc<App>) {
             if !done {
                 continue;
             }
+            let _ =
+                tokio::time::timeout(SWEEP_STEP_LIMIT, app.registry.warn_of_root_checks()).await;
         }
         app.registry.expire();
         match tokio::time::timeout(SWEEP_STEP_LIMIT, app.registry.tidy()).await {

@@ -1,7 +1,10 @@
 // The pages ua serves: /instance/{id} (a known instance) and
 // /start#<sealed spec> (posts the spec from the fragment, which no request
 // line carries, shows the progress, opens the terminal). ?mode=observe: a
-// read-only view. The terminal itself is UaTerminal (ua-terminal.js).
+// read-only view. The terminal itself is UaTerminal (ua-terminal.js); the
+// "Check my work" button and its feedback are UaCheck (ua-check.js), shown
+// when the assignment has a check: the instance page's <meta name="ua-check">
+// says so, the start page learns it from the answer to POST /spec.
 "use strict";
 
 (function () {
@@ -15,7 +18,23 @@
     observing,
     focus: true,
     screenReader: params.get("screenreader") === "1",
+    toolbarExtra: [],
   };
+  let session = null;
+  const meta = document.querySelector('meta[name="ua-check"]');
+  const check =
+    observing || !window.UaCheck
+      ? null
+      : new UaCheck.Panel({
+          httpBase: "",
+          instanceID: () =>
+            session && session.instanceID
+              ? Promise.resolve(session.instanceID)
+              : Promise.reject(new Error("the terminal has not started yet")),
+          available: !!meta && meta.getAttribute("content") === "true",
+          onLayout: () => window.requestAnimationFrame(() => session && session.fit()),
+        });
+  if (check) options.toolbarExtra.push(check.button);
   if (location.pathname === "/start") {
     const spec = decodeURIComponent(location.hash.slice(1)).trim();
     if (!spec) {
@@ -28,6 +47,7 @@
     options.route = params.get("route") || "";
     options.onAnswer = (body) => {
       if (body.assignment) document.title = body.assignment + " — terminal";
+      if (check) check.setAvailable(body.check === true);
     };
     if (!observing) {
       const reset = document.createElement("button");
@@ -35,14 +55,16 @@
       reset.textContent = "Reset…";
       reset.setAttribute("data-tool", "reset");
       reset.addEventListener("click", () => window.uaSession.confirmReset());
-      options.toolbarExtra = [reset];
+      options.toolbarExtra.push(reset);
     }
   } else {
     options.instanceID = location.pathname.split("/").filter(Boolean)[1];
   }
   if (observing) document.title = "Terminal (read-only)";
-  const session = new UaTerminal.Session(root, options);
+  session = new UaTerminal.Session(root, options);
+  if (check) root.appendChild(check.region);
   window.uaSession = session; // for tests and debugging
+  window.uaCheck = check;
   window.uaTerminal = session.term;
   session.term.focus();
 })();

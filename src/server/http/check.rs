@@ -27,17 +27,16 @@ pub(super) async fn post_check(app: &App, instance_id: &str) -> Response<Body> {
     let Some(instance) = instance else {
         return error(StatusCode::NOT_FOUND, GONE);
     };
-    let spec = match stored_spec(app, instance.record().sealed_spec.as_deref()) {
-        Ok(spec) => spec,
+    let (spec, assignment_name) = match stored_spec(app, instance.record().sealed_spec.as_deref()) {
+        Ok(opened) => opened,
         Err(why) => return failed(app, instance_id, why, &[]),
     };
     match app.registry.check(&instance, &spec).await {
         Ok(checked) => {
             let h = handle::of(instance_id);
-            let result =
-                checked
-                    .verdict
-                    .result(&spec.spec_id, &spec.assignment.to_string(), unix_now(), &h);
+            let result = checked
+                .verdict
+                .result(&spec.spec_id, &assignment_name, unix_now(), &h);
             let sealed = app
                 .keys
                 .load()
@@ -51,8 +50,9 @@ pub(super) async fn post_check(app: &App, instance_id: &str) -> Response<Body> {
     }
 }
 
-/// The spec the instance was made from, opened again (keys may have rotated).
-fn stored_spec(app: &App, sealed: Option<&str>) -> Result<Spec, &'static str> {
+/// The spec the instance was made from, opened again (keys may have
+/// rotated), and its `assignmentName` as written (`a.b` or `a/b`).
+fn stored_spec(app: &App, sealed: Option<&str>) -> Result<(Spec, String), &'static str> {
     let sealed = sealed.ok_or(
         "this instance was made by an older ua and keeps no spec to check against; \
          clean it (POST /spec/clean) and send the spec again",
@@ -62,7 +62,11 @@ fn stored_spec(app: &App, sealed: Option<&str>) -> Result<Spec, &'static str> {
     let plaintext = app.keys.load().open(sealed).map_err(|_| no_longer)?;
     let mut spec = Spec::parse(&plaintext).map_err(|_| no_longer)?;
     spec.sealed = Some(sealed.to_string());
-    Ok(spec)
+    let written = serde_json::from_slice::<serde_json::Value>(&plaintext)
+        .ok()
+        .and_then(|v| v["assignmentName"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| spec.assignment.to_string());
+    Ok((spec, written))
 }
 
 /// The answer to a check that gave no verdict.

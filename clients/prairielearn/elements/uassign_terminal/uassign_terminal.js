@@ -16,13 +16,18 @@
  *     first fetches {http-base}/instance/{id}/files?path=... into a hidden
  *     field, which the controller's parse() turns into submitted_answers["_files"];
  *   - data-screen-reader="true" (the screen-reader attribute) turns xterm.js's
- *     screen-reader mode on.
+ *     screen-reader mode on;
+ *   - the "Check my work" button (UaCheck.Panel, vendor/ua-check.js), shown
+ *     when POST /spec answers "check": true; with data-check-field (the
+ *     check attribute) a save or submission first runs the check and puts
+ *     {"result", "output"} (or {"error"}) into that hidden field, which
+ *     parse() keeps for uassign.grade_check in grade().
  *
  * Each element is mounted by the inline script rendered with it (keyed by its
  * uuid), so elements inserted after the page loaded start too.
  *
  * Needs window.Terminal, window.FitAddon (vendor/xterm-bundle.js) and
- * window.UaTerminal (vendor/ua-terminal.js).
+ * window.UaTerminal (vendor/ua-terminal.js); window.UaCheck (vendor/ua-check.js).
  */
 (function () {
   "use strict";
@@ -39,9 +44,14 @@
     }
   }
 
+  // A 429 at submission (the student checked a moment ago) waits this long
+  // at most for the server's retryAfter, then tries once more.
+  var MAX_CHECK_WAIT_S = 30;
+
   function Element(root) {
     var observing = root.getAttribute("data-mode") === "observe";
     var gradedFiles = parseJson(root.getAttribute("data-graded-files") || "[]") || [];
+    var check = null;
     var session = new window.UaTerminal.Session(root, {
       spec: root.getAttribute("data-spec"),
       route: root.getAttribute("data-route") || "",
@@ -51,19 +61,87 @@
       screenReader: root.getAttribute("data-screen-reader") === "true",
       notRunningDetail:
         gradedFiles.length > 0 ? "The files of the last submission are shown below, if there was one." : "",
+      onAnswer: function (body) {
+        if (check) {
+          check.setAvailable(body.check === true);
+        }
+      },
     });
     session.gradedFiles = gradedFiles;
     session.wrapper = root.parentNode;
+    check = observing ? null : makeCheck(session);
+    session.check = check;
     var resetButton = session.wrapper && session.wrapper.querySelector(".uassign-terminal-reset");
     if (resetButton && !observing) {
       resetButton.addEventListener("click", function () {
         session.confirmReset();
       });
     }
-    if (!observing && gradedFiles.length > 0) {
-      hookSubmission(session);
+    var tasks = [];
+    var checkField = root.getAttribute("data-check-field");
+    if (check && checkField) {
+      tasks.push(checkTask(session, checkField));
     }
+    if (!observing && gradedFiles.length > 0) {
+      tasks.push(filesTask(session));
+    }
+    hookSubmission(session, tasks);
     return session;
+  }
+
+  function makeCheck(self) {
+    var button = self.wrapper && self.wrapper.querySelector(".uassign-terminal-check-button");
+    var region = self.wrapper && self.wrapper.querySelector(".uassign-terminal-check");
+    if (!button || !region || !window.UaCheck) {
+      return null;
+    }
+    return new window.UaCheck.Panel({
+      httpBase: self.httpBase,
+      button: button,
+      region: region,
+      instanceID: function () {
+        return self.findInstance();
+      },
+    });
+  }
+
+  // {"result", "output"} of a fresh check for parse(), or {"error"}.
+  function runCheck(self, waited) {
+    return self.check.run().then(function (outcome) {
+      if (outcome.ok) {
+        return JSON.stringify({ result: outcome.body.result, output: outcome.body.output || "" });
+      }
+      if (!waited && (outcome.status === 429 || outcome.status === 409) && (outcome.retryAfter || 1) <= MAX_CHECK_WAIT_S) {
+        return new Promise(function (resolve) {
+          window.setTimeout(resolve, (outcome.retryAfter || 1) * 1000 + 250);
+        }).then(function () {
+          return runCheck(self, true);
+        });
+      }
+      return JSON.stringify({ error: outcome.error || "HTTP " + outcome.status });
+    });
+  }
+
+  function checkTask(self, name) {
+    var field = self.wrapper && self.wrapper.querySelector('input.uassign-terminal-check-answer[name="' + name + '"]');
+    return field
+      ? function () {
+          return runCheck(self, false).then(function (json) {
+            field.value = json;
+          });
+        }
+      : null;
+  }
+
+  function filesTask(self) {
+    var field = self.wrapper && self.wrapper.querySelector("input.uassign-terminal-files");
+    return field
+      ? function () {
+          return collectFiles(self).then(function (json) {
+            field.value = json;
+          });
+        }
+      : null;
   }
 
   // The graded files as the controller's parse() reads them:
@@ -96,15 +174,17 @@
       });
   }
 
-  // Holds the question form's submission until the graded files are in
-  // its hidden field, then submits with the same button.
-  function hookSubmission(self) {
-    var field = self.wrapper && self.wrapper.querySelector("input.uassign-terminal-files");
+  // Holds the question form's submission until every task (the check, the
+  // graded files) has filled its hidden field, then submits with the same button.
+  function hookSubmission(self, tasks) {
+    tasks = tasks.filter(Boolean);
+    var field = self.wrapper && self.wrapper.querySelector("input.uassign-terminal-files, input.uassign-terminal-check-answer");
     var form = field && field.form;
-    if (!form) {
+    if (!form || tasks.length === 0) {
       return;
     }
     var ready = false;
+    var pending = false;
     form.addEventListener(
       "submit",
       function (event) {
@@ -114,11 +194,19 @@
         }
         event.preventDefault();
         event.stopImmediatePropagation();
+        if (pending) {
+          return; // a second click while the check runs: one submission
+        }
+        pending = true;
         var submitter = event.submitter || null;
         self.root.setAttribute("data-submitting", "true");
-        collectFiles(self).then(function (json) {
-          field.value = json;
+        Promise.all(
+          tasks.map(function (task) {
+            return task();
+          })
+        ).then(function () {
           ready = true;
+          pending = false;
           self.root.removeAttribute("data-submitting");
           if (form.requestSubmit) {
             form.requestSubmit(submitter);

@@ -21,6 +21,13 @@ Attributes:
     screen-reader  "true": xterm.js's screen-reader mode on from the start
                (default "false": the student switches it in the terminal's
                toolbar, and the choice is kept by the browser).
+    check      "true": each save or submission first runs the assignment's
+               check (docs/API.md, "Checks") and carries its sealed result in
+               data["submitted_answers"]["_uassign_check_" + spec_name], for
+               uassign.grade_check(data, key) in the question's grade(); a
+               check that could not run is a format error. Default "false".
+               Either way the student has a "Check my work" button when the
+               assignment has a check.
 
 The sealed spec is made in the question's server.py (uassign.create_spec). It is
 safe in the page: only the ua server can open it. With several ua nodes behind
@@ -59,6 +66,10 @@ RESET_DEFAULT = True
 # The graded files travel through the page: bound what parse() accepts
 # (ua itself answers at most 5 MiB).
 MAX_FILES_FIELD = 8 << 20
+# A check's answer: its output is at most 64 KiB (as UTF-8, JSON-escaped in
+# the field), its sealed result a verdict of at most 64 KiB, padded.
+MAX_CHECK_FIELD = 1 << 20
+CHECK_DEFAULT = False
 
 
 def _spec_name(element) -> str:
@@ -111,7 +122,7 @@ def _settings(element_html: str) -> dict:
     pl.check_attribs(
         element,
         required_attribs=["host"],
-        optional_attribs=["spec_name", "spec-name", "insecure", "height", "graded-files", "reset", "screen-reader"],
+        optional_attribs=["spec_name", "spec-name", "insecure", "height", "graded-files", "reset", "screen-reader", "check"],
     )
     insecure = pl.get_boolean_attrib(element, "insecure", INSECURE_DEFAULT)
     http_base, ws_base = server_urls(pl.get_string_attrib(element, "host"), insecure)
@@ -126,6 +137,7 @@ def _settings(element_html: str) -> dict:
         "graded_files": graded_file_names(pl.get_string_attrib(element, "graded-files", "")),
         "reset": pl.get_boolean_attrib(element, "reset", RESET_DEFAULT),
         "screen_reader": pl.get_boolean_attrib(element, "screen-reader", False),
+        "check": pl.get_boolean_attrib(element, "check", CHECK_DEFAULT),
     }
 
 
@@ -155,6 +167,12 @@ def _route_name(spec_name: str) -> str:
 def _files_field(settings: dict) -> str:
     """The form field the browser fills with the graded files at submission."""
     return "_uassign_files_" + settings["spec_name"]
+
+
+def _check_field(settings: dict) -> str:
+    """The form field the browser fills with the check's answer at submission
+    (and the key of submitted_answers, partial_scores that grade_check uses)."""
+    return "_uassign_check_" + settings["spec_name"]
 
 
 def prepare(element_html: str, data: dict) -> None:
@@ -198,9 +216,19 @@ def render(element_html: str, data: dict) -> str:
         return ""
     files = _submitted_files(data, settings["graded_files"])
     if panel == "submission":
-        if not settings["graded_files"]:
+        check = _check_feedback(data, settings)
+        if not settings["graded_files"] and check is None:
             return ""
-        return _render(settings, {"submission": True, "files": files, "has_files": bool(files)})
+        return _render(
+            settings,
+            {
+                "submission": True,
+                "files": files,
+                "has_files": bool(files),
+                "list_files": bool(settings["graded_files"]),
+                "check": check,
+            },
+        )
     if panel != "question":
         return ""
     error = _spec_problem(data, settings["spec_name"])
@@ -221,6 +249,8 @@ def render(element_html: str, data: dict) -> str:
             "has_graded_files": bool(settings["graded_files"]),
             "files_field": _files_field(settings),
             "reset": settings["reset"] and not read_only,
+            "toolbar": not read_only,
+            "check_field": _check_field(settings) if settings["check"] and not read_only else "",
             "files": files if read_only else [],
             "has_files": read_only and bool(files),
         },
@@ -241,11 +271,59 @@ def _render(settings: dict, values: dict) -> str:
         ).strip()
 
 
+def _check_feedback(data: dict, settings: dict) -> dict | None:
+    """What grade_check put into partial_scores, for the submission panel."""
+    entry = data.get("partial_scores", {}).get(_check_field(settings))
+    feedback = entry.get("feedback") if isinstance(entry, dict) else None
+    if not isinstance(feedback, dict):
+        return None
+    if isinstance(feedback.get("error"), str):
+        return {"error": feedback["error"]}
+    tests = [
+        {"name": str(t.get("name", "")), "passed": t.get("passed") is True, "message": str(t.get("message") or "")}
+        for t in feedback.get("tests") or []
+        if isinstance(t, dict)
+    ]
+    score = feedback.get("score") if isinstance(feedback.get("score"), (int, float)) else 0
+    output = feedback.get("output") if isinstance(feedback.get("output"), str) else ""
+    return {"percent": round(100 * max(0.0, min(1.0, float(score)))), "tests": tests, "has_tests": bool(tests), "output": output}
+
+
 def parse(element_html: str, data: dict) -> None:
     """Puts the graded files the browser fetched from ua at submission into
-    data["submitted_answers"]["_files"] (as PrairieLearn's file elements do);
-    a file that is missing or could not be read is a format error."""
+    data["submitted_answers"]["_files"] (as PrairieLearn's file elements do),
+    and with check="true" the check's answer into
+    data["submitted_answers"]["_uassign_check_" + spec_name]. A file that is
+    missing or could not be read, or a check that did not run, is a format
+    error."""
     settings = _settings(element_html)
+    if settings["check"]:
+        _parse_check(data, settings)
+    _parse_files(data, settings)
+
+
+def _parse_check(data: dict, settings: dict) -> None:
+    field = _check_field(settings)
+    raw = data.get("raw_submitted_answers", {}).get(field)
+    data.get("submitted_answers", {}).pop(field, None)
+    answer = None
+    if isinstance(raw, str) and len(raw) <= MAX_CHECK_FIELD:
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        data["format_errors"][field] = "Your work could not be checked: " + answer["error"][:500]
+        return
+    result = answer.get("result") if isinstance(answer, dict) else None
+    output = answer.get("output") if isinstance(answer, dict) else None
+    if not isinstance(result, str) or not _SEALED.match(result) or not isinstance(output, str):
+        data["format_errors"][field] = "The check of your work was not submitted; reload the page and submit again."
+        return
+    data["submitted_answers"][field] = {"result": result, "output": output}
+
+
+def _parse_files(data: dict, settings: dict) -> None:
     names = settings["graded_files"]
     if not names:
         return

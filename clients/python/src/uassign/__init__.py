@@ -55,6 +55,11 @@ __all__ = [
     "load_key",
     "read_key_file",
     "parse_key_line",
+    "read_keys",
+    "open_result",
+    "run_check",
+    "grade_check",
+    "CheckResultError",
 ]
 
 __version__ = "0.1.0"
@@ -76,8 +81,9 @@ class UaError(Exception):
             (network failure, timeout, missing or malformed key).
         message: one sentence saying what went wrong: the server's JSON
             ``error`` text when it sent one, else a description of the failure.
-        retry_after: for a ``503`` (server at capacity, Docker unreachable),
-            the seconds to wait before trying again, from ``Retry-After``;
+        retry_after: for a ``503`` (server at capacity, Docker unreachable)
+            or a ``429`` (a check too soon after the last one), the seconds to
+            wait before trying again, from ``Retry-After`` (or ``retryAfter``);
             ``None`` otherwise.
         body: the decoded JSON body of the error answer when there was one
             (e.g. ``sealedOutput`` for a ``422``), else ``None``.
@@ -312,7 +318,8 @@ def subkey(key: KeyLike, purpose: str) -> bytes:
     ``HMAC-SHA256(key, b"ua-subkey\\0" + purpose)``. Specs are sealed with the
     key itself; a failed build's or setup's ``sealedOutput`` with the
     ``"output"`` subkey, so that it never opens as a spec; the route token
-    is keyed with the ``"route"`` subkey; ``"result"`` is reserved.
+    is keyed with the ``"route"`` subkey; a check's sealed ``result`` is sealed
+    with the ``"result"`` subkey (:func:`open_result`).
 
     Raises:
         ValueError: ``purpose`` is none of ``SUBKEY_PURPOSES``.
@@ -434,7 +441,11 @@ def _post(url: str, sealed: str, timeout: float) -> tuple[int, Any]:
             pass
         if not message:
             message = f"HTTP {e.code} {e.reason or ''}".strip() + f" from {url} (not a ua error answer)"
-        retry_after = _parse_retry_after(e.headers.get("Retry-After")) if e.code == 503 else None
+        retry_after = _parse_retry_after(e.headers.get("Retry-After")) if e.code in (429, 503) else None
+        if retry_after is None and e.code in (429, 503) and isinstance(body, dict):
+            seconds = body.get("retryAfter")
+            if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+                retry_after = max(0.0, float(seconds))
         raise UaError(message, status=e.code, retry_after=retry_after, body=body) from None
     except urllib.error.URLError as e:
         reason = e.reason
@@ -562,3 +573,7 @@ def clean_spec(
     if not isinstance(cleaned, int) or isinstance(cleaned, bool):
         raise UaError(f"the ua server at {url} answered {status} without a count of cleaned instances", status=status)
     return cleaned
+
+
+# Checks (docs/API.md, "Checks"): imported last, as they use the above.
+from ._check import CheckResultError, grade_check, open_result, read_keys, run_check  # noqa: E402
