@@ -261,6 +261,11 @@ fn a_check_with_a_root_student_is_warned_of() {
     server.kill();
     let from = server.log().len();
     server.spawn();
+    // Warned once the records are reconciled, in the background.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !warned_root(&server, from, name) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         warned_root(&server, from, name),
         "no warning at start-up:\n{}",
