@@ -384,3 +384,37 @@ fn an_answer_at_the_cut_is_not_shown_in_part() {
         );
     }
 }
+
+/// After a key rotation (a new key first, the old one kept) the stored spec
+/// still opens, and the result is sealed with the new key's subkey; the
+/// result names the assignment as the spec wrote it.
+#[test]
+fn a_check_after_a_key_rotation_seals_with_the_new_key() {
+    let mut server = TestServer::start();
+    add_check_assignment(&server, "check/rotate", DONE_CHECK, None);
+    let id = server.instance(&check_spec(&server, "rotate-1", "check/rotate"));
+    server.kill();
+    let old = std::fs::read_to_string(server.key_file()).unwrap();
+    let new = std::process::Command::new(BINARY)
+        .arg("keygen")
+        .output()
+        .unwrap();
+    let new = String::from_utf8(new.stdout).unwrap();
+    std::fs::write(server.key_file(), format!("{new}{old}")).unwrap();
+    server.spawn();
+    let body = checked(&server, &id);
+    let sealed = body["result"].as_str().unwrap();
+    let only_old = ua::crypto::seal::Keyring::parse(&old).unwrap();
+    assert!(
+        only_old.open_as(Purpose::Result, sealed).is_err(),
+        "sealed with the old key"
+    );
+    let only_new = ua::crypto::seal::Keyring::parse(&new).unwrap();
+    let plain = only_new
+        .open_as(Purpose::Result, sealed)
+        .expect("opens with the new key");
+    let result: serde_json::Value =
+        serde_json::from_slice(String::from_utf8_lossy(&plain).trim_end().as_bytes()).unwrap();
+    assert_eq!(result["assignmentName"], "check/rotate", "{result}");
+    assert_eq!(result["specID"], "rotate-1");
+}
