@@ -304,3 +304,59 @@ fn check_timeout_is_capped_at_the_build_timeout() {
         again.body
     );
 }
+
+/// `ua check`: the spec flags of `ua connect` reach the instance (made if
+/// need be); it prints the feedback, each test and the score, the opened
+/// result for a key holder, and exits 3 below a full score, 0 at it, 1
+/// with the opened output when the check gives no verdict.
+#[test]
+fn ua_check_prints_the_tests_and_exits_by_the_score() {
+    let server = TestServer::start();
+    add_check_assignment(&server, "check-cli", DONE_CHECK, None);
+    add_check_assignment(&server, "check-cli-none", "echo 'no verdict here'\n", None);
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let ua_check = |args: &[&str]| {
+        let out = std::process::Command::new(BINARY)
+            .args(["check", "--server", &url, "--key-file"])
+            .arg(server.key_file())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let spec = ["--assignment", "check-cli", "--spec-id", "cli-1", "--data"];
+    let data = format!(r#"{{"answer": "{ANSWER}"}}"#);
+    let (code, text) = ua_check(&[&spec[..], &[data.as_str()]].concat());
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("✗ done.txt says finished"), "{text}");
+    assert!(text.contains("score: 0"), "{text}");
+    assert!(
+        text.contains(r#"result (opened): {"#) && text.contains(r#""specID":"cli-1""#),
+        "{text}"
+    );
+    assert!(!text.contains(ANSWER), "{text}");
+
+    let id = server.instance(&server.seal(&format!(
+        r#"{{"specID":"cli-1","assignmentName":"check-cli","data":{data}}}"#
+    )));
+    // Past checkInterval, and past the stop that followed the first check.
+    std::thread::sleep(Duration::from_secs(10));
+    docker(&["start", &format!("ua-{id}")]);
+    exec(&id, "echo finished > /home/student/done.txt", "");
+    let (code, text) = ua_check(&["--instance", &id]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("✓ done.txt says finished") && text.contains("score: 1"),
+        "{text}"
+    );
+
+    let none = ["--assignment", "check-cli-none", "--spec-id", "cli-2"];
+    let (code, text) = ua_check(&none);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("422") && text.contains("no verdict here"),
+        "{text}"
+    );
+}
