@@ -96,8 +96,11 @@ impl Registry {
         let limit = assignment.check_timeout(config.build_timeout);
         let record = instance.record();
         self.warn_if_root(&assignment, &record.image).await;
-        self.running_for_check(instance, &record.container_id)
-            .await?;
+        match self.running_for_use(instance, &record.container_id).await {
+            Err(DockerError::NotFound) => return Err(CheckError::Gone),
+            Err(DockerError::Api { status: 409, .. }) => return Err(CheckError::Busy),
+            other => other?,
+        }
         let started = Instant::now();
         let ran = self.run_check(&record.container_id, &script, limit).await;
         drop(_running);
@@ -150,30 +153,6 @@ impl Registry {
             Ok(Err(DockerError::NotFound)) => Err(CheckError::Gone),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(check_script::over_time(limit, Vec::new()).into()),
-        }
-    }
-
-    /// Starts a stopped container for a check (the terminal's lock held, so
-    /// that no attach or end of a terminal crosses it).
-    async fn running_for_check(
-        &self,
-        instance: &Arc<Instance>,
-        container: &str,
-    ) -> Result<(), CheckError> {
-        let slot = instance.terminal.lock().await;
-        let started = match bounded(self.docker.is_running(container)).await {
-            Ok(true) => Ok(()),
-            Ok(false) => bounded(self.docker.start(container)).await,
-            Err(e) => Err(e),
-        };
-        match started {
-            Err(DockerError::NotFound) => {
-                drop(slot);
-                self.forget_vanished(instance).await;
-                Err(CheckError::Gone)
-            }
-            Err(DockerError::Api { status: 409, .. }) => Err(CheckError::Busy),
-            other => Ok(other?),
         }
     }
 

@@ -436,20 +436,31 @@ impl Registry {
         instance: &Arc<Instance>,
         container: &str,
     ) -> Result<(), FilesError> {
+        match self.running_for_use(instance, container).await {
+            Err(DockerError::NotFound) => Err(FilesError::Gone),
+            other => Ok(other?),
+        }
+    }
+
+    /// Starts a stopped container for a read or a check, the terminal's
+    /// lock held, so that no attach or end of a terminal crosses it. A
+    /// vanished container (`NotFound`) drops the instance.
+    pub(crate) async fn running_for_use(
+        &self,
+        instance: &Arc<Instance>,
+        container: &str,
+    ) -> Result<(), DockerError> {
         let slot = instance.terminal.lock().await;
         let started = match bounded(self.docker.is_running(container)).await {
             Ok(true) => Ok(()),
             Ok(false) => bounded(self.docker.start(container)).await,
             Err(e) => Err(e),
         };
-        match started {
-            Err(DockerError::NotFound) => {
-                drop(slot);
-                self.forget_vanished(instance).await;
-                Err(FilesError::Gone)
-            }
-            other => Ok(other?),
+        if let Err(DockerError::NotFound) = started {
+            drop(slot);
+            self.forget_vanished(instance).await;
         }
+        started
     }
 
     /// After the last read of an instance's files (or its check): its

@@ -50,6 +50,9 @@ pub struct SplitOutcome {
     pub stderr_cut: bool,
 }
 
+/// A non-TTY exec's output frames, as bollard gives them.
+type RootOutput = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
 /// Reads a split run's output into `outcome` until it ends, or
 /// [`SPLIT_LINGER`] after `complete` holds for its standard error.
 async fn drain_split<S>(
@@ -131,33 +134,7 @@ impl Docker {
         command: Vec<String>,
         stdin: Vec<u8>,
     ) -> Result<ExecOutcome, DockerError> {
-        let client = self.client().await?;
-        let config = ExecConfig {
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(false),
-            user: Some("0:0".into()),
-            cmd: Some(command),
-            ..Default::default()
-        };
-        let created = client.create_exec(container, config).await?;
-        let StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = client.start_exec(&created.id, None).await?
-        else {
-            return Err(DockerError::Api {
-                status: 500,
-                message: "the exec started detached".into(),
-            });
-        };
-        let feed = async move {
-            use tokio::io::AsyncWriteExt;
-            // A command that stops reading early only loses its own input.
-            let _ = input.write_all(&stdin).await;
-            let _ = input.shutdown().await;
-        };
+        let (id, mut output, feed) = self.start_as_root(container, command, stdin).await?;
         let mut tail = Tail::default();
         let drain = async {
             while let Some(item) = output.next().await {
@@ -170,7 +147,7 @@ impl Docker {
         };
         let ((), drained) = tokio::join!(feed, drain);
         drained?;
-        let inspect = client.inspect_exec(&created.id).await?;
+        let inspect = self.client().await?.inspect_exec(&id).await?;
         Ok(ExecOutcome {
             status: inspect.exit_code.unwrap_or(-1),
             tail: tail.into(),
@@ -190,6 +167,22 @@ impl Docker {
         cap: usize,
         complete: impl Fn(&[u8]) -> bool,
     ) -> Result<SplitOutcome, DockerError> {
+        let (_, output, feed) = self.start_as_root(container, command, stdin).await?;
+        let mut outcome = SplitOutcome::default();
+        let ((), drained) = tokio::join!(feed, drain_split(output, cap, &mut outcome, complete));
+        drained?;
+        Ok(outcome)
+    }
+
+    /// Starts `command` as root without a TTY: its ID, its output, and the
+    /// task that feeds it `stdin` and then closes its input (a command that
+    /// stops reading early only loses its own input).
+    async fn start_as_root(
+        &self,
+        container: &str,
+        command: Vec<String>,
+        stdin: Vec<u8>,
+    ) -> Result<(String, RootOutput, impl std::future::Future<Output = ()>), DockerError> {
         let client = self.client().await?;
         let config = ExecConfig {
             attach_stdin: Some(true),
@@ -214,10 +207,7 @@ impl Docker {
             let _ = input.write_all(&stdin).await;
             let _ = input.shutdown().await;
         };
-        let mut outcome = SplitOutcome::default();
-        let ((), drained) = tokio::join!(feed, drain_split(output, cap, &mut outcome, complete));
-        drained?;
-        Ok(outcome)
+        Ok((created.id, output, feed))
     }
 
     /// Starts `command` in a TTY inside the running container as the

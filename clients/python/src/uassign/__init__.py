@@ -162,20 +162,25 @@ def read_key_file(path: Union[str, "os.PathLike[str]"]) -> bytes:
     Raises:
         UaError: the file cannot be read, holds no key, or its first key is malformed.
     """
+    for _, line in _key_lines(path):
+        try:
+            return parse_key_line(line)
+        except UaError as e:
+            raise UaError(f"{os.fspath(path)}: {e.message}") from None
+    raise UaError(f"the ua key file {os.fspath(path)} holds no key line; add one made by `ua keygen`")
+
+
+def _key_lines(path: Union[str, "os.PathLike[str]"]) -> list:
+    """The key lines of a key file, stripped, with their line numbers;
+    ``#`` comments and blank lines skipped."""
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise UaError(f"cannot read the ua key file {path}: {e.strerror or e}") from None
-    for line in lines:
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            try:
-                return parse_key_line(stripped)
-            except UaError as e:
-                raise UaError(f"{path}: {e.message}") from None
-    raise UaError(f"the ua key file {path} holds no key line; add one made by `ua keygen`")
+    stripped = ((number, line.strip()) for number, line in enumerate(lines, 1))
+    return [(number, line) for number, line in stripped if line and not line.startswith("#")]
 
 
 def load_key(key: Optional[KeyLike] = None) -> bytes:

@@ -20,6 +20,7 @@ from . import (
     UaError,
     _base_url,
     _coerce_key,
+    _key_lines,
     _open_output,
     _post,
     load_key,
@@ -53,22 +54,14 @@ def read_keys(path: Union[str, "os.PathLike[str]"]) -> list:
     Raises:
         UaError: the file cannot be read, holds no key, or a line is not a key.
     """
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise UaError(f"cannot read the ua key file {path}: {e.strerror or e}") from None
     keys = []
-    for number, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            try:
-                keys.append(parse_key_line(stripped))
-            except UaError as e:
-                raise UaError(f"{path}, line {number}: {e.message}") from None
+    for number, line in _key_lines(path):
+        try:
+            keys.append(parse_key_line(line))
+        except UaError as e:
+            raise UaError(f"{os.fspath(path)}, line {number}: {e.message}") from None
     if not keys:
-        raise UaError(f"the ua key file {path} holds no key line; add one made by `ua keygen`")
+        raise UaError(f"the ua key file {os.fspath(path)} holds no key line; add one made by `ua keygen`")
     return keys
 
 
