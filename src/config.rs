@@ -82,6 +82,10 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_MAX_BUILD_QUEUE", default_value_t = 256)]
     pub max_build_queue: usize,
 
+    /// Largest file `PUT /instance/{id}/files` takes, in MiB (413 beyond).
+    #[arg(long, env = "UA_MAX_UPLOAD_MB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_upload_mb: u64,
+
     /// Containers kept created and started, free, per shared-image
     /// assignment (its current image), for new specs to take: a class start
     /// then waits for no container start. They count against

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ua::client::{admin as admin_cli, check, connect, listing, top};
+use ua::client::{admin as admin_cli, check, connect, copy, listing, top};
 use ua::crypto::{route, seal};
 use ua::protocol::spec;
 use ua::telemetry::logging;
@@ -39,6 +39,9 @@ enum Command {
     /// Run an instance's check (the assignment's check.sh.tmpl) and print
     /// the feedback, the tests and the score; exits 3 below a full score.
     Check(check::CheckArgs),
+    /// Copy a file into an instance (`ua cp FILE ID:PATH`) or out of it
+    /// (`ua cp ID:PATH FILE`), as the student.
+    Cp(copy::CopyArgs),
     /// Measure a running server against direct Docker exec (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Show the running server's counts, Docker and limits (admin socket).
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Seal(args) => seal_command(&args),
         Command::Open(args) => open_command(&args),
         Command::Connect(args) => connect::main(args),
+        Command::Cp(args) => copy::main(args),
         Command::Check(args) => match check::main(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(3),

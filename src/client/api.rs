@@ -67,6 +67,18 @@ impl Server {
         path: &str,
         body: &str,
     ) -> anyhow::Result<(hyper::StatusCode, serde_json::Value)> {
+        let body = Bytes::from(body.to_string());
+        self.call(hyper::Method::POST, path, body).await
+    }
+
+    /// Sends `method` on `path` with `body`; returns the status and the
+    /// JSON answer.
+    async fn call(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(hyper::StatusCode, serde_json::Value)> {
         let address = (
             self.host.trim_start_matches('[').trim_end_matches(']'),
             self.port,
@@ -74,10 +86,12 @@ impl Server {
         let stream = tokio::net::TcpStream::connect(address)
             .await
             .with_context(|| format!("cannot reach the ua server at {}", self.authority))?;
-        let request = hyper::Request::post(format!("{}{path}", self.base_path))
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_path))
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::CONTENT_TYPE, "text/plain")
-            .body(Full::new(Bytes::from(body.to_string())))?;
+            .body(Full::new(body))?;
         let response = match &self.tls {
             None => send(stream, request).await?,
             Some(config) => {
@@ -185,6 +199,33 @@ impl Server {
             .await
     }
 
+    /// `PUT /instance/{id}/files?path=P[&mode=M]`: writes `content` as the student.
+    pub async fn put_file(
+        &self,
+        instance_id: &str,
+        path: &str,
+        mode: Option<&str>,
+        content: Vec<u8>,
+    ) -> anyhow::Result<(hyper::StatusCode, serde_json::Value)> {
+        let mut query = format!("path={}", url_encode(path));
+        if let Some(mode) = mode {
+            query.push_str(&format!("&mode={}", url_encode(mode)));
+        }
+        let target = format!("/instance/{instance_id}/files?{query}");
+        self.call(hyper::Method::PUT, &target, Bytes::from(content))
+            .await
+    }
+
+    /// `GET /instance/{id}/files?path=P`: the answer of graded files.
+    pub async fn get_file(
+        &self,
+        instance_id: &str,
+        path: &str,
+    ) -> anyhow::Result<(hyper::StatusCode, serde_json::Value)> {
+        let target = format!("/instance/{instance_id}/files?path={}", url_encode(path));
+        self.call(hyper::Method::GET, &target, Bytes::new()).await
+    }
+
     /// `POST /spec/clean?async=false`.
     pub async fn clean(&self, sealed: &str) -> anyhow::Result<()> {
         let (status, json) = self.post("/spec/clean?async=false", sealed).await?;
@@ -241,6 +282,18 @@ fn split_authority(authority: &str, default_port: u16) -> Option<(String, u16)> 
         _ => (authority, default_port),
     };
     (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+/// `text` percent-encoded for a query value (unreserved characters kept).
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]

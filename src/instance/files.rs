@@ -136,7 +136,7 @@ pub fn paths_from_query(query: &str) -> Result<Vec<String>, FilesError> {
     Ok(paths)
 }
 
-fn percent_decode(text: &str) -> Option<String> {
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -161,7 +161,7 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// Where `path` is in the container: absolute as given, else under `workdir`.
-fn container_path(workdir: &str, path: &str) -> String {
+pub(crate) fn container_path(workdir: &str, path: &str) -> String {
     if path.starts_with('/') {
         path.to_string()
     } else {
@@ -240,7 +240,12 @@ pub struct Reader {
 impl Reader {
     /// The exec's user and command for `mode` over `paths`.
     fn exec(&self, mode: &str, limit: usize, paths: Vec<String>) -> (&str, Vec<String>) {
-        let script = command(mode, limit, paths);
+        self.as_user(command(mode, limit, paths))
+    }
+
+    /// The exec's user and `script` made to run as the image's USER: with
+    /// the container's `gosu` from root, or as `docker exec -u` before it.
+    pub(crate) fn as_user(&self, script: Vec<String>) -> (&str, Vec<String>) {
         if !self.gosu {
             return (&self.user, script);
         }

@@ -23,5 +23,6 @@ pub(crate) mod shared_image;
 pub mod store;
 pub(crate) mod tables;
 pub(crate) mod trouble;
+pub(crate) mod upload;
 pub(crate) mod usage;
 pub(crate) mod warm;

@@ -220,6 +220,7 @@ fn live_changes(old: &ServeConfig, new: &ServeConfig) -> Vec<String> {
         max_running,
         max_keep,
         max_build_queue,
+        max_upload_mb,
         warm,
         allowed_origins,
         allowed_hosts,

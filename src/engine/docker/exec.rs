@@ -134,7 +134,18 @@ impl Docker {
         command: Vec<String>,
         stdin: Vec<u8>,
     ) -> Result<ExecOutcome, DockerError> {
-        let (id, mut output, feed) = self.start_as_root(container, command, stdin).await?;
+        self.run_as(container, "0:0", command, stdin).await
+    }
+
+    /// [`Docker::run_as_root`] as `user` (`docker exec -u`).
+    pub async fn run_as(
+        &self,
+        container: &str,
+        user: &str,
+        command: Vec<String>,
+        stdin: Vec<u8>,
+    ) -> Result<ExecOutcome, DockerError> {
+        let (id, mut output, feed) = self.start_as(container, user, command, stdin).await?;
         let mut tail = Tail::default();
         let drain = async {
             while let Some(item) = output.next().await {
@@ -167,19 +178,20 @@ impl Docker {
         cap: usize,
         complete: impl Fn(&[u8]) -> bool,
     ) -> Result<SplitOutcome, DockerError> {
-        let (_, output, feed) = self.start_as_root(container, command, stdin).await?;
+        let (_, output, feed) = self.start_as(container, "0:0", command, stdin).await?;
         let mut outcome = SplitOutcome::default();
         let ((), drained) = tokio::join!(feed, drain_split(output, cap, &mut outcome, complete));
         drained?;
         Ok(outcome)
     }
 
-    /// Starts `command` as root without a TTY: its ID, its output, and the
-    /// task that feeds it `stdin` and then closes its input (a command that
-    /// stops reading early only loses its own input).
-    async fn start_as_root(
+    /// Starts `command` as `user` without a TTY: its ID, its output, and
+    /// the task that feeds it `stdin` and then closes its input (a command
+    /// that stops reading early only loses its own input).
+    async fn start_as(
         &self,
         container: &str,
+        user: &str,
         command: Vec<String>,
         stdin: Vec<u8>,
     ) -> Result<(String, RootOutput, impl std::future::Future<Output = ()>), DockerError> {
@@ -189,7 +201,7 @@ impl Docker {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             tty: Some(false),
-            user: Some("0:0".into()),
+            user: Some(user.into()),
             cmd: Some(command),
             ..Default::default()
         };

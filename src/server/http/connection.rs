@@ -23,7 +23,7 @@ use crate::transport::Listener;
 use crate::server::http::app::App;
 use crate::server::http::check::post_check;
 use crate::server::http::cors::{add_cors, preflight};
-use crate::server::http::files::graded_files;
+use crate::server::http::files::{graded_files, put_file};
 use crate::server::http::pages::{health, metrics_page, start_page, static_file, terminal_page};
 use crate::server::http::respond::{error, Body};
 use crate::server::http::router::{route, Route};
@@ -190,6 +190,7 @@ pub(super) async fn route_request(
             graded_files(app, id, &query).await
         }
         Route::Check(id) => post_check(app, id).await,
+        Route::Upload(id) => put_file(app, id, request).await,
         Route::WrongMethod => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "this path does not take that method",

@@ -11,7 +11,8 @@ pub enum Route<'a> {
     PostSpec,
     /// `POST /spec/clean`: removes a spec's instance.
     CleanSpec,
-    /// `OPTIONS` on `/spec`, `/spec/clean` or `/instance/{id}/check`: a CORS preflight.
+    /// `OPTIONS` on `/spec`, `/spec/clean`, `/instance/{id}/files` or
+    /// `/instance/{id}/check`: a CORS preflight.
     Preflight,
     /// `GET /health`.
     Health,
@@ -29,6 +30,8 @@ pub enum Route<'a> {
     Files(&'a str),
     /// `POST /instance/{id}/check`: runs the assignment's check.
     Check(&'a str),
+    /// `PUT /instance/{id}/files`: writes a file as the student.
+    Upload(&'a str),
     /// A known path with a method it does not take: a 405.
     WrongMethod,
     /// Any other request: a 404.
@@ -53,9 +56,15 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
             let check = path
                 .strip_prefix("/instance/")
                 .and_then(|rest| rest.strip_suffix("/check"));
-            match (method, check) {
-                (&Method::POST, Some(id)) => return Route::Check(id),
-                (&Method::OPTIONS, Some(_)) => return Route::Preflight,
+            let files = path
+                .strip_prefix("/instance/")
+                .and_then(|rest| rest.strip_suffix("/files"));
+            match (method, check, files) {
+                (&Method::POST, Some(id), _) => return Route::Check(id),
+                (&Method::PUT, _, Some(id)) => return Route::Upload(id),
+                (&Method::OPTIONS, Some(_), _) | (&Method::OPTIONS, _, Some(_)) => {
+                    return Route::Preflight
+                }
                 _ => {}
             }
             match path.strip_prefix("/instance/").filter(|_| get) {
@@ -89,6 +98,10 @@ mod tests {
         let check = format!("/instance/{id}/check");
         assert_eq!(route(&Method::POST, &check), Route::Check(id));
         assert_eq!(route(&Method::OPTIONS, &check), Route::Preflight);
+        let files = format!("/instance/{id}/files");
+        assert_eq!(route(&Method::PUT, &files), Route::Upload(id));
+        assert_eq!(route(&Method::OPTIONS, &files), Route::Preflight);
+        assert_eq!(route(&Method::GET, &files), Route::Files(id));
         assert_eq!(
             route(&Method::GET, &check),
             Route::TerminalPage(&check[10..])
