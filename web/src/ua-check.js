@@ -11,6 +11,8 @@
  *   button         an existing button to use (else panel.button is made)
  *   region         an existing element for the feedback (else panel.region is made)
  *   available      show the button from the start (else setAvailable(true))
+ *   root           the terminal's root: its "ua-terminal-reset" (a reset to a
+ *                  fresh copy) clears the feedback, which was of the old work
  *   onLayout()     called when the feedback appears, changes or is hidden
  *                  (ua's pages refit the terminal above it)
  *
@@ -105,7 +107,24 @@
       }
     });
     this.setAvailable(!!options.available);
+    if (options.root) {
+      options.root.addEventListener("ua-terminal-reset", function () {
+        self.clear();
+      });
+    }
   }
+
+  // Hides the feedback; a check still running shows its answer when it comes.
+  Panel.prototype.clear = function () {
+    if (this.running) {
+      return;
+    }
+    this.region.hidden = true;
+    this.region.removeAttribute("data-state");
+    this.status.textContent = "";
+    this.details.textContent = "";
+    this.layout();
+  };
 
   Panel.prototype.layout = function () {
     if (this.options.onLayout) {

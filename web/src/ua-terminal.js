@@ -17,6 +17,9 @@
  *   screenReader     turn xterm.js's screen-reader mode on (else stored choice)
  *   onAnswer(body)   the final answer of POST /spec (the page sets its title)
  *
+ * After a reset to a fresh copy, root gets a "ua-terminal-reset" event
+ * (UaCheck and UaFiles clear what they showed of the old environment).
+ *
  * Behaviour (docs/API.md, "Terminal websocket", "Progress", "Close codes"):
  * progress of a first start, closes said in words with what to do, reconnect
  * with a countdown, idle warning, Ctrl+Shift+C/V and Cmd+C/V, copy on
@@ -629,6 +632,8 @@
         if (response.ok) {
           self.instanceID = null;
           self.term.reset();
+          // What the page showed of the old environment (a check's feedback) goes.
+          self.root.dispatchEvent(new CustomEvent("ua-terminal-reset"));
           self.connect("manual");
         } else {
           self.stop("The terminal could not be reset.", "HTTP " + response.status, "Try again", "reset-failed");
