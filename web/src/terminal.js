@@ -4,7 +4,9 @@
 // read-only view. The terminal itself is UaTerminal (ua-terminal.js); the
 // "Check my work" button and its feedback are UaCheck (ua-check.js), shown
 // when the assignment has a check: the instance page's <meta name="ua-check">
-// says so, the start page learns it from the answer to POST /spec.
+// says so, the start page learns it from the answer to POST /spec. Upload
+// (a button, or files dropped on the terminal) and Download are UaFiles
+// (ua-files.js); neither is made in observe mode.
 "use strict";
 
 (function () {
@@ -22,19 +24,27 @@
   };
   let session = null;
   const meta = document.querySelector('meta[name="ua-check"]');
+  const instanceID = () =>
+    session && session.instanceID
+      ? Promise.resolve(session.instanceID)
+      : Promise.reject(new Error("the terminal has not started yet"));
+  const refit = () => window.requestAnimationFrame(() => session && session.fit());
   const check =
     observing || !window.UaCheck
       ? null
       : new UaCheck.Panel({
           httpBase: "",
-          instanceID: () =>
-            session && session.instanceID
-              ? Promise.resolve(session.instanceID)
-              : Promise.reject(new Error("the terminal has not started yet")),
+          instanceID,
+          root,
           available: !!meta && meta.getAttribute("content") === "true",
-          onLayout: () => window.requestAnimationFrame(() => session && session.fit()),
+          onLayout: refit,
         });
   if (check) options.toolbarExtra.push(check.button);
+  const files =
+    observing || !window.UaFiles
+      ? null
+      : new UaFiles.Panel({ httpBase: "", instanceID, root, dropTarget: root, onLayout: refit });
+  if (files) options.toolbarExtra.push(files.controls);
   if (location.pathname === "/start") {
     const spec = decodeURIComponent(location.hash.slice(1)).trim();
     if (!spec) {
@@ -62,9 +72,11 @@
   }
   if (observing) document.title = "Terminal (read-only)";
   session = new UaTerminal.Session(root, options);
+  if (files) root.appendChild(files.region);
   if (check) root.appendChild(check.region);
   window.uaSession = session; // for tests and debugging
   window.uaCheck = check;
+  window.uaFiles = files;
   window.uaTerminal = session.term;
   session.term.focus();
 })();

@@ -21,13 +21,17 @@
  *     when POST /spec answers "check": true; with data-check-field (the
  *     check attribute) a save or submission first runs the check and puts
  *     {"result", "output"} (or {"error"}) into that hidden field, which
- *     parse() keeps for uassign.grade_check in grade().
+ *     parse() keeps for uassign.grade_check in grade();
+ *   - Upload and Download (UaFiles.Panel, vendor/ua-files.js) in the
+ *     element's toolbar, files dropped on the terminal uploaded; never in
+ *     read-only mode.
  *
  * Each element is mounted by the inline script rendered with it (keyed by its
  * uuid), so elements inserted after the page loaded start too.
  *
  * Needs window.Terminal, window.FitAddon (vendor/xterm-bundle.js) and
- * window.UaTerminal (vendor/ua-terminal.js); window.UaCheck (vendor/ua-check.js).
+ * window.UaTerminal (vendor/ua-terminal.js); window.UaCheck (vendor/ua-check.js),
+ * window.UaFiles (vendor/ua-files.js).
  */
 (function () {
   "use strict";
@@ -71,6 +75,7 @@
     session.wrapper = root.parentNode;
     check = observing ? null : makeCheck(session);
     session.check = check;
+    session.files = observing ? null : makeFiles(session);
     var resetButton = session.wrapper && session.wrapper.querySelector(".uassign-terminal-reset");
     if (resetButton && !observing) {
       resetButton.addEventListener("click", function () {
@@ -99,10 +104,34 @@
       httpBase: self.httpBase,
       button: button,
       region: region,
+      root: self.root,
       instanceID: function () {
         return self.findInstance();
       },
     });
+  }
+
+  // Upload and Download: the controls first in the element's toolbar, the
+  // messages under the terminal.
+  function makeFiles(self) {
+    var toolbar = self.wrapper && self.wrapper.querySelector(".uassign-terminal-toolbar");
+    if (!toolbar || !window.UaFiles) {
+      return null;
+    }
+    var files = new window.UaFiles.Panel({
+      httpBase: self.httpBase,
+      root: self.root,
+      dropTarget: self.root,
+      instanceID: function () {
+        return self.findInstance();
+      },
+    });
+    [files.uploadButton, files.downloadButton].forEach(function (b) {
+      b.classList.add("btn", "btn-outline-secondary", "btn-sm"); // PrairieLearn's Bootstrap
+    });
+    toolbar.insertBefore(files.controls, toolbar.firstChild);
+    self.root.parentNode.insertBefore(files.region, self.root.nextSibling);
+    return files;
   }
 
   // {"result", "output"} of a fresh check for parse(), or {"error"}.
