@@ -281,8 +281,9 @@
       .then(
         function (got) {
           var ok = got.status === 200;
+          var written = got.body && typeof got.body.size === "number" ? got.body.size : file.size;
           var said = ok
-            ? "Uploaded " + file.name + " (" + size(got.body && typeof got.body.size === "number" ? got.body.size : file.size) + ")."
+            ? "Uploaded " + file.name + " (" + size(written) + ")."
             : file.name + " was not uploaded: " + serverError(got.status, got.body);
           self.update(line, ok ? "done" : "error", said);
           return { name: file.name, ok: ok, status: got.status, text: said };
@@ -342,7 +343,8 @@
         });
       })
       .catch(function (e) {
-        var said = path + " was not downloaded: " + (e instanceof TypeError ? "the server could not be reached." : String((e && e.message) || e));
+        var why = e instanceof TypeError ? "the server could not be reached." : String((e && e.message) || e);
+        var said = path + " was not downloaded: " + why;
         self.update(line, "error", said);
         return { ok: false, status: 0, text: said };
       });

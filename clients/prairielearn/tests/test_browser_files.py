@@ -231,3 +231,24 @@ def test_the_servers_page_uploads_then_a_reset_clears_the_messages_and_the_check
     assert browser.evaluate("document.querySelector('.ua-check').hidden")
     assert browser.evaluate("document.querySelector('.ua-files').hidden && " + MESSAGES + ".length === 0")
     browser.navigate("about:blank")
+
+
+def test_the_elements_reset_clears_the_check_and_the_messages(browser, pages, ua):  # noqa: F811
+    element_page(browser, pages, ua, spec(ua, check_assignment.NAME), attrs='check="true"')
+    wait_open(browser)
+    button = "document.querySelector('.uassign-terminal-check-button')"
+    browser.wait_for("!" + button + ".hidden", 20, "the Check my work button")
+    browser.evaluate(button + ".click()")
+    browser.wait_for("document.querySelector('.ua-check').getAttribute('aria-busy') === 'false'", 60, "the check")
+    assert not browser.evaluate("document.querySelector('.ua-check').hidden")
+    drop(browser, ROOT, "before-reset.txt", "5")
+    wait_messages(browser, 1)
+    first = browser.evaluate(ROOT + ".uassignTerminal.instanceID")
+    browser.evaluate("document.querySelector('.uassign-terminal-reset').click()")
+    browser.evaluate(ROOT + ".querySelector('.uassign-terminal-action').click()")
+    browser.wait_for(ROOT + f".uassignTerminal.instanceID !== {json.dumps(first)}", 60, "a new instance")
+    wait_open(browser)
+    assert browser.evaluate("document.querySelector('.ua-check').hidden")
+    assert browser.evaluate("document.querySelector('.ua-files').hidden && " + MESSAGES + ".length === 0")
+    instance = browser.evaluate(ROOT + ".uassignTerminal.instanceID")
+    assert in_container(instance, "ls").split() == []
