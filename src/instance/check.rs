@@ -293,6 +293,7 @@ impl<'a> CheckTurn<'a> {
         if let Some(left) = state
             .last_end
             .and_then(|end| interval.checked_sub(end.elapsed()))
+            .filter(|left| !left.is_zero())
         {
             return Err(CheckError::TooSoon(left));
         }
