@@ -95,6 +95,37 @@ fn the_startup_bench_compares_with_the_docker_cli_and_counts_images() {
 }
 
 #[test]
+fn the_check_bench_compares_with_the_docker_cli_and_cleans_up() {
+    let server = TestServer::start_with(&["--reattach-grace", "1s"]);
+    let out = Command::new(BINARY)
+        .args(["bench", "--check", "--checks", "3"])
+        .args(["--server", &format!("http://127.0.0.1:{}", server.port)])
+        .arg("--key-file")
+        .arg(server.key_file())
+        .arg("--assignments")
+        .arg(server.assignments())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "| check, container running (3 rounds), p50 |",
+        "| check, container running, p90 |",
+        "| check, container stopped (5 rounds; start + check), p50 |",
+    ] {
+        assert!(table.contains(row), "no {row:?} row in\n{table}");
+    }
+    assert!(
+        server.records().is_empty(),
+        "the bench cleaned its instance"
+    );
+}
+
+#[test]
 fn the_restart_bench_starts_its_own_server_and_leaves_nothing() {
     docker_ready();
     let dir = tempfile::tempdir().unwrap();

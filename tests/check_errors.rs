@@ -82,6 +82,15 @@ fn a_running_check_is_409_and_a_quick_retry_429() {
     std::thread::sleep(Duration::from_secs(header) + Duration::from_millis(200));
     let later = post_check(&server, &id);
     assert_eq!(later.status, 200, "{}", later.body);
+    let metrics = server.http("GET", "/metrics", "").body;
+    for line in [
+        "ua_checks_total{outcome=\"verdict\"} 2",
+        "ua_checks_total{outcome=\"running\"} 1",
+        "ua_checks_total{outcome=\"too_soon\"} 1",
+        "ua_check_duration_seconds_count 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 /// What a check that failed to run answers: `422` with exactly `error` and

@@ -73,6 +73,17 @@ pub struct BenchArgs {
     /// With --restart: the records of vanished containers written.
     #[arg(long, default_value_t = 10_000)]
     pub(super) records: usize,
+    /// Measure a check's round trip instead (`POST /instance/{id}/check`)
+    /// beside the docker CLI running the same script, with the container
+    /// running and stopped; --assignments must hold --check-assignment.
+    #[arg(long, conflicts_with_all = ["startup", "restart"])]
+    pub(super) check: bool,
+    /// With --check: the assignment with a check.sh.tmpl (see templates/demo/bench_check).
+    #[arg(long, default_value = "demo.bench_check")]
+    pub(super) check_assignment: String,
+    /// With --check: checks timed with the container running.
+    #[arg(long, default_value_t = 30)]
+    pub(super) checks: usize,
     /// With --restart: the `ua` binary that serves (this one by default),
     /// e.g. an older build to compare with.
     #[arg(long)]

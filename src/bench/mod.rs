@@ -2,6 +2,7 @@
 //! container through the Docker API directly (the floor), in one run.
 
 mod args;
+mod check;
 mod docker_cli;
 mod restart;
 mod startup;
@@ -35,6 +36,8 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let result = if args.restart {
         restart::measure(&mut bench, &args).await
+    } else if args.check {
+        check::measure(&mut bench, &args).await
     } else if args.startup {
         startup::measure(&mut bench, &args).await
     } else {

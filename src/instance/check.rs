@@ -96,13 +96,14 @@ impl Registry {
         let limit = assignment.check_timeout(config.build_timeout);
         let record = instance.record();
         self.warn_if_root(&assignment, &record.image).await;
+        let started = Instant::now();
         match self.running_for_use(instance, &record.container_id).await {
             Err(DockerError::NotFound) => return Err(CheckError::Gone),
             Err(DockerError::Api { status: 409, .. }) => return Err(CheckError::Busy),
             other => other?,
         }
-        let started = Instant::now();
         let ran = self.run_check(&record.container_id, &script, limit).await;
+        crate::telemetry::metrics::CHECK_SECONDS.observe(started.elapsed().as_secs_f64());
         drop(_running);
         // Stopped after the answer: a stop can take the container's stop timeout.
         let (registry, stopping) = (self.clone(), instance.clone());
@@ -293,6 +294,7 @@ impl<'a> CheckTurn<'a> {
         if let Some(left) = state
             .last_end
             .and_then(|end| interval.checked_sub(end.elapsed()))
+            .filter(|left| !left.is_zero())
         {
             return Err(CheckError::TooSoon(left));
         }

@@ -181,6 +181,12 @@ pub static CLOSES: Labelled<10> = Labelled::new([
     Code::NotRunning.label(),
     "client",
 ]);
+/// Checks (`POST /instance/{id}/check`), by outcome: a verdict, or why none.
+pub static CHECKS: Labelled<6> = Labelled::new([
+    "verdict", "failed", "no_check", "running", "too_soon", "error",
+]);
+/// Time a check ran in its container, for those that ran.
+pub static CHECK_SECONDS: Histogram = Histogram::new();
 /// Errors, by kind.
 pub static ERRORS: Labelled<13> = Labelled::new([
     "bad_request",
@@ -266,19 +272,7 @@ pub fn render(now: &Snapshot) -> String {
         "ua_phase_duration_seconds",
         "Time of each phase of making an instance (queue: waiting for a build slot, render, pull, build, create, copy, start, setup) and of starting a terminal (attach, start; exec for containers of earlier versions).",
     );
-    BYTES.render(
-        &mut out,
-        "ua_bytes_proxied_total",
-        "direction",
-        "Terminal bytes proxied (out: to clients).",
-    );
-    CLOSES.render(
-        &mut out,
-        "ua_websocket_closes_total",
-        "code",
-        "Websocket sessions ended, by close code.",
-    );
-    ERRORS.render(&mut out, "ua_errors_total", "kind", "Errors by kind.");
+    render_counters(&mut out);
     let _ = writeln!(
         out,
         "# HELP ua_panics_total Internal errors (bugs) caught in a task.\n# TYPE ua_panics_total counter\nua_panics_total {}",
@@ -286,6 +280,34 @@ pub fn render(now: &Snapshot) -> String {
     );
     crate::telemetry::by_assignment::render(&mut out);
     out
+}
+
+/// The counters of `/metrics` (and the check histogram beside its counter).
+fn render_counters(out: &mut String) {
+    BYTES.render(
+        out,
+        "ua_bytes_proxied_total",
+        "direction",
+        "Terminal bytes proxied (out: to clients).",
+    );
+    CLOSES.render(
+        out,
+        "ua_websocket_closes_total",
+        "code",
+        "Websocket sessions ended, by close code.",
+    );
+    ERRORS.render(out, "ua_errors_total", "kind", "Errors by kind.");
+    CHECKS.render(
+        out,
+        "ua_checks_total",
+        "outcome",
+        "Checks asked for, by outcome (verdict; failed: no verdict, over time, no render; no_check, running, too_soon; error: Docker).",
+    );
+    CHECK_SECONDS.render(
+        out,
+        "ua_check_duration_seconds",
+        "Time a check ran in its container (start of a stopped one included).",
+    );
 }
 
 /// The `ua_node_info` gauge of `/metrics`.

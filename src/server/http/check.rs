@@ -12,6 +12,7 @@ use crate::engine::docker::DockerError;
 use crate::instance::check::{retry_seconds, CheckError};
 use crate::protocol::spec::Spec;
 use crate::support::time::unix_now;
+use crate::telemetry::metrics;
 
 use crate::server::http::app::App;
 use crate::server::http::respond::{capitalise, error, json_response, Body};
@@ -29,9 +30,14 @@ pub(super) async fn post_check(app: &App, instance_id: &str) -> Response<Body> {
     };
     let (spec, assignment_name) = match stored_spec(app, instance.record().sealed_spec.as_deref()) {
         Ok(opened) => opened,
-        Err(why) => return failed(app, instance_id, why, &[]),
+        Err(why) => {
+            metrics::CHECKS.add("failed", 1);
+            return failed(app, instance_id, why, &[]);
+        }
     };
-    match app.registry.check(&instance, &spec).await {
+    let checked = app.registry.check(&instance, &spec).await;
+    metrics::CHECKS.add(outcome(&checked), 1);
+    match checked {
         Ok(checked) => {
             let h = handle::of(instance_id);
             let result = checked
@@ -47,6 +53,18 @@ pub(super) async fn post_check(app: &App, instance_id: &str) -> Response<Body> {
             )
         }
         Err(e) => refusal(app, instance_id, e),
+    }
+}
+
+/// The `ua_checks_total` label of a check's end.
+fn outcome(checked: &Result<crate::instance::check::Checked, CheckError>) -> &'static str {
+    match checked {
+        Ok(_) => "verdict",
+        Err(CheckError::Failed { .. }) => "failed",
+        Err(CheckError::NoCheck) => "no_check",
+        Err(CheckError::Running) => "running",
+        Err(CheckError::TooSoon(_)) => "too_soon",
+        Err(CheckError::Gone | CheckError::Busy | CheckError::Docker(_)) => "error",
     }
 }
 
