@@ -9,18 +9,21 @@ use std::time::Duration;
 use base64::Engine;
 use common::*;
 
-/// A shared-image busybox assignment whose student is `student`.
-fn upload_server(args: &[&str]) -> TestServer {
+/// A server with a shared-image busybox assignment `up.<name>` whose
+/// student is `student`. Each test names its own: servers running at once
+/// must not share an assignment image's tag (each removes its own images).
+fn upload_server(name: &str, args: &[&str]) -> TestServer {
     let server = TestServer::start_with(args);
     write(
-        &server.assignments().join("up/files/Dockerfile"),
+        &server.assignments().join(format!("up/{name}/Dockerfile")),
         "FROM ua-busybox:latest\nUSER student\nWORKDIR /home/student\nCMD [\"/bin/sh\"]\n",
     );
     server
 }
 
+/// The instance of spec `spec_id` of `up.<spec_id>`.
 fn instance_of(server: &TestServer, spec_id: &str) -> String {
-    let spec = format!(r#"{{"specID":"{spec_id}","assignmentName":"up.files"}}"#);
+    let spec = format!(r#"{{"specID":"{spec_id}","assignmentName":"up.{spec_id}"}}"#);
     server.instance(&server.seal(&spec))
 }
 
@@ -36,7 +39,7 @@ fn is_running(id: &str) -> bool {
 
 #[tokio::test]
 async fn a_file_put_as_the_student_is_theirs_and_reads_back_byte_for_byte() {
-    let server = upload_server(&[]);
+    let server = upload_server("up-1", &[]);
     let id = instance_of(&server, "up-1");
     let content: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     let response = put(&server, &id, "path=sub/dir/tool.sh&mode=0750", &content);
@@ -87,7 +90,7 @@ async fn a_file_put_as_the_student_is_theirs_and_reads_back_byte_for_byte() {
 
 #[tokio::test]
 async fn where_the_student_cannot_write_the_put_is_refused() {
-    let server = upload_server(&["--max-upload-mb", "1"]);
+    let server = upload_server("up-2", &["--max-upload-mb", "1"]);
     let id = instance_of(&server, "up-2");
     let mut term = Term::connect(&server.ws_url(&id)).await;
     term.wait_for_from(0, "$ ", Duration::from_secs(30)).await;
@@ -129,7 +132,7 @@ async fn where_the_student_cannot_write_the_put_is_refused() {
 
 #[test]
 fn a_put_into_a_stopped_container_starts_it_and_stops_it_again() {
-    let server = upload_server(&[]);
+    let server = upload_server("up-3", &[]);
     let id = instance_of(&server, "up-3");
     assert!(
         !is_running(&id),
@@ -153,7 +156,7 @@ fn a_put_into_a_stopped_container_starts_it_and_stops_it_again() {
 
 #[test]
 fn ua_cp_copies_into_and_out_of_an_instance() {
-    let server = upload_server(&[]);
+    let server = upload_server("up-4", &[]);
     let id = instance_of(&server, "up-4");
     let local = server.dir.path().join("hello.c");
     std::fs::write(&local, "int main(void) { return 0; }\n").unwrap();
@@ -203,7 +206,7 @@ fn ua_cp_copies_into_and_out_of_an_instance() {
 
 #[test]
 fn a_browser_on_an_allowed_origin_may_put_after_a_preflight() {
-    let server = upload_server(&["--allowed-origins", "https://pl.example"]);
+    let server = upload_server("up-5", &["--allowed-origins", "https://pl.example"]);
     let id = instance_of(&server, "up-5");
     let origin = [("Origin", "https://pl.example")];
     let path = format!("/instance/{id}/files");
