@@ -55,21 +55,17 @@ fn the_bench_tool_measures_a_real_server_and_cleans_up() {
 #[test]
 fn the_startup_bench_compares_with_the_docker_cli_and_counts_images() {
     let server = TestServer::start();
-    let out = Command::new(BINARY)
-        .args(["bench", "--startup"])
-        .args(["--server", &format!("http://127.0.0.1:{}", server.port)])
-        .arg("--key-file")
-        .arg(server.key_file())
-        .arg("--assignments")
-        .arg(server.assignments())
-        .args(["--rounds", "1", "--class-size", "3", "--class-clients", "2"])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{table}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let table = bench_table(
+        &server,
+        &[
+            "--startup",
+            "--rounds",
+            "1",
+            "--class-size",
+            "3",
+            "--class-clients",
+            "2",
+        ],
     );
     for row in [
         "shared image: first spec",
@@ -97,21 +93,7 @@ fn the_startup_bench_compares_with_the_docker_cli_and_counts_images() {
 #[test]
 fn the_check_bench_compares_with_the_docker_cli_and_cleans_up() {
     let server = TestServer::start_with(&["--reattach-grace", "1s"]);
-    let out = Command::new(BINARY)
-        .args(["bench", "--check", "--checks", "3"])
-        .args(["--server", &format!("http://127.0.0.1:{}", server.port)])
-        .arg("--key-file")
-        .arg(server.key_file())
-        .arg("--assignments")
-        .arg(server.assignments())
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{table}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let table = bench_table(&server, &["--check", "--checks", "3"]);
     for row in [
         "| check, container running (3 rounds), p50 |",
         "| check, container running, p90 |",
@@ -123,6 +105,25 @@ fn the_check_bench_compares_with_the_docker_cli_and_cleans_up() {
         server.records().is_empty(),
         "the bench cleaned its instance"
     );
+}
+
+/// The table `ua bench ARGS` prints against `server` (with its key and
+/// assignments); the run must succeed.
+fn bench_table(server: &TestServer, args: &[&str]) -> String {
+    let out = Command::new(BINARY)
+        .arg("bench")
+        .args(args)
+        .args(["--server", &format!("http://127.0.0.1:{}", server.port)])
+        .arg("--key-file")
+        .arg(server.key_file())
+        .arg("--assignments")
+        .arg(server.assignments())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{table}\n{errors}");
+    table
 }
 
 #[test]

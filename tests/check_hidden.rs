@@ -153,7 +153,7 @@ fn the_check_answers_browsers_from_allowed_origins() {
     );
     assert_eq!(
         preflight.header("access-control-allow-methods"),
-        Some("POST, OPTIONS")
+        Some("GET, POST, PUT, OPTIONS")
     );
     assert_eq!(
         preflight.header("access-control-allow-headers"),

@@ -28,6 +28,11 @@ pub(super) async fn post_check(app: &App, instance_id: &str) -> Response<Body> {
     let Some(instance) = instance else {
         return error(StatusCode::NOT_FOUND, GONE);
     };
+    // No check is a 404 whatever the record holds.
+    if !app.registry.has_check(&instance) {
+        metrics::CHECKS.add("no_check", 1);
+        return error(StatusCode::NOT_FOUND, &CheckError::NoCheck.to_string());
+    }
     let (spec, assignment_name) = match stored_spec(app, instance.record().sealed_spec.as_deref()) {
         Ok(opened) => opened,
         Err(why) => {
