@@ -223,3 +223,47 @@ fn a_browser_on_an_allowed_origin_may_put_after_a_preflight() {
         Some("https://pl.example")
     );
 }
+
+/// A client that sends the whole of an upload over the limit before it
+/// reads gets the 413, not a broken pipe: ua reads the rest and discards it.
+#[test]
+fn an_upload_over_the_limit_is_answered_413_after_the_client_has_sent_it() {
+    use std::io::{Read, Write};
+    let server = upload_server("up-6", &["--max-upload-mb", "1"]);
+    let id = instance_of(&server, "up-6");
+    let body = vec![b'y'; 8 << 20];
+    for chunked in [false, true] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {}", body.len())
+        };
+        let head = format!(
+            "PUT /instance/{id}/files?path=big HTTP/1.1\r\nHost: 127.0.0.1\r\n{framing}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        for piece in body.chunks(64 << 10) {
+            if chunked {
+                write!(stream, "{:x}\r\n", piece.len()).unwrap();
+            }
+            stream.write_all(piece).expect("ua read the whole upload");
+            if chunked {
+                stream.write_all(b"\r\n").unwrap();
+            }
+        }
+        if chunked {
+            stream.write_all(b"0\r\n\r\n").unwrap();
+        }
+        let mut answer = [0u8; 512];
+        let n = stream.read(&mut answer).expect("an answer, not a reset");
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "chunked {chunked}: {text}"
+        );
+        assert!(text.contains("1 MiB upload limit"), "{text}");
+    }
+    let listing = docker(&["exec", &format!("ua-{id}"), "ls", "/home/student"]);
+    assert_eq!(listing.trim(), "", "nothing was written");
+}

@@ -116,10 +116,7 @@ pub(super) async fn put_file(
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return too_big();
-    }
-    let reading = http_body_util::Limited::new(request.into_body(), limit).collect();
+    let reading = read_body(request.into_body(), limit, declared);
     let content = match tokio::time::timeout(UPLOAD_TIMEOUT, reading).await {
         Err(_) => {
             return error(
@@ -127,9 +124,11 @@ pub(super) async fn put_file(
                 "the file did not arrive in time",
             )
         }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_big(),
-        Ok(Err(_)) => return error(StatusCode::BAD_REQUEST, "the file could not be read"),
-        Ok(Ok(body)) => body.to_bytes().to_vec(),
+        Ok(Err(BodyRefusal::TooBig)) => return too_big(),
+        Ok(Err(BodyRefusal::Broken)) => {
+            return error(StatusCode::BAD_REQUEST, "the file could not be read")
+        }
+        Ok(Ok(body)) => body,
     };
     match app.registry.write_file(&instance, &upload, content).await {
         Ok(size) => json_response(StatusCode::OK, json!({ "path": upload.path, "size": size })),
@@ -160,4 +159,44 @@ fn upload_refusal(instance_id: &str, e: UploadError) -> Response<Body> {
         return error(status, "the file could not be written into the container");
     }
     error(status, &e.to_string())
+}
+
+enum BodyRefusal {
+    TooBig,
+    Broken,
+}
+
+/// Most bytes past the limit read and thrown away so that a client still
+/// sending gets the 413 instead of a broken pipe (a lingering close).
+const DRAIN_PAST_LIMIT: u64 = 64 << 20;
+
+/// The upload's bytes, at most `limit`. An upload over it is read on and
+/// discarded up to `DRAIN_PAST_LIMIT` before the refusal is sent.
+async fn read_body(
+    mut body: hyper::body::Incoming,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<Vec<u8>, BodyRefusal> {
+    let drain_to = limit as u64 + DRAIN_PAST_LIMIT;
+    if declared.is_some_and(|n| n > drain_to) {
+        return Err(BodyRefusal::TooBig);
+    }
+    let mut content = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
+    let mut seen = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| BodyRefusal::Broken)?.into_data() else {
+            continue;
+        };
+        seen += data.len() as u64;
+        if seen > drain_to {
+            break;
+        }
+        if seen <= limit as u64 && declared.is_none_or(|n| n <= limit as u64) {
+            content.extend_from_slice(&data);
+        }
+    }
+    if seen > limit as u64 || declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyRefusal::TooBig);
+    }
+    Ok(content)
 }
