@@ -48,6 +48,11 @@ pub struct ServeConfig {
     #[arg(long, env = "UA_STATE_DIR", default_value = "/var/lib/ua")]
     pub state_dir: PathBuf,
 
+    /// The static agent put into every new container (scripts/build-agent
+    /// makes one; the package installs it here).
+    #[arg(long, env = "UA_AGENT", default_value = crate::engine::agent::AGENT_ON_HOST)]
+    pub agent: PathBuf,
+
     /// How long an instance without sessions is kept.
     #[arg(long, env = "UA_INSTANCE_EXPIRY", default_value = "4h", value_parser = parse_duration)]
     pub instance_expiry: Duration,
@@ -143,6 +148,11 @@ pub struct ServeConfig {
     /// Largest disk limit an assignment.json may ask for, in MiB.
     #[arg(long, env = "UA_MAX_DISK_MB", default_value_t = 10240)]
     pub max_disk_mb: i64,
+
+    /// Most terminals an assignment.json's maxTerminals may ask for per
+    /// instance (their default is 4).
+    #[arg(long, env = "UA_MAX_TERMINALS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_terminals: u32,
 
     /// Largest memory limit an assignment.json may ask for, in MiB.
     #[arg(long, env = "UA_MAX_MEMORY_MB", default_value_t = 2048)]

@@ -153,7 +153,7 @@ fn the_check_answers_browsers_from_allowed_origins() {
     );
     assert_eq!(
         preflight.header("access-control-allow-methods"),
-        Some("GET, POST, PUT, OPTIONS")
+        Some("GET, POST, PUT, DELETE, OPTIONS")
     );
     assert_eq!(
         preflight.header("access-control-allow-headers"),

@@ -124,7 +124,9 @@ impl AttachCutter {
 
 /// The attach stream to Docker breaks while the shell runs: ua attaches
 /// again, the websocket stays open, and the same shell answers (no 1011, no
-/// stop of the container).
+/// stop of the container). A container from the warm pool has its terminal
+/// on Docker's attach (the gate, docs/API.md "Containers"); the agent's
+/// terminals do not pass through Docker at all.
 #[test]
 fn a_cut_attach_is_attached_again() {
     docker_ready();
@@ -132,8 +134,34 @@ fn a_cut_attach_is_attached_again() {
     let socket = socket_dir.path().join("docker.sock");
     let cutter = AttachCutter::new(&socket);
     let docker_host = format!("unix://{}", socket.display());
-    let server = TestServer::start_with_env(&[], &[("DOCKER_HOST", &docker_host)]);
-    let id = server.instance(&server.demo_spec("reattach"));
+    let server = TestServer::start_with_env(&["--warm", "1"], &[("DOCKER_HOST", &docker_host)]);
+    write(
+        &server.assignments().join("lab/detach/Dockerfile"),
+        "FROM ua-busybox:latest\nRUN echo detach > /version.txt\nCMD [\"/bin/sh\"]\n",
+    );
+    let spec = |n: &str| {
+        server.seal(&format!(
+            r#"{{"specID":"{n}","assignmentName":"lab.detach"}}"#
+        ))
+    };
+    // The first builds the image; the pool then fills and the second takes it.
+    server.instance(&spec("reattach-0"));
+    let mine = format!(
+        "label=ua.state-dir={}",
+        server.state_dir().canonicalize().unwrap().display()
+    );
+    eventually(Duration::from_secs(60), "a warm container", || {
+        let ps = [
+            "ps",
+            "-q",
+            "--filter",
+            "label=ua.kind=pool",
+            "--filter",
+            &mine,
+        ];
+        docker(&ps).lines().count() >= 1
+    });
+    let id = server.instance(&spec("reattach"));
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut term = Term::connect(&server.ws_url(&id)).await;
         term.run("export KEPT=across-the-cut").await;

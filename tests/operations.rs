@@ -461,6 +461,9 @@ fn every_socket_systemd_passes_is_served() {
         .arg(format!("[::1]:{v6}"))
         .arg(BINARY)
         .arg("serve")
+        // systemd-socket-activate passes no environment (so no UA_AGENT).
+        .arg("--agent")
+        .arg(agent())
         .arg("--key-file")
         .arg(&key)
         .arg("--state-dir")

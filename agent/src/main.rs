@@ -165,8 +165,10 @@ impl Agent {
             Message::List { id } => Ok(Message::Terminals { id, terminals: self.list() }),
             Message::Close { id, name } => {
                 let terminals = self.terminals.lock().expect("lock");
-                let terminal =
-                    terminals.get(&name).ok_or((ErrorCode::NotFound, "no such terminal".into()))?;
+                let terminal = terminals
+                    .get(&name)
+                    .filter(|t| t.running())
+                    .ok_or((ErrorCode::NotFound, "no such terminal runs".into()))?;
                 terminal.hang_up();
                 Ok(Message::Closed { id })
             }
@@ -217,8 +219,10 @@ impl Agent {
         Ok(Message::Opened { id, pid, started })
     }
 
+    /// The terminals whose programs run; ended ones are forgotten here.
     fn list(&self) -> Vec<TerminalInfo> {
-        let terminals = self.terminals.lock().expect("lock");
+        let mut terminals = self.terminals.lock().expect("lock");
+        terminals.retain(|_, t| t.running());
         let mut list: Vec<TerminalInfo> = terminals
             .iter()
             .map(|(name, t)| TerminalInfo { name: name.clone(), running: t.running(), pid: t.pid })

@@ -130,7 +130,10 @@ fn two_terminals_resize_reattach_and_survive_a_restart_of_ua() {
     let id = ua.id();
     assert_eq!(ua.request(Message::Close { id, name: "second".into() }), Message::Closed { id });
     assert_eq!(second.expect_exit(), 128 + libc::SIGHUP);
-    assert!(ua.list().iter().any(|t| t.name == "second" && !t.running));
+    assert!(!ua.list().iter().any(|t| t.name == "second"), "an ended terminal is not listed");
+    let id = ua.id();
+    let ended = ua.request(Message::Close { id, name: "second".into() });
+    assert!(matches!(ended, Message::Error { code: ErrorCode::NotFound, .. }), "{ended:?}");
     let (pid, started, _second) = ua.open("second", 24, 80);
     assert!(started && pid != second_pid);
     main.send("exit 7\n");

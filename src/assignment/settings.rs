@@ -95,6 +95,8 @@ pub struct Settings {
     /// Whether spec data is blanked in a check's feedback.
     #[serde(default)]
     pub check_output: CheckOutput,
+    /// Terminals an instance may run at once (default 4).
+    pub max_terminals: Option<u32>,
 }
 
 /// `checkOutput`: what the student sees of a check's output.

@@ -81,7 +81,7 @@ pub(super) struct Term {
 
 impl Term {
     pub(super) async fn open(server: &Server, instance: &str) -> anyhow::Result<Term> {
-        let (sink, mut stream) = server.terminal(instance).await?.split();
+        let (sink, mut stream) = server.terminal(instance, "main").await?.split();
         let (tx, output) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {

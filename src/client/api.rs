@@ -236,19 +236,34 @@ impl Server {
     }
 
     /// Opens the terminal websocket of an instance.
-    pub async fn terminal(&self, instance_id: &str) -> anyhow::Result<Socket> {
+    pub async fn terminal(&self, instance_id: &str, name: &str) -> anyhow::Result<Socket> {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         let url = format!(
-            "{scheme}://{}{}/instance/{instance_id}/ws",
+            "{scheme}://{}{}/instance/{instance_id}/ws?terminal={name}",
             self.authority, self.base_path
         );
         let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-        let (socket, _) =
-            tokio_tungstenite::connect_async_tls_with_config(&url, None, false, connector)
-                .await
-                // The URL holds the instance ID, the terminal's credential.
-                .with_context(|| format!("cannot open the terminal at {}", self.authority))?;
-        Ok(socket)
+        let connected =
+            tokio_tungstenite::connect_async_tls_with_config(&url, None, false, connector).await;
+        // The URL holds the instance ID, the terminal's credential: never said.
+        match connected {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let said = response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "the server refused terminal {name}: {} {said}",
+                    response.status()
+                )
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot open the terminal at {}", self.authority))
+            }
+        }
     }
 }
 

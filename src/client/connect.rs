@@ -20,6 +20,16 @@ use crate::protocol::terminado::{ClientMessage, ServerMessage};
 pub struct ConnectArgs {
     #[command(flatten)]
     target: SpecTarget,
+    /// The instance's terminal to attach to (docs/API.md, "Terminals").
+    #[arg(long, default_value = "main", value_parser = terminal_name)]
+    terminal: String,
+}
+
+fn terminal_name(text: &str) -> Result<String, String> {
+    match ua_agent::proto::valid_name(text) {
+        true => Ok(text.to_string()),
+        false => Err("terminal names are 1 to 16 of a-z, 0-9 and -".into()),
+    }
 }
 
 /// Which instance: a spec sealed from flags (made if need be), or an
@@ -125,8 +135,11 @@ impl SpecTarget {
 
 async fn run(args: ConnectArgs) -> anyhow::Result<String> {
     let (server, instance) = args.target.instance().await?;
-    let mut socket = server.terminal(&instance).await?;
-    eprintln!("[ua: attached to instance {instance}; the session ends when its shell exits]\r");
+    let name = args.terminal;
+    let mut socket = server.terminal(&instance, &name).await?;
+    eprintln!(
+        "[ua: attached to terminal {name} of instance {instance}; the session ends when its shell exits]\r"
+    );
     let _raw = RawMode::enable()?;
     // One reader for the whole run: a read in flight is never lost.
     let mut stdin = tokio::io::stdin();
@@ -136,7 +149,7 @@ async fn run(args: ConnectArgs) -> anyhow::Result<String> {
             Ended::ServerGone(reason) => {
                 // A restarting server keeps the program running: come back to it.
                 eprint!("\r\n[ua: {reason}; reconnecting]\r\n");
-                match reconnect(&server, &instance).await {
+                match reconnect(&server, &instance, &name).await {
                     Some(again) => socket = again,
                     None => return Ok(format!("{reason}; the server did not come back")),
                 }
@@ -150,11 +163,11 @@ async fn run(args: ConnectArgs) -> anyhow::Result<String> {
 const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Opens the instance's terminal again, once a second, for [`RECONNECT_FOR`].
-async fn reconnect(server: &Server, instance: &str) -> Option<Socket> {
+async fn reconnect(server: &Server, instance: &str, name: &str) -> Option<Socket> {
     let deadline = tokio::time::Instant::now() + RECONNECT_FOR;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        if let Ok(socket) = server.terminal(instance).await {
+        if let Ok(socket) = server.terminal(instance, name).await {
             return Some(socket);
         }
     }

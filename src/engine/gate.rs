@@ -54,6 +54,10 @@ pub enum Gate {
     Open,
     /// The terminal waits for ua's release (setup, or a warm container).
     Closed,
+    /// No gate: the main process is ua's agent (`engine::agent`), which
+    /// holds the terminals; the record's `agentKey` names its socket
+    /// directory.
+    Agent,
 }
 
 /// The container's entrypoint for `gate` (`Open` or `Closed`): the terminal

@@ -3,6 +3,7 @@
 //! Uses `telemetry` only (a build's progress); knows no spec, no
 //! registry, no HTTP.
 
+pub mod agent;
 pub mod docker;
 pub mod gate;
 pub mod oom;

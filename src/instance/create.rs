@@ -214,40 +214,42 @@ impl Registry {
             false => None,
         };
         let has_setup = prepared.as_ref().is_some_and(|p| p.setup.is_some());
-        let gate = if has_setup || claimed.is_some() {
-            Gate::Closed
-        } else {
-            Gate::Open
-        };
+        let (gate, agent_key) = choose_gate(has_setup, claimed.is_some(), &limits.runtime);
         let container_id = match claimed.clone() {
             Some(id) => id,
             None => {
-                let (command, user) = self.docker.image_command(image).await?;
-                self.docker
-                    .create_container(
-                        container,
-                        image,
-                        gate::entrypoint(gate, &user, &command),
-                        &labels,
-                        &limits,
-                    )
+                let key = agent_key.as_deref();
+                self.create_own(container, image, gate, key, &labels, &limits)
                     .await?
             }
         };
         metrics::PHASE_SECONDS.record("create", instance_id, started);
-        let running = match prepared {
-            Some(prepared) => {
-                self.provision_files(assignment, container, image, prepared, instance_id, spec)
-                    .await?
-            }
-            None => false,
-        };
+        let mut record = self.new_record(instance_id, spec, image, container_id, shared, gate);
+        record.agent_key = agent_key.clone();
+        if agent_key.is_some() {
+            let config = &self.settings.load().limits;
+            let max = crate::instance::limits::max_terminals(&assignment.settings, config);
+            record.max_terminals = Some(max);
+        }
+        let provisioned = async {
+            let running = match prepared {
+                Some(prepared) => {
+                    self.provision_files(assignment, container, image, prepared, instance_id, spec)
+                        .await?
+                }
+                None => false,
+            };
+            self.save(&record).await.map_err(|e| {
+                CreateError::Internal(format!("the instance record was not saved: {e}"))
+            })?;
+            Ok::<bool, CreateError>(running)
+        }
+        .await;
+        if let (Err(_), Some(key)) = (&provisioned, &agent_key) {
+            self.agents.forget(key);
+        }
         // A claimed container runs already (the pool started it).
-        let running = running || claimed.is_some();
-        let record = self.new_record(instance_id, spec, image, container_id, shared, gate);
-        self.save(&record).await.map_err(|e| {
-            CreateError::Internal(format!("the instance record was not saved: {e}"))
-        })?;
+        let running = provisioned? || claimed.is_some();
         let h = handle::of(instance_id);
         log::info!(
             ua_instance = h, ua_spec = spec.spec_id;
@@ -264,6 +266,43 @@ impl Registry {
             instance.warm_for(self.settings.load().reattach_grace);
         }
         Ok(instance)
+    }
+
+    /// A new container of `image`: with `agent_key`, ua's agent is its main
+    /// process and listens in that key's socket directory; without, the
+    /// terminal behind `gate`.
+    async fn create_own(
+        &self,
+        container: &str,
+        image: &str,
+        gate: Gate,
+        agent_key: Option<&str>,
+        labels: &std::collections::HashMap<String, String>,
+        limits: &crate::engine::docker::Limits,
+    ) -> Result<String, CreateError> {
+        let (command, user) = self.docker.image_command(image).await?;
+        let Some(key) = agent_key else {
+            let entrypoint = gate::entrypoint(gate, &user, &command);
+            let made = self
+                .docker
+                .create_container(container, image, entrypoint, labels, limits, None);
+            return Ok(made.await?);
+        };
+        let workdir = self.docker.image_workdir(image).await?;
+        let dir = self
+            .agents
+            .listen(key)
+            .map_err(|e| CreateError::Internal(e.to_string()))?;
+        let mounts = crate::engine::agent::mounts(&self.settings.load().agent, &dir);
+        let entrypoint = crate::engine::agent::entrypoint(&user, &workdir, &command);
+        let made = self
+            .docker
+            .create_container(container, image, entrypoint, labels, limits, Some(mounts))
+            .await;
+        if made.is_err() {
+            self.agents.forget(key);
+        }
+        Ok(made?)
     }
 
     /// The labels of an instance's container: ua's own, its handle (`docker
@@ -335,6 +374,8 @@ impl Registry {
                 .keep_until
                 .map(|t| t.min(now + self.settings.load().max_keep.as_secs() as i64)),
             gate,
+            agent_key: None,
+            max_terminals: None,
             sealed_spec: spec.sealed.clone(),
         }
     }
@@ -370,4 +411,19 @@ impl Registry {
         }
         container_limits(settings, &config.limits)
     }
+}
+
+/// How a new container runs its terminals, and its agent's key: the agent,
+/// except in a warm-pool container (made with the gate) and under gVisor,
+/// whose sandbox cannot reach a host socket here (docs/API.md, "Containers").
+fn choose_gate(has_setup: bool, claimed: bool, runtime: &str) -> (Gate, Option<String>) {
+    if !claimed && !runtime.starts_with("runsc") {
+        return (Gate::Agent, Some(crate::engine::agent::Hub::new_key()));
+    }
+    let gate = if has_setup || claimed {
+        Gate::Closed
+    } else {
+        Gate::Open
+    };
+    (gate, None)
 }

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::instance::store::InstanceRecord;
+use crate::instance::terminals::Terminals;
 use crate::protocol::admin::Summary;
-use crate::terminal::Terminal;
 
 /// One spec's image and container, and the terminal running in it.
 pub struct Instance {
@@ -18,9 +18,9 @@ pub struct Instance {
     /// Until when a container started by its setup is left running with no
     /// terminal, for the terminal about to attach.
     pub(crate) warm_until: Mutex<Option<std::time::Instant>>,
-    /// The running terminal, if any. The lock also serialises starting and
-    /// stopping the container.
-    pub(crate) terminal: tokio::sync::Mutex<Option<Terminal>>,
+    /// The running terminals by name. The lock also serialises starting
+    /// and stopping the container.
+    pub(crate) terminals: tokio::sync::Mutex<Terminals>,
     /// Whether a check runs, and when the last one ended.
     pub(crate) check: Mutex<CheckState>,
 }
@@ -39,7 +39,7 @@ impl Instance {
             spec_id: record.spec_id.clone(),
             record: Mutex::new(record),
             warm_until: Mutex::new(None),
-            terminal: tokio::sync::Mutex::new(None),
+            terminals: tokio::sync::Mutex::new(Terminals::default()),
             check: Mutex::new(CheckState::default()),
         })
     }
@@ -89,8 +89,8 @@ impl Instance {
 
     /// True while a terminal runs (a session is attached or in its grace).
     pub(crate) fn is_busy(&self) -> bool {
-        match self.terminal.try_lock() {
-            Ok(slot) => slot.as_ref().is_some_and(|t| !t.is_over()),
+        match self.terminals.try_lock() {
+            Ok(terminals) => terminals.any_live(),
             Err(_) => true,
         }
     }

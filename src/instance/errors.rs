@@ -168,6 +168,9 @@ pub enum AttachError {
     /// The instance was cleaned or expired meanwhile (4003).
     #[error("the instance is gone")]
     Gone,
+    /// The terminal cannot be opened (checked before the upgrade: 409).
+    #[error("{0}")]
+    Refused(String),
     /// Docker failed (1011).
     #[error(transparent)]
     Docker(#[from] DockerError),

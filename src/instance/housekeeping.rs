@@ -15,7 +15,7 @@ use crate::instance::registry::Registry;
 use crate::instance::store::InstanceRecord;
 use crate::protocol::spec::AssignmentName;
 use crate::support::time::unix_now;
-use crate::terminal::{CloseReason, Terminal};
+use crate::terminal::CloseReason;
 
 impl Registry {
     /// Whether the instance's container was removed behind ua's back (Docker
@@ -104,7 +104,7 @@ impl Registry {
 
     /// Tears down an instance already taken out of the tables.
     pub(crate) async fn remove(&self, instance: &Arc<Instance>, why: &str) {
-        if let Some(terminal) = instance.terminal.lock().await.take() {
+        for terminal in instance.terminals.lock().await.take_all() {
             terminal.end(CloseReason::Gone).await;
         }
         let record = instance.record();
@@ -123,6 +123,9 @@ impl Registry {
                 log::error!(ua_instance = h; "instance {h}: image not removed: {e}");
                 complete = false;
             }
+        }
+        if let Some(key) = &record.agent_key {
+            self.agents.forget(key);
         }
         // Without its container the record is dropped on the next start anyway.
         self.delete_record(&instance.id).await;
@@ -223,12 +226,12 @@ impl Registry {
         match self.lookup(id) {
             Some(instance) if container.running => {
                 // Holding the terminal's lock: an attach waits for the stop.
-                let Ok(slot) = instance.terminal.try_lock() else {
+                let Ok(terminals) = instance.terminals.try_lock() else {
                     return Ok(());
                 };
                 // A graded-files read or a check stops it itself when done.
                 let reading = self.file_reads.active(id) || instance.is_checking();
-                if slot.as_ref().is_none_or(Terminal::is_over) && !instance.is_warm() && !reading {
+                if !terminals.any_live() && !instance.is_warm() && !reading {
                     let h = crate::crypto::handle::of(id);
                     log::info!(ua_instance = h; "instance {h}: stopping its container (no session)");
                     bounded(self.docker.stop(&container.id)).await?;
@@ -257,10 +260,12 @@ impl Registry {
             .cloned()
             .collect();
         let stops = instances.into_iter().map(|instance| async move {
-            let terminal = instance.terminal.lock().await.take();
+            let terminals = instance.terminals.lock().await.take_all();
             let legacy = instance.record().gate == Gate::Legacy;
-            if let Some(terminal) = terminal {
-                terminal.end(CloseReason::Shutdown).await;
+            if !terminals.is_empty() {
+                for terminal in terminals {
+                    terminal.end(CloseReason::Shutdown).await;
+                }
                 if legacy {
                     self.stop_and_touch(&instance).await;
                 }

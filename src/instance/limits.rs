@@ -49,8 +49,26 @@ pub fn capped_settings(settings: &Settings, config: &LimitSettings) -> Vec<Strin
         "--max-disk-mb",
         config.max_disk_mb as f64,
     );
+    check(
+        "maxTerminals",
+        settings.max_terminals.map(f64::from),
+        "--max-terminals",
+        config.max_terminals as f64,
+    );
     capped
 }
+
+/// Terminals an instance of the assignment may run at once: its
+/// `maxTerminals` (default [`DEFAULT_TERMINALS`]), capped by the server's.
+pub fn max_terminals(settings: &Settings, config: &LimitSettings) -> u32 {
+    settings
+        .max_terminals
+        .unwrap_or(DEFAULT_TERMINALS)
+        .clamp(1, config.max_terminals.max(1))
+}
+
+/// `maxTerminals` when an assignment.json does not say.
+pub const DEFAULT_TERMINALS: u32 = 4;
 
 /// `checkTimeout` above the server's `--build-timeout`, which caps it
 /// (docs/API.md, "Assignment settings"), as `capped_settings` words it.
@@ -139,6 +157,7 @@ mod tests {
             max_pids_limit: 1024,
             max_cpus: 2.0,
             max_disk_mb: 10240,
+            max_terminals: 8,
         }
     }
 
@@ -178,6 +197,7 @@ mod tests {
         let config = LimitSettings {
             disk_mb: 512,
             max_disk_mb: 1024,
+            max_terminals: 8,
             ..flag_defaults()
         };
         let asked = |disk_mb| Settings {

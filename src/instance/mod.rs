@@ -5,6 +5,7 @@
 //! every layer below (`support` … `terminal`); knows no HTTP, no websocket
 //! and no flags: the server hands it `Settings`, made of them.
 
+pub(crate) mod attach;
 pub(crate) mod check;
 pub(crate) mod check_script;
 pub(crate) mod create;
@@ -13,6 +14,7 @@ pub(crate) mod errors;
 pub(crate) mod files;
 pub(crate) mod housekeeping;
 pub(crate) mod limits;
+pub(crate) mod named;
 pub(crate) mod pool;
 pub(crate) mod provision;
 pub(crate) mod reconcile;
@@ -22,6 +24,7 @@ pub(crate) mod settled;
 pub(crate) mod shared_image;
 pub mod store;
 pub(crate) mod tables;
+pub(crate) mod terminals;
 pub(crate) mod trouble;
 pub(crate) mod upload;
 pub(crate) mod usage;

@@ -17,7 +17,7 @@ use crate::instance::entry::Instance;
 use crate::instance::errors::CreateError;
 use crate::instance::registry::Registry;
 use crate::instance::settled::SETTLE_WAIT;
-use crate::terminal::{CloseReason, Terminal};
+use crate::terminal::CloseReason;
 
 /// Records of vanished containers dropped at once (each a Docker call and a
 /// file removal).
@@ -41,6 +41,14 @@ impl Registry {
         };
         let mut tables = self.tables.lock().unwrap();
         for record in records {
+            // Listening again at once: a running agent reconnects within
+            // a moment, its terminals intact.
+            if let Some(key) = &record.agent_key {
+                if let Err(e) = self.agents.listen(key) {
+                    let h = crate::crypto::handle::of(&record.instance_id);
+                    log::error!(ua_instance = h; "instance {h}: its agent's socket: {e}");
+                }
+            }
             tables.insert(Instance::new(record));
         }
         tables.by_id.len()
@@ -153,8 +161,8 @@ impl Registry {
     /// stopped. A student already back (attached while reconciling) keeps
     /// the terminal; an instance cleaned meanwhile is left alone.
     async fn adopt_running(&self, instance: &Instance) -> Result<(), DockerError> {
-        let slot = instance.terminal.lock().await;
-        let back = slot.as_ref().is_some_and(|t: &Terminal| !t.is_over());
+        let terminals = instance.terminals.lock().await;
+        let back = terminals.any_live();
         // Cleaned meanwhile: its container is gone or going.
         if back || self.lookup(&instance.id).is_none() {
             return Ok(());
@@ -184,11 +192,14 @@ impl Registry {
             ua_instance = h, ua_spec = record.spec_id;
             "instance {h}: its container is gone; dropping the instance"
         );
-        if let Some(terminal) = instance.terminal.lock().await.take() {
+        for terminal in instance.terminals.lock().await.take_all() {
             terminal.end(CloseReason::Gone).await;
         }
         if !record.shared_image {
             let _ = self.docker.remove_image(&record.image).await;
+        }
+        if let Some(key) = &record.agent_key {
+            self.agents.forget(key);
         }
         self.delete_record(&record.instance_id).await;
         true

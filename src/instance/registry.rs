@@ -4,13 +4,12 @@
 //! `tables`. It keeps the store and Docker in step; it knows nothing of
 //! websocket frames.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use crate::engine::docker::bounded;
 use crate::engine::docker::DOCKER_CALL_LIMIT;
-use crate::engine::docker::{Attached, Docker, DockerError};
-use crate::engine::gate::{self, Gate};
+use crate::engine::docker::{Docker, DockerError};
 use crate::instance::entry::Instance;
 pub use crate::instance::errors::{AttachError, CreateError};
 use crate::instance::files::{self, FilesError};
@@ -24,18 +23,7 @@ use crate::protocol::admin::Summary;
 use crate::protocol::spec::Spec;
 use crate::support::live::Swap;
 use crate::telemetry::metrics;
-use crate::terminal::{
-    Attachment, CloseReason, Ended, Observation, Terminal, TerminalSettings, Tty,
-};
-
-/// Why an observer was not added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObserveRefusal {
-    /// No terminal runs (the container is stopped): 4004.
-    NotRunning,
-    /// The terminal has all the observers it takes: 1013.
-    TooMany,
-}
+use crate::terminal::CloseReason;
 
 /// The live instances; keeps the store and Docker in step with them.
 pub struct Registry {
@@ -55,12 +43,20 @@ pub struct Registry {
     pub(crate) reconciled: Settled,
     /// The graded-files reads in progress (bounded per instance and in all).
     pub(crate) file_reads: Arc<files::Reads>,
+    /// The socket directories of agent containers.
+    pub(crate) agents: Arc<crate::engine::agent::Hub>,
 }
 
 impl Registry {
     /// An empty registry; `load_records` fills it from the store.
-    pub fn new(settings: Settings, docker: Arc<Docker>, store: Store) -> Arc<Registry> {
+    pub fn new(
+        settings: Settings,
+        docker: Arc<Docker>,
+        store: Store,
+        agents: Arc<crate::engine::agent::Hub>,
+    ) -> Arc<Registry> {
         Arc::new(Registry {
+            agents,
             provisioner: Provisioner::new(Arc::new(settings.clone()), docker.clone()),
             pool: Arc::new(Pool::new(docker.clone())),
             settings: Swap::new(settings),
@@ -174,7 +170,7 @@ impl Registry {
     fn take_over(&self, instance: Arc<Instance>) -> String {
         let id = instance.id.clone();
         tokio::spawn(async move {
-            if let Some(terminal) = instance.terminal.lock().await.as_ref() {
+            for (_, terminal) in instance.terminals.lock().await.all_live() {
                 terminal.kick(CloseReason::TakenOver).await;
             }
         });
@@ -200,145 +196,6 @@ impl Registry {
                 let h = crate::crypto::handle::of(instance_id);
                 log::error!(ua_instance = h; "instance {h}: record not deleted: {e}")
             }
-        }
-    }
-
-    /// Attaches a new client to the instance's terminal, starting the
-    /// container and the terminal's command when none runs.
-    pub async fn attach(
-        self: &Arc<Self>,
-        instance: &Arc<Instance>,
-        client_id: u64,
-    ) -> Result<Attachment, AttachError> {
-        let mut slot = instance.terminal.lock().await;
-        if self.lookup(&instance.id).is_none() {
-            return Err(AttachError::Gone);
-        }
-        if let Some(terminal) = slot.as_ref().filter(|t| !t.is_over()) {
-            if let Some(attachment) = terminal.attach(client_id).await {
-                return Ok(attachment);
-            }
-        }
-        let record = instance.record();
-        let opened = match self.open_tty(instance, &record).await {
-            Err(AttachError::Docker(DockerError::NotFound)) => {
-                drop(slot);
-                self.forget_vanished(instance).await;
-                return Err(AttachError::Gone);
-            }
-            other => other?,
-        };
-        // The terminal owns the container's running from here.
-        *instance.warm_until.lock().unwrap() = None;
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let (registry, owner) = (self.clone(), instance.clone());
-        let settings = self.settings.load();
-        let settings = TerminalSettings {
-            grace: settings.reattach_grace,
-            replay_bytes: settings.replay_bytes,
-        };
-        let terminal = Terminal::spawn(
-            opened.attached,
-            opened.tty,
-            opened.was_running,
-            self.docker.clone(),
-            &settings,
-            generation,
-            move |ended| async move { registry.terminal_ended(&owner, generation, ended).await },
-        );
-        let h = crate::crypto::handle::of(&instance.id);
-        log::info!(ua_instance = h, ua_spec = instance.spec_id; "instance {h}: terminal started");
-        let attachment = terminal.attach(client_id).await.ok_or(AttachError::Gone)?;
-        *slot = Some(terminal);
-        Ok(attachment)
-    }
-
-    /// Attaches to the container's TTY and gets its terminal going: starts
-    /// the container, or releases a closed gate, or (after a restart of ua)
-    /// just lands in the program that runs.
-    async fn open_tty(
-        &self,
-        instance: &Instance,
-        record: &InstanceRecord,
-    ) -> Result<OpenedTty, AttachError> {
-        let container = &record.container_id;
-        if record.gate == Gate::Legacy {
-            return self.open_legacy_exec(instance, record).await;
-        }
-        // Attached before it starts or is released: its first output is seen.
-        let started = std::time::Instant::now();
-        let attached = self.docker.attach(container).await?;
-        metrics::PHASE_SECONDS.record("attach", &instance.id, started);
-        let was_running = self.docker.is_running(container).await?;
-        if !was_running {
-            if record.gate == Gate::Closed {
-                // Before the start: a gate that starts now finds it at once.
-                self.docker.upload(container, gate::ready_tar()).await?;
-            }
-            let started = std::time::Instant::now();
-            self.docker.start(container).await?;
-            metrics::PHASE_SECONDS.record("start", &instance.id, started);
-        } else {
-            // Wakes a waiting gate; a program that runs takes it as a resize.
-            self.docker.signal(container, gate::WAKE_SIGNAL).await?;
-        }
-        if record.gate == Gate::Closed {
-            let mut record = record.clone();
-            record.gate = Gate::Open;
-            if let Err(e) = self.save(&record).await {
-                let h = crate::crypto::handle::of(&instance.id);
-                log::warn!(ua_instance = h; "instance {h}: record not saved: {e}");
-            }
-            *instance.record.lock().unwrap() = record;
-        }
-        Ok(OpenedTty {
-            attached,
-            tty: Tty::Main {
-                container: container.clone(),
-            },
-            was_running,
-        })
-    }
-
-    /// A container made before the gate: its main process idles and the
-    /// terminal is an exec as the image's USER.
-    async fn open_legacy_exec(
-        &self,
-        instance: &Instance,
-        record: &InstanceRecord,
-    ) -> Result<OpenedTty, AttachError> {
-        let started = std::time::Instant::now();
-        self.docker.start(&record.container_id).await?;
-        metrics::PHASE_SECONDS.record("start", &instance.id, started);
-        let (command, user) = self.docker.image_command(&record.image).await?;
-        let command = gate::command_or_shell(command);
-        let started = std::time::Instant::now();
-        let exec = self
-            .docker
-            .exec_as(&record.container_id, command, &user)
-            .await?;
-        metrics::PHASE_SECONDS.record("exec", &instance.id, started);
-        Ok(OpenedTty {
-            attached: Attached {
-                output: exec.output,
-                input: exec.input,
-            },
-            tty: Tty::Exec { id: exec.id },
-            was_running: false,
-        })
-    }
-
-    /// Adds a read-only observer to the instance's running terminal; never
-    /// starts anything.
-    pub async fn observe(&self, instance: &Arc<Instance>) -> Result<Observation, ObserveRefusal> {
-        let terminal = instance.terminal.lock().await.clone();
-        let Some(terminal) = terminal.filter(|t| !t.is_over()) else {
-            return Err(ObserveRefusal::NotRunning);
-        };
-        match terminal.observe().await {
-            Some(observation) => Ok(observation),
-            None if terminal.is_over() => Err(ObserveRefusal::NotRunning),
-            None => Err(ObserveRefusal::TooMany),
         }
     }
 
@@ -450,7 +307,7 @@ impl Registry {
         instance: &Arc<Instance>,
         container: &str,
     ) -> Result<(), DockerError> {
-        let slot = instance.terminal.lock().await;
+        let slot = instance.terminals.lock().await;
         let started = match bounded(self.docker.is_running(container)).await {
             Ok(true) => Ok(()),
             Ok(false) => bounded(self.docker.start(container)).await,
@@ -470,10 +327,8 @@ impl Registry {
         if self.file_reads.active(&instance.id) || instance.is_checking() {
             return;
         }
-        let slot = instance.terminal.lock().await;
-        let in_use = slot.as_ref().is_some_and(|t| !t.is_over())
-            || instance.is_warm()
-            || instance.is_checking();
+        let slot = instance.terminals.lock().await;
+        let in_use = slot.any_live() || instance.is_warm() || instance.is_checking();
         if in_use || self.file_reads.active(&instance.id) || self.lookup(&instance.id).is_none() {
             return;
         }
@@ -486,25 +341,6 @@ impl Registry {
             }
         }
         drop(slot);
-    }
-
-    /// A terminal is over: stop the container (files kept) and start the
-    /// expiry clock, unless a newer terminal has taken its place.
-    async fn terminal_ended(&self, instance: &Arc<Instance>, generation: u64, ended: Ended) {
-        let mut slot = instance.terminal.lock().await;
-        if slot.as_ref().map(|t| t.generation) != Some(generation) {
-            return;
-        }
-        *slot = None;
-        let h = crate::crypto::handle::of(&instance.id);
-        log::info!(
-            ua_instance = h, ua_spec = instance.spec_id;
-            "instance {h}: terminal ended ({ended:?}); stopping its container"
-        );
-        // A check in progress stops the container itself when it is done.
-        if ended != Ended::OnRequest && !instance.is_checking() {
-            self.stop_and_touch(instance).await;
-        }
     }
 }
 
@@ -520,12 +356,4 @@ async fn bounded_files<T>(
                 "the files took too long to open; try again shortly".into(),
             ))
         })
-}
-
-/// A TTY attached and its program going.
-struct OpenedTty {
-    attached: Attached,
-    tty: Tty,
-    /// The container ran already (a warm container, or ua restarted).
-    was_running: bool,
 }

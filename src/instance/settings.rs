@@ -12,6 +12,8 @@ use crate::instance::tables::Caps;
 pub struct Settings {
     /// `--assignments`: the root of the assignment templates.
     pub assignments: PathBuf,
+    /// The static agent on the host, bind-mounted into new containers.
+    pub agent: PathBuf,
     /// `--node-id`: the prefix of new instance IDs.
     pub node_id: Option<String>,
     /// `--instance-expiry`: how long an instance without sessions is kept.
@@ -58,4 +60,6 @@ pub struct LimitSettings {
     pub max_cpus: f64,
     /// `--max-disk-mb`.
     pub max_disk_mb: i64,
+    /// `--max-terminals`.
+    pub max_terminals: u32,
 }

@@ -43,6 +43,12 @@ pub struct InstanceRecord {
     /// versions: an exec beside an idle main process).
     #[serde(default)]
     pub gate: crate::engine::gate::Gate,
+    /// The socket directory of its agent (gate `agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<String>,
+    /// Terminals it may run at once, fixed when it was made (agent only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_terminals: Option<u32>,
     /// The sealed spec it was made from, as sent (never opened here): a
     /// check renders its template with it. Absent in records of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +232,8 @@ mod tests {
             last_active_at: 2,
             shared_image: false,
             gate: crate::engine::gate::Gate::Open,
+            agent_key: None,
+            max_terminals: None,
             sealed_spec: None,
         }
     }

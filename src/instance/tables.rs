@@ -188,6 +188,8 @@ mod tests {
             shared_image: false,
             keep_until: None,
             gate: crate::engine::gate::Gate::Open,
+            agent_key: None,
+            max_terminals: None,
             sealed_spec: None,
         })
     }

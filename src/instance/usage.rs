@@ -202,13 +202,13 @@ fn rows(registry: &Registry) -> Vec<Row> {
     rows
 }
 
-/// The running terminal's activity; none while the terminal is being
-/// started or stopped (its lock is held): never waited for.
+/// The running terminals' activity, the attached ones first; none while a
+/// terminal is being started or stopped (the lock is held): never waited for.
 fn activity(instance: &Instance) -> Option<Arc<Activity>> {
-    let slot = instance.terminal.try_lock().ok()?;
-    slot.as_ref()
-        .filter(|t| !t.is_over())
-        .map(|t| t.activity.clone())
+    let terminals = instance.terminals.try_lock().ok()?;
+    let mut all = terminals.activities();
+    all.sort_by_key(|a| (!a.is_attached(), a.idle()));
+    all.into_iter().next()
 }
 
 /// Folds the CPU counters read at `now` into the samples: the percent of

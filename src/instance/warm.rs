@@ -107,9 +107,15 @@ pub(super) async fn make(
     let (command, user) = bounded(docker.image_command(&target.image)).await?;
     let entrypoint =
         crate::engine::gate::entrypoint(crate::engine::gate::Gate::Closed, &user, &command);
-    let id =
-        bounded(docker.create_container(&name, &target.image, entrypoint, &labels, &target.limits))
-            .await?;
+    let id = bounded(docker.create_container(
+        &name,
+        &target.image,
+        entrypoint,
+        &labels,
+        &target.limits,
+        None,
+    ))
+    .await?;
     if let Err(e) = bounded(docker.start(&id)).await {
         let _ = bounded(docker.remove_container(&id)).await;
         return Err(e);

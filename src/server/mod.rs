@@ -51,6 +51,7 @@ pub fn main(config: ServeConfig) -> anyhow::Result<()> {
         systemd::take_inherited_socket().context("cannot take the socket systemd passed")?;
     let keys = Keyring::load(&config.key_file)?;
     crate::engine::gate::check_host().map_err(anyhow::Error::msg)?;
+    crate::engine::agent::check_host(&config.agent).map_err(anyhow::Error::msg)?;
     let store = Store::open(&config.state_dir)?;
     handle::init(&config.state_dir).with_context(|| {
         format!(
@@ -152,7 +153,9 @@ async fn serve_from(
         .unwrap_or_else(|_| config.state_dir.clone());
     let docker = Arc::new(Docker::new(&state_dir));
     let settings = settings::instance_settings(&config);
-    let registry = Registry::new(settings, docker.clone(), store);
+    let agents = crate::engine::agent::Hub::new(state_dir.join("agents"))
+        .with_context(|| format!("cannot make {}", state_dir.join("agents").display()))?;
+    let registry = Registry::new(settings, docker.clone(), store, agents);
     settle_with_docker(&registry, &docker, &config).await?;
     // Bound before ua says it listens: it exists once ua says so.
     let admin_socket = admin::bind(&state_dir)

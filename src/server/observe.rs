@@ -11,7 +11,8 @@ use hyper_tungstenite::HyperWebsocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::instance::entry::Instance;
-use crate::instance::registry::{ObserveRefusal, Registry};
+use crate::instance::named::ObserveRefusal;
+use crate::instance::registry::Registry;
 use crate::protocol::close::Reason;
 use crate::server::session::{closing, Clock, Outcome, ReadEnd, SessionSettings, Stream, Writer};
 use crate::telemetry::metrics;
@@ -22,6 +23,7 @@ pub async fn run(
     websocket: HyperWebsocket,
     registry: Arc<Registry>,
     instance: Arc<Instance>,
+    name: String,
     settings: SessionSettings,
     shutdown: CancellationToken,
 ) {
@@ -33,7 +35,11 @@ pub async fn run(
             return;
         }
     };
-    let Observation { output, closed } = match registry.observe(&instance).await {
+    let Observation {
+        output,
+        closed,
+        counted: _counted,
+    } = match registry.observe(&instance, &name).await {
         Ok(observation) => observation,
         Err(refusal) => {
             let reason = match refusal {

@@ -231,6 +231,7 @@ fn live_changes(old: &ServeConfig, new: &ServeConfig) -> Vec<String> {
         cpus,
         disk_mb,
         max_disk_mb,
+        max_terminals,
         max_memory_mb,
         max_pids_limit,
         max_cpus,

@@ -45,6 +45,7 @@ pub async fn run(
     websocket: HyperWebsocket,
     registry: Arc<Registry>,
     instance: Arc<Instance>,
+    name: String,
     settings: SessionSettings,
     shutdown: CancellationToken,
 ) {
@@ -57,7 +58,7 @@ pub async fn run(
         }
     };
     let client_id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
-    let attachment = match registry.attach(&instance, client_id).await {
+    let attachment = match registry.attach(&instance, &name, client_id).await {
         Ok(attachment) => attachment,
         Err(e) => {
             let reason = match e {

@@ -9,6 +9,7 @@ use crate::instance::tables::Caps;
 pub fn instance_settings(config: &ServeConfig) -> Settings {
     Settings {
         assignments: config.assignments.clone(),
+        agent: config.agent.clone(),
         node_id: config.node_id.clone(),
         instance_expiry: config.instance_expiry,
         reattach_grace: config.reattach_grace,
@@ -31,6 +32,7 @@ pub fn instance_settings(config: &ServeConfig) -> Settings {
             max_pids_limit: config.max_pids_limit,
             max_cpus: config.max_cpus,
             max_disk_mb: config.max_disk_mb,
+            max_terminals: config.max_terminals,
         },
         build_timeout: config.build_timeout,
         build_network: config.build_network,

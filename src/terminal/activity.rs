@@ -3,7 +3,7 @@
 //! that the terminal's paths only store, so reading them never waits on
 //! the pump or slows a keystroke.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// No client attached.
@@ -17,6 +17,8 @@ pub struct Activity {
     /// Milliseconds from `started` to the last input.
     last_input_ms: AtomicU64,
     started: Instant,
+    /// Read-only observers watching.
+    observers: AtomicUsize,
 }
 
 impl Default for Activity {
@@ -25,6 +27,7 @@ impl Default for Activity {
             client: AtomicU64::new(NONE),
             last_input_ms: AtomicU64::new(0),
             started: Instant::now(),
+            observers: AtomicUsize::new(0),
         }
     }
 }
@@ -51,6 +54,19 @@ impl Activity {
     pub(crate) fn heard_input(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_input_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn observer_came(&self) {
+        self.observers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn observer_went(&self) {
+        self.observers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Observers watching now.
+    pub fn observers(&self) -> usize {
+        self.observers.load(Ordering::Relaxed)
     }
 
     /// Whether a client is attached (else the terminal is in its grace).

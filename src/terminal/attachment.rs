@@ -68,6 +68,25 @@ pub struct Observation {
     pub output: mpsc::Receiver<Bytes>,
     /// Fires once when the terminal side closes this observer.
     pub closed: oneshot::Receiver<CloseReason>,
+    /// Counts this observer in the terminal's activity until dropped.
+    pub counted: ObserverCount,
+}
+
+/// One observer in [`crate::terminal::Activity`]'s count, from its start
+/// to its drop.
+pub struct ObserverCount(std::sync::Arc<crate::terminal::activity::Activity>);
+
+impl ObserverCount {
+    pub(super) fn new(activity: std::sync::Arc<crate::terminal::activity::Activity>) -> Self {
+        activity.observer_came();
+        ObserverCount(activity)
+    }
+}
+
+impl Drop for ObserverCount {
+    fn drop(&mut self) {
+        self.0.observer_went();
+    }
 }
 
 /// Tells the terminal when its client goes.

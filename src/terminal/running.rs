@@ -12,7 +12,7 @@ use crate::engine::oom;
 
 use crate::terminal::activity::Activity;
 use crate::terminal::attachment::{
-    Attachment, Client, CloseReason, Command, Detacher, Observation, CLIENT_QUEUE,
+    Attachment, Client, CloseReason, Command, Detacher, Observation, ObserverCount, CLIENT_QUEUE,
 };
 use crate::terminal::observers::OBSERVER_QUEUE;
 use crate::terminal::pump::{Ended, Pump};
@@ -75,7 +75,7 @@ impl Terminal {
             done,
         ));
         let output = match &tty {
-            Tty::Main { container } => {
+            Tty::Main { container } | Tty::Agent { container, .. } => {
                 oom::with_notices(attached.output, docker.clone(), container)
             }
             Tty::Exec { .. } => attached.output,
@@ -144,10 +144,11 @@ impl Terminal {
         };
         let command = Command::Observe(observer, accepted_tx);
         self.commands.send(command).await.ok()?;
-        accepted
-            .await
-            .unwrap_or(false)
-            .then_some(Observation { output, closed })
+        accepted.await.unwrap_or(false).then(|| Observation {
+            output,
+            closed,
+            counted: ObserverCount::new(self.activity.clone()),
+        })
     }
 
     /// Closes the attached client, if any, keeping the program running.

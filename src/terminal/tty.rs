@@ -1,5 +1,6 @@
-//! The TTY a terminal runs on: the container's main process (attached) or,
-//! in containers of older versions, an exec; and the input writer.
+//! The TTY a terminal runs on: a pty of the container's agent or, in
+//! containers of older versions, the container's main process (attached)
+//! or an exec; and the input writer.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::engine::agent::AgentTty;
 use crate::engine::docker::{Docker, DockerError};
 use crate::terminal::activity::Activity;
 
@@ -34,6 +36,13 @@ pub enum Tty {
         /// The exec's ID.
         id: String,
     },
+    /// A pty held by the container's agent, reached over its socket.
+    Agent {
+        /// The container.
+        container: String,
+        /// The attach connection's resizes and exit.
+        tty: AgentTty,
+    },
 }
 
 impl Tty {
@@ -46,6 +55,7 @@ impl Tty {
         match self {
             Tty::Main { container } => docker.resize_tty(container, rows, cols).await,
             Tty::Exec { id } => docker.resize(id, rows, cols).await,
+            Tty::Agent { tty, .. } => tty.resize(rows, cols).await,
         }
     }
 
@@ -53,6 +63,7 @@ impl Tty {
         match self {
             Tty::Main { container } => docker.is_running(container).await,
             Tty::Exec { id } => docker.exec_running(id).await,
+            Tty::Agent { tty, .. } => Ok(tty.is_running()),
         }
     }
 

@@ -39,6 +39,32 @@ pub fn docker_ready() {
             .expect("scripts/build-busybox-base runs");
         assert!(status.success(), "the busybox base image did not build");
     });
+    agent();
+}
+
+/// The static agent every server of the tests puts into its containers
+/// (`UA_AGENT`, else built once with scripts/build-agent and set as
+/// `UA_AGENT` for every server this process starts).
+pub fn agent() -> PathBuf {
+    static AGENT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("UA_AGENT") {
+                return PathBuf::from(path);
+            }
+            let out = Command::new(repo().join("scripts/build-agent"))
+                .output()
+                .expect("scripts/build-agent runs");
+            assert!(
+                out.status.success(),
+                "scripts/build-agent: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+            std::env::set_var("UA_AGENT", &path);
+            path
+        })
+        .clone()
 }
 
 /// Builds the Debian base image of the examples once per test process
@@ -250,7 +276,7 @@ impl TestServer {
 
     pub fn command(&self) -> Command {
         let mut command = Command::new(BINARY);
-        command.arg("serve");
+        command.arg("serve").env("UA_AGENT", agent());
         if !self.args.iter().any(|arg| arg == "--listen") {
             command.arg("--listen").arg(if self.port == 0 {
                 "127.0.0.1:0".to_string()

@@ -42,6 +42,22 @@ def ua_binary() -> str:
     pytest.fail("no ua binary: set UA_BIN, or run `cargo build` so target/debug/ua exists", pytrace=False)
 
 
+_AGENT: list = []
+
+
+def agent_binary() -> str:
+    """UA_AGENT, else the static agent scripts/build-agent makes (once)."""
+    if not _AGENT:
+        env = os.environ.get("UA_AGENT")
+        if not env:
+            built = subprocess.run([str(REPO / "scripts" / "build-agent")], capture_output=True, text=True)
+            if built.returncode != 0:
+                pytest.fail(f"scripts/build-agent failed: {built.stderr}", pytrace=False)
+            env = built.stdout.strip()
+        _AGENT.append(env)
+    return _AGENT[0]
+
+
 def run_ua(*args: str, input: Optional[str] = None) -> subprocess.CompletedProcess:
     return subprocess.run([ua_binary(), *args], input=input, capture_output=True, text=True, timeout=60)
 
@@ -122,6 +138,7 @@ class UaServer:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
+            env={**os.environ, "UA_AGENT": agent_binary()},
         )
         log.close()
         deadline = time.monotonic() + 60

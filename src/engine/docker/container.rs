@@ -97,10 +97,12 @@ impl Docker {
     }
 
     /// Creates a stopped container of `image` whose main process is
-    /// `entrypoint` (the terminal behind its gate, see [`crate::engine::gate`]) on a
-    /// TTY that stays open between attaches. It runs as root: a setup exec
-    /// as root has the container's capabilities only then. Docker keeps no
-    /// log of it, so terminal output is never written to disk.
+    /// `entrypoint`: with `agent` (its bind mounts) ua's agent, which holds
+    /// the terminals; without, the terminal behind its gate (see
+    /// [`crate::engine::gate`]) on a TTY that stays open between attaches.
+    /// It runs as root: a setup exec as root has the container's
+    /// capabilities only then. Docker keeps no log of it, so terminal
+    /// output is never written to disk.
     pub async fn create_container(
         &self,
         name: &str,
@@ -108,40 +110,23 @@ impl Docker {
         entrypoint: Vec<String>,
         labels: &HashMap<String, String>,
         limits: &Limits,
+        agent: Option<Vec<String>>,
     ) -> Result<String, DockerError> {
-        let host_config = HostConfig {
-            network_mode: Some("none".into()),
-            memory: Some(limits.memory_bytes),
-            memory_swap: Some(limits.memory_bytes),
-            pids_limit: Some(limits.host_pids()),
-            nano_cpus: Some(limits.nano_cpus),
-            cap_drop: Some(vec!["ALL".into()]),
-            cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            init: Some(true),
-            ulimits: Some(vec![ResourcesUlimits {
-                name: Some("nofile".into()),
-                soft: Some(NOFILE),
-                hard: Some(NOFILE),
-            }]),
-            runtime: Some(limits.runtime.clone()).filter(|r| !r.is_empty()),
-            binds: Some(vec![crate::engine::gate::gosu_mount()]),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("none".into()),
-                config: None,
-            }),
-            ..Default::default()
-        };
+        // The agent holds the terminals: the main process needs no TTY.
+        let tty = agent.is_none();
+        let mut binds = vec![crate::engine::gate::gosu_mount()];
+        binds.extend(agent.unwrap_or_default());
+        let host_config = host_config(limits, binds);
         let body = ContainerCreateBody {
             image: Some(image.into()),
             entrypoint: Some(entrypoint),
             cmd: Some(vec![]),
             labels: Some(labels.clone()),
             user: Some("0:0".into()),
-            tty: Some(true),
-            open_stdin: Some(true),
+            tty: Some(tty),
+            open_stdin: Some(tty),
             stdin_once: Some(false),
-            attach_stdin: Some(true),
+            attach_stdin: Some(tty),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             env: Some(vec!["TERM=xterm-256color".into()]),
@@ -286,6 +271,34 @@ impl Docker {
             .await?
             .rename_container(container, options)
             .await?)
+    }
+}
+
+/// The limits and isolation of every container ua makes (docs/API.md,
+/// "Containers"), with `binds` mounted.
+fn host_config(limits: &Limits, binds: Vec<String>) -> HostConfig {
+    HostConfig {
+        network_mode: Some("none".into()),
+        memory: Some(limits.memory_bytes),
+        memory_swap: Some(limits.memory_bytes),
+        pids_limit: Some(limits.host_pids()),
+        nano_cpus: Some(limits.nano_cpus),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        init: Some(true),
+        ulimits: Some(vec![ResourcesUlimits {
+            name: Some("nofile".into()),
+            soft: Some(NOFILE),
+            hard: Some(NOFILE),
+        }]),
+        runtime: Some(limits.runtime.clone()).filter(|r| !r.is_empty()),
+        binds: Some(binds),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }),
+        ..Default::default()
     }
 }
 

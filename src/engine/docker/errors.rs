@@ -22,6 +22,9 @@ pub enum DockerError {
     /// The object does not exist (404).
     #[error("not found")]
     NotFound,
+    /// A terminal's stream from the container's agent broke.
+    #[error("{0}")]
+    Stream(String),
 }
 
 impl From<BollardError> for DockerError {

@@ -28,6 +28,7 @@ use crate::server::http::pages::{health, metrics_page, start_page, static_file, 
 use crate::server::http::respond::{error, Body};
 use crate::server::http::router::{route, Route};
 use crate::server::http::spec::{clean_spec, post_spec};
+use crate::server::http::terminals::{close_terminal, list_terminals};
 use crate::server::http::websocket::websocket;
 
 /// A client must send its request headers within this time.
@@ -184,13 +185,15 @@ pub(super) async fn route_request(
         Route::Static(name) => static_file(app, name),
         Route::TerminalPage(id) => terminal_page(app, id),
         Route::StartPage => start_page(app),
-        Route::Websocket(id) => websocket(app, request, id.to_string()),
+        Route::Websocket(id) => websocket(app, request, id.to_string()).await,
         Route::Files(id) => {
             let query = request.uri().query().unwrap_or("").to_string();
             graded_files(app, id, &query).await
         }
         Route::Check(id) => post_check(app, id).await,
         Route::Upload(id) => put_file(app, id, request).await,
+        Route::Terminals(id) => list_terminals(app, id).await,
+        Route::CloseTerminal(id, name) => close_terminal(app, id, name).await,
         Route::WrongMethod => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "this path does not take that method",

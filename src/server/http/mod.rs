@@ -14,6 +14,7 @@ mod pages;
 mod respond;
 mod router;
 mod spec;
+mod terminals;
 mod websocket;
 
 pub use app::App;

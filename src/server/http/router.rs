@@ -32,6 +32,10 @@ pub enum Route<'a> {
     Check(&'a str),
     /// `PUT /instance/{id}/files`: writes a file as the student.
     Upload(&'a str),
+    /// `GET /instance/{id}/terminals`: the instance's terminals.
+    Terminals(&'a str),
+    /// `DELETE /instance/{id}/terminals/{name}`: hangs a terminal up.
+    CloseTerminal(&'a str, &'a str),
     /// A known path with a method it does not take: a 405.
     WrongMethod,
     /// Any other request: a 404.
@@ -52,6 +56,9 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         _ => {
             if let Some(name) = path.strip_prefix("/static/").filter(|_| get) {
                 return Route::Static(name);
+            }
+            if let Some(route) = terminals_route(method, path) {
+                return route;
             }
             let check = path
                 .strip_prefix("/instance/")
@@ -79,9 +86,45 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     }
 }
 
+/// `/instance/{id}/terminals` and `/instance/{id}/terminals/{name}`.
+fn terminals_route<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
+    let rest = path.strip_prefix("/instance/")?;
+    let (id, tail) = rest.split_once('/')?;
+    let tail = tail.strip_prefix("terminals")?;
+    Some(match (method, tail) {
+        (&Method::GET, "") => Route::Terminals(id),
+        (&Method::OPTIONS, _) => Route::Preflight,
+        (&Method::DELETE, name) if name.len() > 1 && name.starts_with('/') => {
+            Route::CloseTerminal(id, &name[1..])
+        }
+        (_, "") => Route::WrongMethod,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_terminals_paths_route() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let list = format!("/instance/{id}/terminals");
+        assert_eq!(route(&Method::GET, &list), Route::Terminals(id));
+        assert_eq!(route(&Method::POST, &list), Route::WrongMethod);
+        assert_eq!(route(&Method::OPTIONS, &list), Route::Preflight);
+        let one = format!("/instance/{id}/terminals/tab-2");
+        assert_eq!(
+            route(&Method::DELETE, &one),
+            Route::CloseTerminal(id, "tab-2")
+        );
+        assert_eq!(route(&Method::OPTIONS, &one), Route::Preflight);
+        // Like any other unknown path under an instance: the page, whose
+        // lookup answers 404.
+        assert_eq!(route(&Method::GET, &one), Route::TerminalPage(&one[10..]));
+        let page = format!("/instance/{id}/terminalsx");
+        assert_eq!(route(&Method::GET, &page), Route::TerminalPage(&page[10..]));
+    }
 
     #[test]
     pub(super) fn routes_by_method_and_path() {

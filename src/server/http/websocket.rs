@@ -8,6 +8,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::crypto::ids::is_instance_id;
+use crate::instance::terminals::MAIN;
 use crate::server::observe;
 use crate::server::session::{self, SessionSettings};
 
@@ -22,12 +23,29 @@ pub const MAX_FRAME: usize = 1 << 20;
 /// Read buffer of a websocket; clients send keystrokes, and pastes arrive in pieces.
 pub(super) const WS_READ_BUFFER: usize = 8 * 1024;
 
-pub(super) fn websocket(
+/// The terminal a websocket asks for: `?terminal=NAME`, else `main`.
+fn terminal_name(request: &Request<Incoming>) -> Result<String, String> {
+    let query = request.uri().query().unwrap_or("");
+    let mut names = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("terminal="));
+    let name = names.next().unwrap_or(MAIN);
+    if names.next().is_some() || !ua_agent::proto::valid_name(name) {
+        return Err("terminal names are 1 to 16 of a-z, 0-9 and -, given once".into());
+    }
+    Ok(name.to_string())
+}
+
+pub(super) async fn websocket(
     app: &App,
     mut request: Request<Incoming>,
     instance_id: String,
 ) -> Response<Body> {
     let observe = query_has(&request, "mode=observe");
+    let name = match terminal_name(&request) {
+        Ok(name) => name,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
     let same_origin = is_same_origin(app, &request);
     if !same_origin && !origin_allowed(app, request.headers().get(header::ORIGIN)) {
         return error(
@@ -49,6 +67,11 @@ pub(super) fn websocket(
             StatusCode::BAD_REQUEST,
             "this path takes a websocket upgrade",
         );
+    }
+    if !observe {
+        if let Err(e) = app.registry.may_open(&instance, &name).await {
+            return error(StatusCode::CONFLICT, &e);
+        }
     }
     // tungstenite zero-fills its whole read buffer before each read: the
     // default 128 KiB would cost every idle session that much memory.
@@ -76,6 +99,7 @@ pub(super) fn websocket(
             websocket,
             app.registry.clone(),
             instance,
+            name,
             settings,
             app.shutdown.clone(),
         ));
@@ -85,6 +109,7 @@ pub(super) fn websocket(
         websocket,
         app.registry.clone(),
         instance,
+        name,
         settings,
         app.shutdown.clone(),
     ));
