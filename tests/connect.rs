@@ -153,3 +153,40 @@ fn capped_settings_are_named_to_the_client_and_by_connect() {
         "{screen}"
     );
 }
+
+/// `--terminal NAME` attaches to that terminal of the instance, its own
+/// shell beside `main`; a bad name is refused by the flag itself.
+#[test]
+fn connect_attaches_to_a_named_terminal() {
+    let server = TestServer::start();
+    let id = server.instance(&server.demo_spec("connect-named"));
+    let command = format!(
+        "{BINARY} connect --server http://127.0.0.1:{} --instance {id} --terminal srv; echo exit=$?; sleep 60",
+        server.port
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("~ $");
+    tmux.keys(&["echo in-srv-$((6*7))", "Enter"]);
+    tmux.wait_for("in-srv-42");
+    let listed = server.http("GET", &format!("/instance/{id}/terminals"), "");
+    let names: Vec<_> = listed.json()["terminals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["connected"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("srv".to_string(), true)], "{}", listed.body);
+    tmux.keys(&["exit", "Enter"]);
+    tmux.wait_for("exit=0");
+    let bad = std::process::Command::new(BINARY)
+        .args(["connect", "--instance", &id, "--terminal", "Bad/Name"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("terminal names are"));
+}

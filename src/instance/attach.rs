@@ -74,7 +74,7 @@ impl Registry {
             },
         );
         let h = crate::crypto::handle::of(&instance.id);
-        log::info!(ua_instance = h, ua_spec = instance.spec_id; "instance {h}: terminal {name} started");
+        log::info!(ua_instance = h, ua_spec = instance.spec_id; "instance {h}: terminal started ({name})");
         let attachment = terminal.attach(client_id).await.ok_or(AttachError::Gone)?;
         terminals.insert(name, terminal);
         Ok(attachment)

@@ -175,7 +175,7 @@ impl Registry {
         }
         let h = crate::crypto::handle::of(&instance.id);
         if terminals.any_live() {
-            log::info!(ua_instance = h, ua_spec = instance.spec_id; "instance {h}: terminal {name} ended ({ended:?})");
+            log::info!(ua_instance = h, ua_spec = instance.spec_id; "instance {h}: terminal ended ({ended:?}, {name})");
             if ended == Ended::GraceOver {
                 if let Err(CloseRefusal::Agent(e)) = self.close_terminal(instance, name).await {
                     log::warn!(ua_instance = h; "instance {h}: terminal {name} not hung up: {e}");
@@ -185,7 +185,7 @@ impl Registry {
         }
         log::info!(
             ua_instance = h, ua_spec = instance.spec_id;
-            "instance {h}: terminal {name} ended ({ended:?}); stopping its container"
+            "instance {h}: terminal ended ({ended:?}, {name}); stopping its container"
         );
         // A check in progress stops the container itself when it is done.
         if ended != Ended::OnRequest && !instance.is_checking() {

@@ -180,11 +180,13 @@ fn keep_restart_only(old: &ServeConfig, mut new: ServeConfig) -> (ServeConfig, V
             }
         )*};
     }
-    // The listener, the state directory and lock, the pools sized at start,
+    // The listener, the state directory and lock, the agent checked at
+    // start, the pools sized at start,
     // and what the provisioner took at start (build limits, pulls).
     keep!(
         listen,
         state_dir,
+        agent,
         node_id,
         max_builds,
         build_timeout,
