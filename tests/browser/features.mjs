@@ -85,7 +85,7 @@ const typeIn = async (name, line) => {
   await page.keyboard.type(line);
   await page.keyboard.press("Enter");
 };
-const listed = () => js(`fetch('/instance/' + ${SESSION}.instanceID + '/terminals').then((r) => r.json())
+const listed = () => js(`fetch(${SESSION}.httpBase + '/instance/' + ${SESSION}.instanceID + '/terminals').then((r) => r.json())
   .then((b) => b.terminals.filter((t) => t.running).map((t) => t.name).join(","))`);
 const newTab = async (name) => {
   await page.click(".ua-tab-new");
@@ -282,10 +282,10 @@ const CHECKS = {
     // main, 2, 3, 4: the fifth is refused (409 before the upgrade), in words.
     for (const name of ["2", "3", "4"]) await newTab(name);
     await page.click(".ua-tab-new");
-    await until(`!document.querySelector('.ua-notice').hidden && document.querySelector('.ua-notice').textContent.includes('Close one first')`,
-      "the refusal of a fifth terminal", 30000);
+    const word = "document.querySelector('.ua-tab-message')";
+    await until(`!${word}.hidden && ${word}.textContent.includes('Close one first')`, "the refusal of a fifth terminal", 30000);
     if (await js(`!!${tab("5")}`)) throw new Error("a tab for the refused terminal");
-    const said = await js("document.querySelector('.ua-notice').textContent");
+    const said = await js(`${word}.textContent`);
     await page.click(`.ua-tab[data-terminal="main"]`);
     await run("echo still-$((2+3))", "still-5", "main after the refusal");
     report.push(`tabs (refusal: ${said})`);

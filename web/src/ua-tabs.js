@@ -15,7 +15,7 @@
  *   - One terminal too many is refused by the server before the upgrade
  *     (409), which a browser does not show: a new tab whose upgrade fails
  *     while its name is not among the running terminals is taken as that
- *     refusal, said in the notice, and the tab goes.
+ *     refusal, said beside the tabs, and the tab goes.
  *   - Observers get the tabs of the running terminals, without + and ×.
  */
 (function () {
@@ -84,6 +84,10 @@
       });
       this.bar.appendChild(this.plus);
     }
+    this.message = el("span", "ua-tab-message");
+    this.message.setAttribute("role", "alert");
+    this.message.hidden = true;
+    this.bar.appendChild(this.message);
     this.main.toolbar.insertAdjacentElement("afterend", this.bar);
   };
 
@@ -177,15 +181,22 @@
   };
 
   // A POST /spec of "main" (a reconnect) took every terminal over: the
-  // other tabs attach again.
+  // other tabs attach again (now, and once more for a late close).
   Tabs.prototype.afterMainOpen = function () {
     var self = this;
-    if (!this.main.spec) {
-      return;
+    if (this.main.spec) {
+      this.reattach();
+      window.setTimeout(function () {
+        self.reattach();
+      }, 1000);
     }
+  };
+
+  Tabs.prototype.reattach = function () {
+    var main = this.main;
     this.each(function (entry) {
       var s = entry.session;
-      if (s !== self.main && s.everOpen && s.root.getAttribute("data-close-reason") === "taken-over") {
+      if (s !== main && s.everOpen && s.root.getAttribute("data-close-reason") === "taken-over") {
         s.connect("manual");
       }
     });
@@ -218,6 +229,7 @@
 
   Tabs.prototype.openNew = function () {
     var name = this.freeName();
+    this.say("");
     var entry = name === MAIN ? this.reopenMain() : this.open(name);
     entry.session.wantFocus = true;
     this.show(entry, false);
@@ -280,8 +292,9 @@
     }
     pane.setAttribute("aria-labelledby", entry.tab.id);
     session.onOutput = function () {
-      if (self.current !== entry) {
+      if (self.current !== entry && !entry.tab.hasAttribute("data-activity")) {
         entry.tab.setAttribute("data-activity", "true");
+        entry.tab.setAttribute("aria-label", entry.name + ", new output");
       }
     };
     this.entries.push(entry);
@@ -309,6 +322,9 @@
     tab.setAttribute("data-terminal", entry.name);
     tab.tabIndex = -1;
     tab.title = "Terminal " + entry.name;
+    if (!this.observing) {
+      tab.setAttribute("aria-keyshortcuts", "Delete");
+    }
     tab.addEventListener("click", function () {
       self.show(entry, false);
       entry.session.term.focus();
@@ -339,6 +355,7 @@
       e.pane.hidden = !on;
     });
     entry.tab.removeAttribute("data-activity");
+    entry.tab.removeAttribute("aria-label");
     this.root.setAttribute("data-terminal", entry.name);
     this.fitShown();
     if (focusTab) {
@@ -429,19 +446,19 @@
   // run while others do (the server's 409); else the usual retry.
   Tabs.prototype.watchRefusal = function (entry) {
     var self = this;
-    entry.session.onRefused = function () {
+    entry.session.onRefused = function (otherwise) {
       self.listTerminals().then(
         function (body) {
-          self.refusedOrRetry(entry, body.terminals || []);
+          if (!self.refused(entry, body.terminals || [])) {
+            otherwise();
+          }
         },
-        function () {
-          entry.session.retry("Could not connect to the terminal.");
-        }
+        otherwise
       );
     };
   };
 
-  Tabs.prototype.refusedOrRetry = function (entry, terminals) {
+  Tabs.prototype.refused = function (entry, terminals) {
     var running = terminals
       .filter(function (t) {
         return t.running;
@@ -450,8 +467,7 @@
         return t.name;
       });
     if (running.length === 0 || running.indexOf(entry.name) >= 0) {
-      entry.session.retry("Could not connect to the terminal.");
-      return;
+      return false;
     }
     this.remove(entry);
     this.say(
@@ -459,13 +475,13 @@
         running.join(", ") +
         "). Close one first."
     );
+    return true;
   };
 
+  // A word beside the tabs (the terminal's notice would cover them).
   Tabs.prototype.say = function (text) {
-    var notice = this.main.notice;
-    notice.setAttribute("data-kind", "tabs");
-    notice.textContent = text;
-    notice.hidden = false;
+    this.message.textContent = text;
+    this.message.hidden = !text;
   };
 
   window.UaTabs = { Tabs: Tabs, order: order };

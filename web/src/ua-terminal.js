@@ -958,6 +958,18 @@
   // for the same-origin page.
   Session.prototype.handshakeFailed = function () {
     var self = this;
+    if (this.onRefused && !this.everOpen) {
+      // perhaps one terminal too many (a 409 the browser does not show)
+      this.onRefused(function () {
+        self.handshakeUnknown();
+      });
+      return;
+    }
+    this.handshakeUnknown();
+  };
+
+  Session.prototype.handshakeUnknown = function () {
+    var self = this;
     this.handshakeFailures += 1;
     if (!this.spec && this.instanceID) {
       var generation = this.generation;
@@ -979,8 +991,6 @@
           }
           if (status === 404) {
             self.onSocketClosed(CLOSE_GONE, true, false);
-          } else if (status === 200 && !self.everOpen && self.onRefused) {
-            self.onRefused(); // perhaps one terminal too many (a 409 the browser does not show)
           } else {
             self.retry(status === 503 || status === 0 ? "The server is unavailable, retrying…" : "Could not connect to the terminal.");
           }

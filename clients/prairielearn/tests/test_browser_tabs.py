@@ -2,8 +2,10 @@
 "Terminals") in headless Chromium against a real ua: "+" opens terminal "2",
 which types into its own shell while "main" keeps its own; the arrow keys
 move between the tabs; a reload finds both again; × hangs "2" up (the server
-no longer lists it); a read-only view shows the running terminals' tabs
-without + or ×.
+no longer lists it); after a restart of ua both tabs are back in the same
+shells; a read-only view shows the running terminals' tabs without + or ×;
+and tests/browser/features.mjs's "tabs" check (a fifo between two tabs, the
+refusal of a fifth terminal in words) on the element.
 
 Skipped when Chromium is missing, unless UA_REQUIRE_BROWSER=1 (then it fails).
 Fails when Docker is missing.
@@ -12,6 +14,7 @@ Fails when Docker is missing.
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.request
 import uuid
@@ -20,7 +23,9 @@ import pytest
 
 import uassign_terminal as element
 from conftest import ELEMENT_DIR
-from test_browser import ROOT, allowed, browser, new_spec, pages, type_line, wait_open, wait_screen  # noqa: F401
+from test_browser import (  # noqa: F401
+    ROOT, allowed, browser, make_page, new_spec, pages, run_features, type_line, wait_open, wait_screen,
+)
 from ua_server import UaServer
 
 SESSION = ROOT + ".uassignTerminal"
@@ -151,3 +156,34 @@ def test_the_read_only_view_has_the_tabs_without_new_or_close(browser, pages, ua
     browser.wait_for(tab_screen("2") + ".includes('watched-9')", 20, "the observer sees tab 2's output")
     assert browser.evaluate("document.querySelectorAll('.ua-tab-new, .ua-tab-close').length") == 0
     assert browser.evaluate(f"{tab_session('2')}.term.options.disableStdin") is True
+
+
+def test_after_a_restart_of_ua_both_tabs_are_back_in_their_shells(browser, pages):  # noqa: F811
+    server = UaServer(allowed(pages))
+    try:
+        browser.navigate(page(pages, f"127.0.0.1:{server.port}", new_spec(server)))
+        wait_open(browser)
+        browser.evaluate("document.querySelector('.ua-tab-new').click()")
+        wait_tab_open(browser, "2")
+        type_in(browser, "2", "KEPT=tab$((2*2))")
+        time.sleep(0.5)
+        server.stop_process(signal.SIGTERM)  # every session closed with 1001
+        browser.wait_for(f"{tab_session('2')}.state === 'waiting'", 20, "tab 2 waiting for the server")
+        time.sleep(2)
+        server.start(port=server.port)
+        wait_open(browser, timeout=60)
+        wait_tab_open(browser, "2")
+        browser.evaluate(f"{tab('2')}.click()")
+        type_in(browser, "2", "echo kept=$KEPT")
+        browser.wait_for(tab_screen("2") + ".includes('kept=tab4')", 30, "the same shell in tab 2 after the restart")
+        browser.evaluate(f"{tab('main')}.click()")
+        type_line(browser, "echo main-$((5+5))")
+        wait_screen(browser, "main-10")
+    finally:
+        browser.navigate("about:blank")
+        server.stop()
+
+
+def test_the_features_tabs_check_in_the_element(pages, ua):  # noqa: F811
+    report = run_features(make_page(pages, f"127.0.0.1:{ua.port}", new_spec(ua)), ["tabs"])
+    assert "Close one first" in report
