@@ -16,7 +16,7 @@
 //   idle      the idle warning shows, a key hides it; then the idle close in words
 //   tabs      "+" opens terminal 2; a fifo's reader in one tab gets the other's
 //             write (marked while hidden); arrow keys switch; a reload brings
-//             both back; × closes one (DELETE: no longer listed); the fifth
+//             both back; the phone's key row types into the tab shown; × closes one (DELETE: no longer listed); the fifth
 //             terminal is refused in words
 // SHOTS=dir: where screenshots go (desktop.png, phone.png, tabs.png).
 import { createHash } from "node:crypto";
@@ -78,6 +78,8 @@ const tab = (name) => `document.querySelector('.ua-tab[data-terminal="${name}"]'
 const tabScreen = (name, text) => `(() => { const e = ${TABS}.find(${JSON.stringify(name)}); if (!e) return false;
   const b = e.session.term.buffer.active; let s = "";
   for (let i = 0; i < b.length; i++) s += b.getLine(i).translateToString(true) + "\\n"; return s.includes(${JSON.stringify(text)}); })()`;
+const tabLines = (name, line) => `(() => { const b = ${TABS}.find(${JSON.stringify(name)}).session.term.buffer.active; let n = 0;
+  for (let i = 0; i < b.length; i++) if (b.getLine(i).translateToString(true) === ${JSON.stringify(line)}) n++; return n; })()`;
 const tabOpen = (name) => until(`(() => { const e = ${TABS}.find(${JSON.stringify(name)}); return !!e && e.session.state === 'open'; })()`,
   `terminal ${name} opens`, 60000);
 const typeIn = async (name, line) => {
@@ -271,6 +273,13 @@ const CHECKS = {
     await page.click(`.ua-tab[data-terminal="2"]`);
     await typeIn("2", "echo two-$((1+1))");
     await until(tabScreen("2", "two-2"), "typing in tab 2 after the reload");
+    // On a phone the key row types into the tab shown: Up recalls tab 2's command.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(400);
+    await page.click(".ua-keys [data-key=up]");
+    await page.keyboard.press("Enter");
+    await until(`${tabLines("2", "two-2")} >= 2`, "the key row's Up in tab 2", 10000);
+    await page.setViewportSize({ width: 1280, height: 800 });
     // × hangs terminal 2 up: it is no longer listed, its tab is gone, main shows.
     await page.click(`.ua-tab[data-terminal="2"] + .ua-tab-close`);
     await until(`!${tab("2")} && ${tab("main")}.getAttribute('aria-selected') === 'true'`, "tab 2 closed", 10000);
