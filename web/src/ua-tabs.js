@@ -118,6 +118,9 @@
         }
       });
     };
+    this.main.beforeConfirm = function () {
+      self.showMain();
+    };
     this.root.addEventListener("ua-terminal-reset", function () {
       self.afterReset();
     });
@@ -210,6 +213,11 @@
         self.remove(entry);
       }
     });
+    this.showMain();
+  };
+
+  // The tab "main" shown (added again if it was closed).
+  Tabs.prototype.showMain = function () {
     if (!this.find(MAIN)) {
       this.add(MAIN, this.main, this.mainPane);
     }

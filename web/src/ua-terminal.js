@@ -644,6 +644,7 @@
   // Asks before resetting: the overlay names what is lost, with Reset and Cancel.
   Session.prototype.confirmReset = function () {
     var self = this;
+    this.hook("beforeConfirm"); // the tabs show this one
     var before = {
       overlay: !this.overlay.hidden,
       message: this.messageEl.textContent,

@@ -3,7 +3,8 @@
 which types into its own shell while "main" keeps its own; the arrow keys
 move between the tabs; a reload finds both again; × hangs "2" up (the server
 no longer lists it); after a restart of ua both tabs are back in the same
-shells; a read-only view shows the running terminals' tabs without + or ×;
+shells; Reset (asked from tab 2) shows its question in main and leaves
+only main; a read-only view shows the running terminals' tabs without + or ×;
 and tests/browser/features.mjs's "tabs" check (a fifo between two tabs, the
 refusal of a fifth terminal in words) on the element.
 
@@ -187,3 +188,22 @@ def test_after_a_restart_of_ua_both_tabs_are_back_in_their_shells(browser, pages
 def test_the_features_tabs_check_in_the_element(pages, ua):  # noqa: F811
     report = run_features(make_page(pages, f"127.0.0.1:{ua.port}", new_spec(ua)), ["tabs"])
     assert "Close one first" in report
+
+
+def test_reset_from_a_second_tab_asks_in_main_and_leaves_only_main(browser, pages, ua):  # noqa: F811
+    browser.navigate(page(pages, f"127.0.0.1:{ua.port}", new_spec(ua)))
+    wait_open(browser)
+    old = browser.evaluate(f"{SESSION}.instanceID")
+    browser.evaluate("document.querySelector('.ua-tab-new').click()")
+    wait_tab_open(browser, "2")
+    browser.evaluate("document.querySelector('.uassign-terminal-reset').click()")
+    browser.wait_for(f"{ROOT}.getAttribute('data-confirm') === 'reset' && {tab('main')}.getAttribute('aria-selected') === 'true'"
+                     " && !document.querySelector('[data-terminal=\"main\"][role=tabpanel]').hidden", 10,
+                     "the question in main's tab")
+    browser.evaluate(f"{ROOT}.querySelector('.uassign-terminal-action').click()")
+    wait_open(browser)
+    assert browser.evaluate(f"{SESSION}.instanceID") != old
+    assert browser.evaluate(f"{SESSION}.tabs.entries.map(e => e.name).join()") == "main"
+    assert browser.evaluate("document.querySelectorAll('.ua-tab').length") == 1
+    type_line(browser, "echo fresh-$((4+4))")
+    wait_screen(browser, "fresh-8")
