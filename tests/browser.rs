@@ -217,3 +217,12 @@ fn an_out_of_memory_kill_is_said_in_the_terminal_with_the_limit() {
     let url = format!("http://127.0.0.1:{}/instance/{id}", server.port);
     features_with(&server, &url, &["oom"], &[("OOM_MIB", "48")]);
 }
+
+#[test]
+fn the_instance_page_shows_its_terminals_as_tabs_that_survive_a_reload() {
+    let server = web_server(&[]);
+    let id = server.instance(&server.demo_spec("tabs-page"));
+    let url = format!("http://127.0.0.1:{}/instance/{id}", server.port);
+    let report = features(&server, &url, &["tabs"]);
+    eprintln!("{report}");
+}

@@ -190,6 +190,26 @@ fn cors_preflight_answers_allowed_origins_only() {
         b"x",
     );
     assert_eq!(foreign.header("access-control-allow-origin"), None);
+    // The terminals' list and close (the browser's tabs) answer the page too.
+    let gone = "0".repeat(32);
+    for (method, path) in [
+        ("GET", format!("/instance/{gone}/terminals")),
+        ("DELETE", format!("/instance/{gone}/terminals/2")),
+    ] {
+        let answer = http(
+            server.port,
+            method,
+            &path,
+            &[("Origin", "https://pl.example.edu")],
+            b"",
+        );
+        assert_eq!(answer.status, 404, "{method} {path}");
+        assert_eq!(
+            answer.header("access-control-allow-origin"),
+            Some("https://pl.example.edu"),
+            "{method} {path}"
+        );
+    }
 }
 
 #[test]

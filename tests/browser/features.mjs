@@ -14,7 +14,11 @@
 //   title     the page's title starts with TITLE
 //   oom       a program that fills memory is killed: the terminal says so, with OOM_MIB
 //   idle      the idle warning shows, a key hides it; then the idle close in words
-// SHOTS=dir: where screenshots go (desktop.png, phone.png).
+//   tabs      "+" opens terminal 2; a fifo's reader in one tab gets the other's
+//             write (marked while hidden); arrow keys switch; a reload brings
+//             both back; the phone's key row types into the tab shown; × closes one (DELETE: no longer listed); the fifth
+//             terminal is refused in words
+// SHOTS=dir: where screenshots go (desktop.png, phone.png, tabs.png).
 import { createHash } from "node:crypto";
 import { chromium } from "playwright-core";
 
@@ -68,6 +72,28 @@ const run = async (command, expect, what, ms) => {
   await waitScreen(expect, what, ms);
 };
 const report = [];
+// Terminals as tabs (ua-tabs.js): the shown tab's session, a tab by name.
+const TABS = `${SESSION}.tabs`;
+const tab = (name) => `document.querySelector('.ua-tab[data-terminal="${name}"]')`;
+const tabScreen = (name, text) => `(() => { const e = ${TABS}.find(${JSON.stringify(name)}); if (!e) return false;
+  const b = e.session.term.buffer.active; let s = "";
+  for (let i = 0; i < b.length; i++) s += b.getLine(i).translateToString(true) + "\\n"; return s.includes(${JSON.stringify(text)}); })()`;
+const tabLines = (name, line) => `(() => { const b = ${TABS}.find(${JSON.stringify(name)}).session.term.buffer.active; let n = 0;
+  for (let i = 0; i < b.length; i++) if (b.getLine(i).translateToString(true) === ${JSON.stringify(line)}) n++; return n; })()`;
+const tabOpen = (name) => until(`(() => { const e = ${TABS}.find(${JSON.stringify(name)}); return !!e && e.session.state === 'open'; })()`,
+  `terminal ${name} opens`, 60000);
+const typeIn = async (name, line) => {
+  await js(`${TABS}.find(${JSON.stringify(name)}).session.term.focus()`);
+  await page.keyboard.type(line);
+  await page.keyboard.press("Enter");
+};
+const listed = () => js(`fetch(${SESSION}.httpBase + '/instance/' + ${SESSION}.instanceID + '/terminals').then((r) => r.json())
+  .then((b) => b.terminals.filter((t) => t.running).map((t) => t.name).join(","))`);
+const newTab = async (name) => {
+  await page.click(".ua-tab-new");
+  await tabOpen(name);
+  if (await js(`${tab(name)}.getAttribute('aria-selected')`) !== "true") throw new Error(`the new tab ${name} is not shown`);
+};
 
 const CHECKS = {
   async progress() {
@@ -219,6 +245,59 @@ const CHECKS = {
     const title = await page.title();
     if (!title.startsWith(process.env.TITLE || "")) throw new Error(`title: ${title}`);
     report.push(`title ${title}`);
+  },
+  async tabs() {
+    await newTab("2");
+    await typeIn("2", "rm -f /tmp/p; mkfifo /tmp/p; cat /tmp/p | sed s/^/got:/");
+    await page.waitForTimeout(300);
+    await page.click(`.ua-tab[data-terminal="main"]`);
+    await typeIn("main", "echo hi > /tmp/p");
+    await until(tabScreen("2", "got:hi"), "the reader in tab 2 gets the line of tab main");
+    await until(`${tab("2")}.getAttribute('data-activity') === 'true'`, "tab 2 marked for its output while hidden", 5000);
+    // The keyboard: a tab has the focus, Right shows the next one, Left and Home the first.
+    await js(`${tab("main")}.focus()`);
+    await page.keyboard.press("ArrowRight");
+    await until(`${tab("2")}.getAttribute('aria-selected') === 'true' && document.activeElement === ${tab("2")}`,
+      "ArrowRight shows and focuses tab 2", 5000);
+    if (await js(`${tab("2")}.hasAttribute('data-activity')`)) throw new Error("the shown tab is still marked");
+    if (await js(`!document.querySelector('[data-terminal="main"][role=tabpanel]').hidden`)) throw new Error("main's pane shows under tab 2");
+    await page.keyboard.press("Home");
+    await until(`${tab("main")}.getAttribute('aria-selected') === 'true'`, "Home shows main", 5000);
+    if (await listed() !== "2,main") throw new Error(`listed: ${await listed()}`);
+    if (process.env.SHOTS) await page.screenshot({ path: `${process.env.SHOTS}/tabs.png` });
+    // A reload finds both tabs again, tab 2 with its output.
+    await page.reload();
+    await open();
+    await tabOpen("2");
+    await until(tabScreen("2", "got:hi"), "tab 2's output again after the reload");
+    await page.click(`.ua-tab[data-terminal="2"]`);
+    await typeIn("2", "echo two-$((1+1))");
+    await until(tabScreen("2", "two-2"), "typing in tab 2 after the reload");
+    // On a phone the key row types into the tab shown: Up recalls tab 2's command.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(400);
+    await page.click(".ua-keys [data-key=up]");
+    await page.keyboard.press("Enter");
+    await until(`${tabLines("2", "two-2")} >= 2`, "the key row's Up in tab 2", 10000);
+    await page.setViewportSize({ width: 1280, height: 800 });
+    // × hangs terminal 2 up: it is no longer listed, its tab is gone, main shows.
+    await page.click(`.ua-tab[data-terminal="2"] + .ua-tab-close`);
+    await until(`!${tab("2")} && ${tab("main")}.getAttribute('aria-selected') === 'true'`, "tab 2 closed", 10000);
+    const deadline = Date.now() + 10000;
+    while ((await listed()) !== "main") {
+      if (Date.now() > deadline) throw new Error(`after ×, listed: ${await listed()}`);
+      await page.waitForTimeout(200);
+    }
+    // main, 2, 3, 4: the fifth is refused (409 before the upgrade), in words.
+    for (const name of ["2", "3", "4"]) await newTab(name);
+    await page.click(".ua-tab-new");
+    const word = "document.querySelector('.ua-tab-message')";
+    await until(`!${word}.hidden && ${word}.textContent.includes('Close one first')`, "the refusal of a fifth terminal", 30000);
+    if (await js(`!!${tab("5")}`)) throw new Error("a tab for the refused terminal");
+    const said = await js(`${word}.textContent`);
+    await page.click(`.ua-tab[data-terminal="main"]`);
+    await run("echo still-$((2+3))", "still-5", "main after the refusal");
+    report.push(`tabs (refusal: ${said})`);
   },
   async idle() {
     await until(`!document.querySelector('.ua-notice').hidden`, "the idle warning", 30000);

@@ -6,7 +6,8 @@
 // when the assignment has a check: the instance page's <meta name="ua-check">
 // says so, the start page learns it from the answer to POST /spec. Upload
 // (a button, or files dropped on the terminal) and Download are UaFiles
-// (ua-files.js); neither is made in observe mode.
+// (ua-files.js); neither is made in observe mode. The instance's terminals
+// as tabs are UaTabs (ua-tabs.js), which the session makes itself.
 "use strict";
 
 (function () {

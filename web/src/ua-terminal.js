@@ -16,6 +16,12 @@
  *   observing        read-only view (?mode=observe)
  *   screenReader     turn xterm.js's screen-reader mode on (else stored choice)
  *   onAnswer(body)   the final answer of POST /spec (the page sets its title)
+ *   terminal         the terminal's name (?terminal=NAME); else "main"
+ *   shared           another Session whose toolbar, key row, notice and
+ *                    settings this one uses (a tab of UaTabs, ua-tabs.js)
+ *
+ * Without `shared`, and with window.UaTabs loaded, the session shows the
+ * instance's terminals as tabs (this.tabs; it is the tab "main").
  *
  * After a reset to a fresh copy, root gets a "ua-terminal-reset" event
  * (UaCheck and UaFiles clear what they showed of the old environment).
@@ -180,16 +186,60 @@
     this.leaving = false;
     this.wantFocus = false;
     this.sticky = { ctrl: false, alt: false };
-    this.settings = loadSettings();
+    this.terminal = options.terminal || "main";
+    this.settings = options.shared ? options.shared.settings : loadSettings();
     if (options.screenReader) {
       this.settings.screenReader = true;
     }
     this.makeTerminal();
-    this.makeControls();
+    if (options.shared) {
+      this.shareControls(options.shared);
+    } else {
+      this.makeControls();
+    }
     this.listen();
     this.fit();
+    if (!options.shared && window.UaTabs) {
+      this.tabs = new window.UaTabs.Tabs(this);
+    }
     this.connect("start");
   }
+
+  // A tab's session uses the first session's toolbar, key row and notice.
+  Session.prototype.shareControls = function (other) {
+    this.toolbar = other.toolbar;
+    this.notice = other.notice;
+    this.live = other.live;
+    this.keyRow = other.keyRow;
+  };
+
+  // The session the key row types into: the shown tab's.
+  Session.prototype.keyTarget = function () {
+    return (this.tabs && this.tabs.shown()) || this;
+  };
+
+  // The shared settings again (a tab's session, after a change in the toolbar).
+  Session.prototype.applySettings = function () {
+    this.term.options.fontSize = this.settings.fontSize;
+    this.term.options.screenReaderMode = this.settings.screenReader;
+    this.term.options.theme = this.settings.contrast ? HIGH_CONTRAST : {};
+    this.fit();
+  };
+
+  // A closed tab's session: no more connections.
+  Session.prototype.dispose = function () {
+    this.disposed = true;
+    this.leaving = true;
+    this.closeSocket();
+    this.state = "stopped";
+    this.term.dispose();
+  };
+
+  Session.prototype.hook = function (name) {
+    if (this[name]) {
+      this[name]();
+    }
+  };
 
   Session.prototype.makeTerminal = function () {
     var self = this;
@@ -387,7 +437,7 @@
         e.preventDefault();
       });
       b.addEventListener("click", function () {
-        self.pressKey(k[1]);
+        self.keyTarget().pressKey(k[1]);
       });
       self.keyRow.appendChild(b);
     });
@@ -428,6 +478,7 @@
     this.term.options.fontSize = this.settings.fontSize;
     saveSettings(this.settings);
     this.fit();
+    this.hook("onSettings");
     this.announce("Text size " + this.settings.fontSize + ".");
   };
 
@@ -443,6 +494,7 @@
       this.term.options.theme = on ? HIGH_CONTRAST : {};
       this.root.classList.toggle("ua-contrast", on);
     }
+    this.hook("onSettings");
     this.announce(b.textContent + (on ? " on." : " off."));
   };
 
@@ -592,6 +644,7 @@
   // Asks before resetting: the overlay names what is lost, with Reset and Cancel.
   Session.prototype.confirmReset = function () {
     var self = this;
+    this.hook("beforeConfirm"); // the tabs show this one
     var before = {
       overlay: !this.overlay.hidden,
       message: this.messageEl.textContent,
@@ -681,6 +734,9 @@
   // phases; it also takes the terminal over from another tab), then opens
   // its websocket. Without a spec (the /instance/{id} page) it connects.
   Session.prototype.connect = function (why) {
+    if (this.disposed) {
+      return;
+    }
     this.closeSocket();
     var generation = this.generation;
     if (why === "manual" || why === "start") {
@@ -744,6 +800,7 @@
       if (this.options.onAnswer) {
         this.options.onAnswer(body);
       }
+      this.hook("onInstance");
       this.openSocket(body.instanceID, generation);
     } else if (this.observing && response.status === 404 && error) {
       this.notRunning();
@@ -771,9 +828,7 @@
     var self = this;
     var ws;
     try {
-      ws = new WebSocket(
-        this.wsBase + "/instance/" + encodeURIComponent(instanceID) + "/ws" + (this.observing ? "?mode=observe" : "")
-      );
+      ws = new WebSocket(this.wsBase + "/instance/" + encodeURIComponent(instanceID) + "/ws" + this.wsQuery());
     } catch (e) {
       this.stop("The terminal address is not valid.", String(e), "Try again", "bad-url");
       return;
@@ -793,6 +848,18 @@
       self.ws = null;
       self.onSocketClosed(event.code, seen.setup, seen.exited);
     };
+  };
+
+  // ?mode=observe and ?terminal=NAME (none for "main", as before tabs).
+  Session.prototype.wsQuery = function () {
+    var query = [];
+    if (this.observing) {
+      query.push("mode=observe");
+    }
+    if (this.terminal !== "main") {
+      query.push("terminal=" + encodeURIComponent(this.terminal));
+    }
+    return query.length ? "?" + query.join("&") : "";
   };
 
   Session.prototype.onMessage = function (message, seen) {
@@ -817,11 +884,14 @@
         this.term.focus();
       }
       this.wantFocus = false;
+      this.everOpen = true;
+      this.hook("onOpen");
     } else if (message[0] === "stdout" && typeof message[1] === "string") {
       if (!this.notice.hidden && this.notice.getAttribute("data-kind") === "idle") {
         this.notice.hidden = true; // output counts as activity too
       }
       this.term.write(message[1]);
+      this.hook("onOutput");
     } else if (message[0] === "disconnect") {
       seen.exited = true;
     } else if (message[0] === "idle_warning" && typeof message[1] === "number") {
@@ -888,6 +958,18 @@
   // network): the browser does not say which. The page's own address does
   // for the same-origin page.
   Session.prototype.handshakeFailed = function () {
+    var self = this;
+    if (this.onRefused && !this.everOpen) {
+      // perhaps one terminal too many (a 409 the browser does not show)
+      this.onRefused(function () {
+        self.handshakeUnknown();
+      });
+      return;
+    }
+    this.handshakeUnknown();
+  };
+
+  Session.prototype.handshakeUnknown = function () {
     var self = this;
     this.handshakeFailures += 1;
     if (!this.spec && this.instanceID) {

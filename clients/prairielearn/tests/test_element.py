@@ -38,7 +38,7 @@ def test_info_json_dependencies_exist_in_order():
     for kind in ("elementScripts", "elementStyles"):
         for name in deps[kind]:
             assert (ELEMENT_DIR / name).is_file(), name
-    assert deps["elementScripts"] == ["vendor/xterm-bundle.js", "vendor/ua-terminal.js", "vendor/ua-check.js", "vendor/ua-files.js", "uassign_terminal.js"]
+    assert deps["elementScripts"] == ["vendor/xterm-bundle.js", "vendor/ua-terminal.js", "vendor/ua-tabs.js", "vendor/ua-check.js", "vendor/ua-files.js", "uassign_terminal.js"]
     assert (ELEMENT_DIR / "vendor" / "LICENSE-xterm").is_file()
 
 
@@ -46,7 +46,7 @@ def test_javascript_syntax():
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (the browser test loads the script for real)")
-    for name in ("uassign_terminal.js", "vendor/ua-terminal.js", "vendor/ua-check.js", "vendor/ua-files.js", "vendor/xterm-bundle.js"):
+    for name in ("uassign_terminal.js", "vendor/ua-terminal.js", "vendor/ua-tabs.js", "vendor/ua-check.js", "vendor/ua-files.js", "vendor/xterm-bundle.js"):
         result = subprocess.run([node, "--check", str(ELEMENT_DIR / name)], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
 

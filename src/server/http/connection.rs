@@ -160,7 +160,7 @@ pub(super) async fn handle(
             "the server hit an internal error; it has been logged",
         )
     });
-    if path.starts_with("/spec") || path.ends_with("/files") || path.ends_with("/check") {
+    if takes_cors(&path) {
         add_cors(&app, origin.as_ref(), &mut response);
     }
     if wants_html && response.status() == StatusCode::NOT_FOUND {
@@ -169,6 +169,16 @@ pub(super) async fn handle(
             .map(|b| b.map_err(|never| match never {}).boxed_unsync());
     }
     Ok(response)
+}
+
+/// The paths a page of another origin (PrairieLearn's) calls with fetch:
+/// the spec, an instance's files, check and terminals.
+fn takes_cors(path: &str) -> bool {
+    path.starts_with("/spec")
+        || path.ends_with("/files")
+        || path.ends_with("/check")
+        || path.ends_with("/terminals")
+        || (path.starts_with("/instance/") && path.contains("/terminals/"))
 }
 
 pub(super) async fn route_request(
