@@ -137,8 +137,13 @@ async fn run(args: ConnectArgs) -> anyhow::Result<String> {
     let (server, instance) = args.target.instance().await?;
     let name = args.terminal;
     let mut socket = server.terminal(&instance, &name).await?;
+    // "attached to instance ID;" is what scripts and tests read.
+    let which = match name.as_str() {
+        "main" => String::new(),
+        other => format!(" terminal {other};"),
+    };
     eprintln!(
-        "[ua: attached to terminal {name} of instance {instance}; the session ends when its shell exits]\r"
+        "[ua: attached to instance {instance};{which} the session ends when its shell exits]\r"
     );
     let _raw = RawMode::enable()?;
     // One reader for the whole run: a read in flight is never lost.
